@@ -1,0 +1,66 @@
+"""The `rkdsc` command line.
+
+Each subcommand lives next to the code it drives and exposes `cli(argv) -> int` with its own
+argparse parser (so `rkdsc X --help` documents every flag). This dispatcher resolves them by
+module name only when called: the service subcommands (`edge`, `basestation`, `server`,
+`demo`, `bench`) import grpc, and importing `common` must never do that.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module:function, one-line description). Order is the order of `rkdsc --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("common.train.pipeline:cli", "run a whole preset: teacher, searches, RKD stages, baselines, export, evaluation"),
+    "train-default": ("common.train.pipeline:cli_default", "train the embedded default bundle (digits) into deploy/bundle"),
+    "search": ("common.train.search:cli", "KDL-DARTS or DARTS architecture search over the Table I space -> arch.json"),
+    "distill": ("common.train.distill:cli", "two-stage robust knowledge distillation (stage 1 MSE, stage 2 joint with CAT)"),
+    "baseline": ("common.train.baselines:cli", "train the JSCC-student or JSCC-teacher baseline"),
+    "export": ("common.train.export:cli", "export a trained work dir to a self-describing ONNX bundle"),
+    "evaluate": ("common.train.evaluate:cli", "accuracy against SNR for one or more bundles (JSON + plot)"),
+    "profile": ("common.train.profile:cli", "Table II: parameters, GFLOPs, encode latency (torch / onnxruntime), IoT estimate"),
+    "ablation": ("common.train.ablation:cli", "Fig. 8: accuracy at -10 dB against the CAT compression ratio"),
+    "report": ("common.train.report:cli", "regenerate docs/reproduction.md from training runs"),
+    "bundle": ("common.bundle.cli:cli", "inspect (info) or check (verify) a bundle directory"),
+    "samples": ("common.data.samples:cli", "write the held-back digits as a sample image folder"),
+    "server": ("server.service:cli", "run the edge server (CAT decoder + semantic decoders)"),
+    "basestation": ("basestation.relay:cli", "run the base-station relay (channel per link)"),
+    "edge": ("edge.client:cli", "run one edge device on an image folder"),
+    "demo": ("edge.demo:cli", "start server, relay and every edge of a topology on localhost; write summary.json"),
+    "bench": ("edge.bench:cli", "side-by-side benchmarks: in-process vs networked, torch vs onnxruntime, channel cost"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: rkdsc <command> [options]", "",
+             "RKD-SC semantic-communication emulator: train offline (torch), serve online (onnxruntime + gRPC).",
+             "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "Run `rkdsc <command> --help` for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"rkdsc {version('rkdsc')}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"rkdsc: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target = COMMANDS[name][0]
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Data: image folders and preprocessing (``images``, no torch), sample images
+(``samples``), torch datasets (``datasets``)."""
