@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["SUPPORTED_DTYPES", "WireError", "encode_tensor", "decode_tensor"]
+__all__ = ["MAX_NDIM", "SUPPORTED_DTYPES", "WireError", "encode_tensor", "decode_tensor"]
 
 # dtype name on the wire -> little-endian numpy dtype
 SUPPORTED_DTYPES: dict[str, np.dtype] = {
@@ -31,6 +31,7 @@ SUPPORTED_DTYPES: dict[str, np.dtype] = {
     "int32": np.dtype("<i4"),
     "uint8": np.dtype("u1"),
 }
+MAX_NDIM = 32  # numpy's reshape limit is 64; no tensor in this project comes close
 _INEXACT = {"float32", "float16", "complex64"}  # dtypes checked for NaN/Inf on decode
 
 
@@ -70,6 +71,8 @@ def _check_shape(field: str, shape) -> tuple[int, ...]:
     if isinstance(shape, (str, bytes, dict)) or not hasattr(shape, "__iter__"):
         raise WireError(field, f"shape must be a list of ints, got {shape!r}")
     shape = list(shape)  # also accepts protobuf repeated fields and tuples
+    if len(shape) > MAX_NDIM:
+        raise WireError(field, f"shape has {len(shape)} dimensions, more than the maximum {MAX_NDIM}")
     dims = []
     for d in shape:
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)):

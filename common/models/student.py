@@ -149,15 +149,18 @@ class AttentionPool2d(nn.Module):
         grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
         return torch.cat([pos[:1], grid.flatten(2)[0].t()], dim=0)
 
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:  # [B, L, C] -> [B, nh, L, C/nh]
+        # explicit traced sizes (not unflatten): keeps the batch axis dynamic in the TorchScript ONNX export
+        return t.reshape(t.shape[0], t.shape[1], self.num_heads, -1).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, h, w] -> [B, output_dim]
         pos = self._pos(x.shape[2], x.shape[3])
         x = x.flatten(2).transpose(1, 2)  # [B, hw, C]
         x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + pos.to(x.dtype)  # [B, 1+hw, C]
-        q = self.q_proj(x[:, :1]).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, nh, 1, d]
-        k = self.k_proj(x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, nh, 1+hw, d]
-        v = self.v_proj(x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, nh, 1+hw, d]
+        q = self._heads(self.q_proj(x[:, :1]))  # [B, nh, 1, d]: the mean token is the only query
+        k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))  # [B, nh, 1+hw, d]
         attn = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)  # [B, nh, 1, 1+hw]
-        out = (attn @ v).transpose(1, 2).flatten(2)[:, 0]  # [B, C]
+        out = (attn @ v).transpose(1, 2).reshape(x.shape[0], -1)  # [B, C]
         return self.c_proj(out)
 
 

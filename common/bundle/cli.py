@@ -1,0 +1,120 @@
+"""``rkdsc bundle info DIR`` and ``rkdsc bundle verify DIR`` (no torch; also
+``python -m common.bundle.cli ...``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from common.bundle.manifest import (MANIFEST_NAME, BundleError, read_manifest, task_specs,
+                                    validate_manifest, verify_bundle)
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _shape(desc: dict) -> str:
+    parts = []
+    for name, d in desc.items():
+        if isinstance(d, dict):
+            parts.append(f"{name} {d.get('dtype', '?')} [{', '.join(str(v) for v in d.get('shape', []))}]")
+        else:
+            parts.append(str(name))
+    return ", ".join(parts)
+
+
+def info_text(bundle_dir: Path) -> str:
+    """A readable summary of a bundle (raises BundleError when it cannot be parsed)."""
+    manifest = read_manifest(bundle_dir)
+    problems = validate_manifest(manifest)
+    if problems:
+        raise BundleError(f"{bundle_dir / MANIFEST_NAME}: invalid manifest:\n  " + "\n  ".join(problems))
+    inp = manifest["input"]
+    size = inp["size"]
+    lines = [
+        f"bundle      {bundle_dir}",
+        f"format      {manifest['format_version']}",
+        f"input       {size}x{size} RGB" if isinstance(size, int) else f"input       {size[0]}x{size[1]} RGB",
+        f"            mean {inp['mean']}  std {inp['std']}",
+        f"dims        feature_dim {manifest['feature_dim']}, compression_ratio {manifest['compression_ratio']}, "
+        f"compact_dim {manifest['compact_dim']}, symbols_per_image {manifest['symbols_per_image']}",
+        f"snr_train   {manifest['snr_train_db'][0]} .. {manifest['snr_train_db'][1]} dB",
+        "tasks:",
+    ]
+    for spec in task_specs(manifest):
+        names = ", ".join(spec.class_names[:10]) + (", ..." if spec.num_classes > 10 else "")
+        lines.append(f"  {spec.name}: {spec.num_classes} classes ({names})")
+        lines.append(f"    compression_ratio {spec.compression_ratio}, compact_dim {spec.compact_dim}, "
+                     f"symbols_per_image {spec.symbols_per_image}; edge {spec.edge}, server {spec.server}")
+    lines.append("components:")
+    for name, comp in manifest["components"].items():
+        path = bundle_dir / comp["file"]
+        size_b = path.stat().st_size if path.is_file() else None
+        lines.append(f"  {name}: {comp['file']}  {comp['params']:,} params  {_human_bytes(size_b)}"
+                     + ("" if size_b is not None else "  (MISSING)"))
+        if isinstance(comp.get("inputs"), dict) and isinstance(comp.get("outputs"), dict):
+            lines.append(f"    {_shape(comp['inputs'])} -> {_shape(comp['outputs'])}")
+        lines.append(f"    sha256 {comp['sha256']}")
+    lines.append("provenance:")
+    for key, value in manifest["provenance"].items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        lines.append(f"  {key}: {text}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rkdsc bundle",
+        description="Inspect and verify a model bundle (a directory with manifest.json and ONNX files).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{info,verify}")
+    p_info = sub.add_parser("info", help="print a readable summary: tasks, dimensions, components "
+                                         "(params, file sizes), provenance",
+                            description="Print a readable summary of a bundle.")
+    p_info.add_argument("bundle_dir", metavar="DIR", type=Path, help="bundle directory (holds manifest.json)")
+    p_info.add_argument("--json", action="store_true", help="print the raw manifest as JSON instead")
+    p_verify = sub.add_parser("verify", help="check the manifest schema and every file's sha256; "
+                                             "exit 1 naming each problem, print OK otherwise",
+                              description="Check the manifest schema, the dimension rules and the sha256 "
+                                          "of every component file. Exit status 0 and 'OK' when sound; "
+                                          "1 with one line per problem (naming the file or key) otherwise.")
+    p_verify.add_argument("bundle_dir", metavar="DIR", type=Path, help="bundle directory (holds manifest.json)")
+    return parser
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "verify":
+        problems = verify_bundle(args.bundle_dir)
+        if problems:
+            for p in problems:
+                print(f"FAIL {p}", file=sys.stderr)
+            print(f"{args.bundle_dir}: {len(problems)} problem(s)", file=sys.stderr)
+            return 1
+        print(f"OK {args.bundle_dir}")
+        return 0
+    try:
+        if args.json:
+            print(json.dumps(read_manifest(args.bundle_dir), indent=2))
+        else:
+            print(info_text(args.bundle_dir))
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(cli())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Torch datasets of the presets: digits, CIFAR-10 / Tiny-ImageNet image folders, CIFAR-100.
+
+``build_datasets(preset) -> (train_ds, val_ds, class_names)``; items are
+``(image float32 [3, S, S] normalised with the preset's mean/std, label int64)``.
+
+* Images are decoded once and kept in memory as uint8 ``[N, S, S, 3]`` (CIFAR-10 at 32 px:
+  3 KB per image); normalisation happens per item (``ImageArrayDataset``).
+* ``max_per_class`` subsamples each class deterministically (a seeded permutation of the
+  class's sorted file list), then the validation split takes ``val_fraction`` of every class
+  (stratified, seeded by ``preset.seed``). The same preset gives the same split on every machine.
+* digits: the 1,797 scikit-learn digits are first split by ``common.data.digits.split_indices``
+  (fixed seed) into a train part and a held-back part; train/val come from the train part
+  only, and the held-back part is NEVER used in training: ``heldout_dataset(preset)`` returns it
+  for the final evaluation (it is also what the demo's sample images are made of).
+* cifar10 / tinyimagenet / folder read ``ROOT/<class>/<image>`` (class = sorted folder names,
+  torchvision's ImageFolder convention), convert greyscale to RGB and resize to ``input_size``
+  with PIL bilinear, exactly like the edge's ``common.data.images.preprocess``. These folders
+  have no test split: ``heldout_dataset`` returns the validation split for them.
+* cifar100 comes through ``torchvision.datasets.CIFAR100(download=False)``.
+
+Decoded image folders are cached per process (``_FOLDER_CACHE``) so that several training
+steps in one process decode the JPEGs once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
+
+_FOLDER_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class ImageArrayDataset(Dataset):
+    """uint8 images [N, S, S, 3] + labels [N] -> (float32 [3, S, S] normalised, int64)."""
+
+    def __init__(self, images_u8: np.ndarray, labels: np.ndarray, mean, std, name: str = "", split: str = ""):
+        if images_u8.ndim != 4 or images_u8.shape[-1] != 3 or images_u8.dtype != np.uint8:
+            raise ValueError(f"images_u8: expected uint8 [N, S, S, 3], got {images_u8.dtype} {images_u8.shape}")
+        if len(images_u8) != len(labels):
+            raise ValueError(f"labels: expected {len(images_u8)} labels, got {len(labels)}")
+        self.images = torch.from_numpy(np.ascontiguousarray(images_u8))  # [N, S, S, 3] uint8
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))  # [N]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.name, self.split = name, split  # dataset name and split, used in feature-cache keys
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _norm(self, u8: torch.Tensor) -> torch.Tensor:  # [..., S, S, 3] uint8 -> [..., 3, S, S]
+        x = u8.movedim(-1, -3).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._norm(self.images[i]), self.labels[i]
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # batched fetch (DataLoader uses it): one normalisation for the whole batch
+        idx_t = torch.as_tensor(idx, dtype=torch.long)
+        x = self._norm(self.images[idx_t])
+        y = self.labels[idx_t]
+        return list(zip(x.unbind(0), y.unbind(0)))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images normalised [N, 3, S, S] and labels [N] (small datasets only)."""
+        return self._norm(self.images), self.labels
+
+    @property
+    def input_size(self) -> int:
+        return int(self.images.shape[1])
+
+
+def _per_class_subsample(labels: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices keeping at most `max_per_class` of each class (seeded choice)."""
+    if max_per_class <= 0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng([seed, 1])
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep.append(np.sort(rng.permutation(idx)[:max_per_class]))
+    return np.sort(np.concatenate(keep))
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) into `labels`: round(val_fraction * n_c) of every class c to val,
+    at least one image per class on each side when the class has two or more."""
+    rng = np.random.default_rng([seed, 2])
+    tr, va = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = int(round(len(idx) * val_fraction))
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        va.append(idx[:n_val])
+        tr.append(idx[n_val:])
+    return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
+
+
+def list_class_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Files of ROOT/<class>/** (sorted), their labels and the sorted class names."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root {str(root)!r}: no such directory (expected ROOT/<class>/<image> "
+                                "folders; see ../shared/data/README.md)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"data.root {str(root)!r}: no class sub-folders")
+    files, labels = [], []
+    for ci, c in enumerate(classes):
+        for dirpath, _, names in os.walk(root / c):
+            for n in sorted(names):
+                if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(Path(dirpath) / n)
+                    labels.append(ci)
+    order = sorted(range(len(files)), key=lambda i: (labels[i], str(files[i])))
+    return [files[i] for i in order], np.asarray([labels[i] for i in order], dtype=np.int64), classes
+
+
+def _decode(paths: list[Path], size: int) -> np.ndarray:
+    """PIL decode -> RGB -> bilinear resize to size x size -> uint8 [N, size, size, 3]."""
+    from PIL import Image
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            out[i] = np.asarray(im)
+    return out
+
+
+def _load_folder(root: Path, size: int, max_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    key = (str(root), size, max_per_class, seed)
+    if key not in _FOLDER_CACHE:
+        files, labels, classes = list_class_folder(root)
+        keep = _per_class_subsample(labels, max_per_class, seed)
+        images = _decode([files[i] for i in keep], size)
+        _FOLDER_CACHE[key] = (images, labels[keep], classes)
+    return _FOLDER_CACHE[key]
+
+
+def _tiny_imagenet_names(root: Path, wnids: list[str]) -> list[str]:
+    """wnid -> first words from classes.tsv next to train/ (falls back to the wnid)."""
+    tsv = root.parent / "classes.tsv"
+    words = {}
+    if tsv.is_file():
+        for line in tsv.read_text(encoding="utf-8").splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                words[parts[0]] = parts[1].split(",")[0].strip()
+    return [words.get(w, w) for w in wnids]
+
+
+def _load_cifar100(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from torchvision.datasets import CIFAR100
+
+    try:
+        ds = CIFAR100(str(root), train=True, download=False)
+    except RuntimeError as e:
+        raise FileNotFoundError(
+            f"data.root {str(root)!r}: CIFAR-100 not found ({e}). It cannot be downloaded here; "
+            f"on a machine with internet run `python -c \"from torchvision.datasets import CIFAR100; "
+            f"CIFAR100('{root}', download=True)\"` and point data.root at that folder.") from None
+    images = np.asarray(ds.data, dtype=np.uint8)  # [50000, 32, 32, 3]
+    if size != images.shape[1]:
+        from PIL import Image
+
+        images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+    return images, np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
+
+
+def _digits_parts(preset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train-part images u8, labels, held-back images u8, labels) at the preset's input size."""
+    images, labels = load_digits_arrays()
+    train_idx, held_idx = split_indices(len(labels))
+    rgb = upscale_rgb(images, preset.data.input_size)
+    return rgb[train_idx], labels[train_idx], rgb[held_idx], labels[held_idx]
+
+
+def _all_images(preset) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every usable training image of the preset (after max_per_class), labels, class names."""
+    d = preset.data
+    if d.dataset == "digits":
+        images, labels, _, _ = _digits_parts(preset)
+        keep = _per_class_subsample(labels, d.max_per_class, preset.seed)
+        return images[keep], labels[keep], list(DIGITS_CLASS_NAMES)
+    root = preset.data_root()
+    if d.dataset == "cifar100":
+        images, labels, classes = _load_cifar100(root, d.input_size)
+        keep = _per_class_subsample(labels, d.max_per_class, preset.seed)
+        return images[keep], labels[keep], classes
+    images, labels, classes = _load_folder(root, d.input_size, d.max_per_class, preset.seed)
+    if d.dataset == "tinyimagenet":
+        classes = _tiny_imagenet_names(root, classes)
+    return images, labels, classes
+
+
+def build_datasets(preset) -> tuple[ImageArrayDataset, ImageArrayDataset, list[str]]:
+    """(train_ds, val_ds, class_names) of the preset; deterministic in preset.seed."""
+    d = preset.data
+    images, labels, classes = _all_images(preset)
+    tr, va = stratified_split(labels, d.val_fraction, preset.seed)
+    name = d.dataset if d.dataset != "folder" else f"folder:{preset.data_root()}"
+    mk = lambda idx, split: ImageArrayDataset(images[idx], labels[idx], d.mean, d.std, name, split)  # noqa: E731
+    return mk(tr, "train"), mk(va, "val"), classes
+
+
+def heldout_dataset(preset) -> ImageArrayDataset:
+    """Final-evaluation split: the digits' held-back part (never trained on); for image
+    folders / CIFAR-100 (no test split available) the validation split of build_datasets."""
+    d = preset.data
+    if d.dataset == "digits":
+        _, _, images, labels = _digits_parts(preset)
+        return ImageArrayDataset(images, labels, d.mean, d.std, "digits", "heldout")
+    return build_datasets(preset)[1]
+
+
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
+    """Batch augmentation on normalised images [B, 3, S, S]: "crop" = zero-padded random crop
+    (shift by up to `pad` pixels), "crop-flip" = that plus a random horizontal flip; "none" = x."""
+    if mode == "none":
+        return x
+    if mode not in ("crop", "crop-flip"):
+        raise ValueError(f"augment mode: expected none | crop | crop-flip, got {mode!r}")
+    b, _, s, _ = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    off = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator)
+    out = torch.stack([padded[i, :, off[i, 0]:off[i, 0] + s, off[i, 1]:off[i, 1] + s] for i in range(b)])
+    if mode == "crop-flip":
+        flip = torch.rand(b, generator=generator) < 0.5
+        out[flip] = out[flip].flip(-1)
+    return out
+
+
+__all__ = ["ImageArrayDataset", "build_datasets", "heldout_dataset", "augment_batch", "stratified_split",
+           "list_class_folder"]

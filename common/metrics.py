@@ -1,0 +1,132 @@
+"""Prometheus metrics of the server and the relay (prometheus_client only; no grpc).
+
+Each service instance owns a ``CollectorRegistry`` (never the global one), so several
+instances can live in one process (tests) and ``/metrics`` shows exactly one service.
+
+Server (``ServerMetrics``)::
+
+    rkdsc_frames_total{transmitter,task,outcome}   outcome: ok | invalid | rejected | draining | failed
+    rkdsc_decode_seconds{task}        histogram, decode compute time per batch
+    rkdsc_queue_seconds{task}         histogram, time a frame waited in the batching queue
+    rkdsc_batch_size{task}            histogram, frames per decode batch
+    rkdsc_symbols_total{transmitter,task}    complex symbols received in decoded frames
+    rkdsc_labelled_total{transmitter,task}   decoded frames that carried a label
+    rkdsc_correct_total{transmitter,task}    ... whose top-1 class equals the label
+
+Relay (``RelayMetrics``)::
+
+    rkdsc_relay_frames_total{transmitter,outcome}  outcome: ok | error | invalid | failed
+    rkdsc_link_snr_db{transmitter}        gauge, effective link SNR (snr_db + path_gain_db)
+    rkdsc_relay_channel_seconds           histogram, channel simulation time per frame
+    rkdsc_relay_roundtrip_seconds         histogram, relay -> server -> relay per frame
+
+Labels of unknown transmitters are folded into ``transmitter="_unknown"`` so a client
+cannot grow the label set without bound.
+"""
+from __future__ import annotations
+
+import threading
+from http.server import ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_http_server
+
+__all__ = ["ServerMetrics", "RelayMetrics", "MetricsEndpoint", "UNKNOWN_LABEL", "parse_metrics"]
+
+UNKNOWN_LABEL = "_unknown"
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServerMetrics:
+    """The edge server's metrics in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames = Counter("rkdsc_frames_total", "Frames handled by the edge server, by outcome",
+                              ["transmitter", "task", "outcome"], registry=r)
+        self.decode_seconds = Histogram("rkdsc_decode_seconds", "Decode compute time per batch (s)",
+                                        ["task"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_seconds = Histogram("rkdsc_queue_seconds", "Time a frame waited in the batching queue (s)",
+                                       ["task"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("rkdsc_batch_size", "Frames per decode batch", ["task"],
+                                    buckets=_BATCH_BUCKETS, registry=r)
+        self.symbols = Counter("rkdsc_symbols_total", "Complex channel symbols received in decoded frames",
+                               ["transmitter", "task"], registry=r)
+        self.correct = Counter("rkdsc_correct_total", "Decoded labelled frames whose top-1 class is the label",
+                               ["transmitter", "task"], registry=r)
+        self.labelled = Counter("rkdsc_labelled_total", "Decoded frames that carried a label",
+                                ["transmitter", "task"], registry=r)
+
+
+class RelayMetrics:
+    """The base-station relay's metrics in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames = Counter("rkdsc_relay_frames_total", "Frames handled by the relay, by outcome",
+                              ["transmitter", "outcome"], registry=r)
+        self.link_snr_db = Gauge("rkdsc_link_snr_db", "Effective link SNR (snr_db + path_gain_db) in dB",
+                                 ["transmitter"], registry=r)
+        self.channel_seconds = Histogram("rkdsc_relay_channel_seconds", "Channel simulation time per frame (s)",
+                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.roundtrip_seconds = Histogram("rkdsc_relay_roundtrip_seconds",
+                                           "Relay -> server -> relay time per frame (s)",
+                                           buckets=_LATENCY_BUCKETS, registry=r)
+
+
+class MetricsEndpoint:
+    """Serves one registry as Prometheus text at http://host:port/metrics (port 0 = free port)."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "127.0.0.1"):
+        self.registry = registry
+        result = start_http_server(port, addr=host, registry=registry)
+        if isinstance(result, tuple):  # prometheus_client >= 0.19 returns (server, thread)
+            self._server, self._thread = result
+        else:  # pragma: no cover - older prometheus_client: serve it ourselves
+            self._server, self._thread = _serve(registry, host, port)
+        self.host = host
+        self.port = int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _serve(registry, host, port):  # pragma: no cover - fallback only
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text -> {(sample name, sorted label pairs): value} (for tests and the demo)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out

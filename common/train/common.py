@@ -1,0 +1,218 @@
+"""Small shared utilities of the training code: seeding, cosine schedules, JSONL logs,
+checkpoints with resume, device choice, data loaders and progress bars.
+
+Checkpoint layout (``save_checkpoint(path, models, optimizers, state)``), a directory::
+
+    path/<model name>.safetensors    weights (state_dict, tensors made contiguous and unshared)
+    path/<optimizer name>.optim.pt   optimizer state (torch.save; read back with weights_only=True)
+    path/state.json                  anything JSON-serialisable (epoch, history, rng seeds ...)
+
+Writes go to a temporary directory that replaces ``path`` at the end, so an interrupted save
+never leaves a half-written checkpoint; ``state.json`` is written last and marks it complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (CPU and CUDA); returns a torch.Generator seeded with `seed`
+    for data order and augmentation."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def cosine_lr(opt: torch.optim.Optimizer, epochs: int, lr_min: float | list[float]) -> torch.optim.lr_scheduler.LRScheduler:
+    """CosineAnnealingLR from each group's lr down to `lr_min` over `epochs` scheduler steps
+    (one step per epoch)."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(epochs), 1), eta_min=lr_min)
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """`prefer` or $RKDSC_DEVICE when set ("cpu", "cuda", "cuda:1"), else CUDA when available, else CPU."""
+    name = prefer or os.environ.get("RKDSC_DEVICE", "")
+    if name:
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def progress(iterable: Iterable | None = None, desc: str = "", total: int | None = None, leave: bool = False, **kw):
+    """tqdm progress bar; shown on a terminal, hidden otherwise or when $RKDSC_PROGRESS=0
+    (=1 forces it on)."""
+    from tqdm.auto import tqdm
+
+    env = os.environ.get("RKDSC_PROGRESS", "")
+    disable = {"0": True, "1": False}.get(env, None)  # None: tqdm hides it when stderr is no TTY
+    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=disable, dynamic_ncols=True, **kw)
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                drop_last: bool = False, sampler=None) -> torch.utils.data.DataLoader:
+    """DataLoader with a seeded shuffling generator (same seed -> same order); `sampler`
+    (e.g. a DistributedSampler) replaces the shuffling."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
+        num_workers=num_workers, drop_last=drop_last, generator=g, persistent_workers=num_workers > 0)
+
+
+class JsonlLogger:
+    """Append one JSON object per line: ``log(event="epoch", epoch=3, loss=0.1)`` or ``log({...})``.
+    Each record gets a wall-clock ``time`` (seconds since the epoch)."""
+
+    def __init__(self, path: str | Path, echo=None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.echo = echo  # optional callable(str) that also receives each line
+
+    def log(self, record: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+        rec = {"time": round(time.time(), 3), **(record or {}), **fields}
+        line = json.dumps(rec, default=_json_default)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        if self.echo is not None:
+            self.echo(line)
+        return rec
+
+    __call__ = log
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomic pretty JSON write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, unshared copies of a (possibly DDP-wrapped) model's state dict."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in _unwrap(model).state_dict().items()}
+
+
+def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
+    """Model weights -> one .safetensors file (atomic)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state_dict_for_save(model), str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_weights(path: str | Path, model: nn.Module, strict: bool = True) -> nn.Module:
+    """Load a .safetensors file into `model` (DDP wrappers unwrapped), on the model's device."""
+    from safetensors.torch import load_file
+
+    target = _unwrap(model)
+    try:
+        device = next(target.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    target.load_state_dict(load_file(str(path), device=str(device)), strict=strict)
+    return model
+
+
+def save_checkpoint(path: str | Path, models: dict[str, nn.Module], optimizers: dict[str, Any] | None = None,
+                    state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint directory (see the module docstring); optimizers may include LR schedulers
+    (anything with state_dict())."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name, model in models.items():
+        save_weights(tmp / f"{name}.safetensors", model)
+    for name, opt in (optimizers or {}).items():
+        torch.save(opt.state_dict(), tmp / f"{name}.optim.pt")
+    write_json(tmp / "state.json", state or {})
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old.exists():
+        shutil.rmtree(old)
+    return path
+
+
+def load_checkpoint(path: str | Path, models: dict[str, nn.Module], optimizers: dict[str, Any] | None = None,
+                    strict: bool = True) -> dict[str, Any] | None:
+    """Restore what `save_checkpoint` wrote into the given models / optimizers and return the
+    state dict; None when `path` holds no complete checkpoint."""
+    path = Path(path)
+    if not (path / "state.json").is_file():
+        return None
+    for name, model in models.items():
+        load_weights(path / f"{name}.safetensors", model, strict=strict)
+    for name, opt in (optimizers or {}).items():
+        f = path / f"{name}.optim.pt"
+        if f.is_file():
+            opt.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))
+    return json.loads((path / "state.json").read_text(encoding="utf-8"))
+
+
+def num_threads_note() -> str:
+    return f"torch threads {torch.get_num_threads()}, python {sys.version.split()[0]}, torch {torch.__version__}"
+
+
+__all__ = [
+    "seed_everything", "cosine_lr", "pick_device", "progress", "make_loader", "JsonlLogger", "write_json",
+    "file_sha256", "save_weights", "load_weights", "state_dict_for_save", "save_checkpoint", "load_checkpoint",
+]

@@ -1,0 +1,310 @@
+"""``rkdsc evaluate``: accuracy versus SNR of deployed bundles (contract item 8, paper Fig. 6).
+
+It evaluates exactly what is deployed: the bundle's ONNX edge and server parts through
+``common.bundle.runtime.InProcessPipeline`` (encode -> symbol mapping -> unit power ->
+numpy channel with MMSE equalization -> demapping -> decode), never the torch weights.
+
+    rkdsc evaluate --bundle deploy/bundle --data samples/ --channel awgn --out awgn.json --plot awgn.png
+    rkdsc evaluate --bundle runs/x/bundles/rkd-sc --label RKD-SC \
+                   --bundle runs/x/bundles/jscc-student --label JSCC-student \
+                   --preset default --channel rayleigh --out fig6-rayleigh.json --plot fig6-rayleigh.png
+
+Output (one bundle)::
+
+    {"bundle": "...", "channel": "awgn", "points": [{"snr_db": -10.0, "accuracy": 0.41, "n": 359}, ...],
+     "label": "...", "task": "...", "data": "...", "seed": 0}
+
+With several bundles the top-level keys are those of the first and ``curves`` holds one such
+object per bundle. Data: ``--data DIR`` (class sub-folders, labels by folder name mapped to the
+bundle's ``class_names``) or ``--preset NAME`` (the preset's held-back split: for digits the
+part never used in training, otherwise the validation split; no images are written).
+
+The noise is reproducible: the channel generator of SNR point ``i`` is
+``numpy.random.default_rng([seed, i])``, the same for every bundle, so curves differ only by
+the models.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+DEFAULT_SNRS_DB = [-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0]  # paper Fig. 6 x axis
+CHANNELS = ("awgn", "rayleigh", "rayleigh_fast", "rician")
+
+
+# ----------------------------------------------------------------------------- data
+
+class EvalData:
+    """Evaluation images for one input spec: float32 [N, 3, H, W] and class-name labels."""
+
+    def __init__(self, images: np.ndarray, label_names: list[str], source: str):
+        self.images = images            # preprocessed float32 [N, 3, H, W]
+        self.label_names = label_names  # class name of each image
+        self.source = source            # where the images came from (for the JSON)
+
+    def __len__(self) -> int:
+        return len(self.label_names)
+
+
+def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of a seeded random subset of size ``limit`` (all, in order, without a limit)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 1:
+        raise ValueError(f"--limit: expected an integer >= 1, got {limit}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+
+
+def load_folder(root: str | os.PathLike, input_spec: Any, limit: int | None = None,
+                seed: int = 0) -> EvalData:
+    """Images under ``root/<class>/...`` preprocessed for ``input_spec`` (the manifest's input)."""
+    from common.data.images import list_images, load_rgb, preprocess
+
+    listing = list_images(root)
+    if listing.labels is None:
+        raise ValueError(f"--data {root}: expected class sub-folders (ROOT/<class>/<image>), found a flat folder")
+    for path, why in listing.errors:
+        print(f"evaluate: skipping {path}: {why}", file=sys.stderr)
+    if not listing.paths:
+        raise ValueError(f"--data {root}: no readable images")
+    idx = _subset(len(listing.paths), limit, seed)
+    images = np.stack([preprocess(load_rgb(listing.paths[i]), input_spec) for i in idx])
+    names = [listing.class_names[listing.labels[i]] for i in idx]
+    return EvalData(images.astype(np.float32), names, str(root))
+
+
+def load_preset_split(preset_name: str, limit: int | None = None, seed: int = 0) -> tuple[EvalData, dict]:
+    """The preset's held-back split (digits) or validation split, as preprocessed arrays.
+
+    Returns (data, input_spec) where input_spec = {size, mean, std} of the preset; the caller
+    checks it against each bundle's input (the tensors are already normalized).
+    """
+    from common.train.presets import load_preset
+
+    preset = load_preset(preset_name)
+    dataset, class_names, split = preset_eval_dataset(preset)
+    idx = _subset(len(dataset), limit, seed)
+    xs, names = [], []
+    for i in idx:
+        x, y = dataset[int(i)][:2]
+        xs.append(np.asarray(x, dtype=np.float32))
+        names.append(class_names[int(y)])
+    spec = {"size": int(preset.data.input_size), "mean": [float(v) for v in preset.data.mean],
+            "std": [float(v) for v in preset.data.std]}
+    return EvalData(np.stack(xs), names, f"preset:{preset.name}:{split}"), spec
+
+
+def preset_eval_dataset(preset) -> tuple[Any, list[str], str]:
+    """(dataset, class_names, split name): the held-back part for digits (never trained on),
+    otherwise the validation split of ``build_datasets``."""
+    from common.data import datasets
+
+    _, val_ds, class_names = datasets.build_datasets(preset)
+    if preset.data.dataset == "digits" and hasattr(datasets, "heldout_dataset"):
+        return datasets.heldout_dataset(preset), list(class_names), "heldout"
+    return val_ds, list(class_names), "val"
+
+
+def _same_spec(a: dict, b: Any) -> bool:
+    get = b.get if isinstance(b, dict) else (lambda k: getattr(b, k))
+    size = get("size")
+    size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(v) for v in size)
+    a_size = (a["size"], a["size"]) if isinstance(a["size"], int) else tuple(a["size"])
+    return (a_size == size and np.allclose(a["mean"], list(get("mean")), atol=1e-6)
+            and np.allclose(a["std"], list(get("std")), atol=1e-6))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def labels_for(data: EvalData, class_names: Sequence[str], where: str) -> np.ndarray:
+    """Map the data's class names onto the bundle task's class indices (error naming the class)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({n for n in data.label_names if n not in index})
+    if unknown:
+        raise ValueError(f"{where}: class folder(s) {unknown[:10]} are not among the bundle's class_names "
+                         f"{list(class_names)[:20]}")
+    return np.asarray([index[n] for n in data.label_names], dtype=np.int64)
+
+
+def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str,
+                    snrs_db: Sequence[float], seed: int = 0, task: str | None = None,
+                    batch_size: int = 256, progress: bool = False) -> dict:
+    """Accuracy of one bundle task at each SNR: {"bundle", "task", "channel", "points": [...]}."""
+    from common.bundle.runtime import InProcessPipeline, load_bundle
+
+    if channel not in CHANNELS:
+        raise ValueError(f"--channel: expected one of {list(CHANNELS)}, got {channel!r}")
+    bundle = load_bundle(bundle_path)
+    pipe = InProcessPipeline(bundle, task, seed=seed)
+    labels = labels_for(data, pipe.spec.class_names, f"bundle {bundle_path} task {pipe.spec.name!r}")
+    n = len(data)
+    points = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(snrs_db), desc=f"evaluate {Path(bundle_path).name} {channel}", leave=False)
+    for i, snr in enumerate(snrs_db):
+        pipe.rng = np.random.default_rng([int(seed), i])
+        correct = 0
+        for start in range(0, n, batch_size):
+            out = pipe.run(data.images[start:start + batch_size], float(snr), channel,
+                           labels=labels[start:start + batch_size])
+            correct += int(out["correct"].sum())
+        points.append({"snr_db": float(snr), "accuracy": correct / n if n else float("nan"), "n": n})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return {"bundle": str(bundle_path), "task": pipe.spec.name, "channel": channel, "points": points}
+
+
+def plot_curves(curves: Sequence[dict], path: str | os.PathLike, title: str | None = None) -> None:
+    """Accuracy vs SNR, one line per curve, one panel per channel (paper Fig. 6 style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    channels = list(dict.fromkeys(c["channel"] for c in curves))
+    fig, axes = plt.subplots(1, len(channels), figsize=(5.2 * len(channels), 4.0), squeeze=False)
+    names = {"awgn": "AWGN", "rayleigh": "Rayleigh block fading", "rayleigh_fast": "Rayleigh fast fading",
+             "rician": "Rician block fading"}
+    for ax, ch in zip(axes[0], channels):
+        for c in (c for c in curves if c["channel"] == ch):
+            xs = [p["snr_db"] for p in c["points"]]
+            ys = [100.0 * p["accuracy"] for p in c["points"]]
+            ax.plot(xs, ys, marker="o", label=c.get("label") or Path(c["bundle"]).name)
+        ax.set_xlabel("SNR (dB)")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title(names.get(ch, ch))
+        ax.set_ylim(0, 100)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_evaluation(bundles: Sequence[str], labels: Sequence[str] | None, channel: str,
+                   snrs_db: Sequence[float], data_dir: str | None = None, preset: str | None = None,
+                   seed: int = 0, limit: int | None = None, task: str | None = None,
+                   progress: bool = False) -> dict:
+    """Evaluate several bundles on the same images and noise; returns the output JSON object."""
+    from common.bundle.runtime import load_bundle
+
+    if (data_dir is None) == (preset is None):
+        raise ValueError("give exactly one of --data DIR or --preset NAME")
+    if labels and len(labels) != len(bundles):
+        raise ValueError(f"--label: got {len(labels)} labels for {len(bundles)} bundles (give one per --bundle or none)")
+    preset_data = load_preset_split(preset, limit, seed) if preset is not None else None
+    folder_cache: dict[str, EvalData] = {}
+    curves = []
+    for i, b in enumerate(bundles):
+        bundle = load_bundle(b)
+        if preset_data is not None:
+            data, spec = preset_data
+            if not _same_spec(spec, bundle.input):
+                raise ValueError(f"bundle {b}: input spec {bundle.manifest['input']} differs from preset "
+                                 f"{preset!r} preprocessing {spec}; evaluate it with --data instead")
+        else:
+            key = json.dumps(bundle.manifest["input"], sort_keys=True)
+            if key not in folder_cache:
+                folder_cache[key] = load_folder(data_dir, bundle.manifest["input"], limit, seed)
+            data = folder_cache[key]
+        res = evaluate_bundle(b, data, channel, snrs_db, seed=seed, task=task, progress=progress)
+        prov = bundle.manifest.get("provenance", {})
+        res["label"] = labels[i] if labels else str(prov.get("method") or Path(b).name)
+        res["data"] = data.source
+        res["seed"] = int(seed)
+        curves.append(res)
+    out = dict(curves[0])
+    if len(curves) > 1:
+        out["curves"] = curves
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def parse_snrs(text: str) -> list[float]:
+    """'-10,-5,0' -> [-10.0, -5.0, 0.0] (also accepts 'lo:hi:step')."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            lo, hi, step = (float(v) for v in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            return [float(v) for v in np.arange(lo, hi + step / 2, step)]
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--snr: expected a comma list like -10,-5,0 or lo:hi:step, got {text!r}") from None
+    if not vals or not all(np.isfinite(vals)):
+        raise ValueError(f"--snr: expected finite numbers, got {text!r}")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rkdsc evaluate",
+        description="Accuracy versus SNR of one or more bundles, run exactly as deployed (ONNX edge + "
+                    "numpy channel + ONNX server in one process). Writes {bundle, channel, points:[{snr_db, "
+                    "accuracy, n}]} and optionally a plot (several bundles share one plot, like the paper's Fig. 6).")
+    p.add_argument("--bundle", action="append", required=True, metavar="DIR",
+                   help="bundle directory (repeat to compare several bundles on the same images and noise)")
+    p.add_argument("--label", action="append", metavar="NAME",
+                   help="legend label of the matching --bundle (repeat once per bundle; default: the "
+                        "bundle's provenance method or folder name)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="DIR",
+                     help="image folder with one sub-folder per class; folder names must be the bundle's class names")
+    src.add_argument("--preset", metavar="NAME",
+                     help="evaluate on this training preset's held-back split (digits) or validation split, "
+                          "without writing images")
+    p.add_argument("--channel", default="awgn", choices=CHANNELS,
+                   help="channel model between edge and server (default: awgn)")
+    p.add_argument("--snr", default=",".join(f"{v:g}" for v in DEFAULT_SNRS_DB), metavar="LIST",
+                   help="SNR points in dB (Es/N0 per complex symbol), comma separated or lo:hi:step "
+                        "(default: -10,-5,0,5,10,15,20,25)")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="where to write the JSON result")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw accuracy vs SNR into this PNG")
+    p.add_argument("--task", metavar="NAME", help="bundle task to evaluate (default: the first task)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the channel noise/fading and of the --limit subset (default: 0)")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate a seeded random subset of N images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    from common.bundle.manifest import BundleError
+
+    args = build_parser().parse_args(argv)
+    try:
+        snrs = parse_snrs(args.snr)
+        out = run_evaluation(args.bundle, args.label, args.channel, snrs, data_dir=args.data,
+                             preset=args.preset, seed=args.seed, limit=args.limit, task=args.task,
+                             progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, BundleError) as exc:
+        print(f"rkdsc evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    if args.plot:
+        plot_curves(out.get("curves", [out]), args.plot, title=f"{out['task']} ({out['data']})")
+    for c in out.get("curves", [out]):
+        row = "  ".join(f"{p['snr_db']:g}dB:{100 * p['accuracy']:.1f}%" for p in c["points"])
+        print(f"{c['label']:>16s} [{c['channel']}] n={c['points'][0]['n']}  {row}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

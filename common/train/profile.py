@@ -1,0 +1,604 @@
+"""Table II: encoder complexity and per-image encode latency of every method.
+
+For each method the *transmitter side* (what runs on the edge device) is profiled:
+
+* ``rkd-sc``        student (the searched depths) + CAT encoder -> ``compact_dim`` values
+* ``jscc-student``  the same student alone -> ``feature_dim`` (512) values
+* ``jscc-teacher``  the teacher (timm; at paper scale CLIP ViT-B/16) -> 512 values
+
+Columns: parameters (encoder with and without the CAT), GFLOPs (2 FLOPs per multiply-
+accumulate, ``common.models.complexity.count_flops``), the median per-image encode time on
+the CPU with torch and with onnxruntime at batch 1 and at a large batch (same thread count
+for both), on a GPU with torch when ``torch.cuda.is_available()``, the paper's IoT estimate
+and the transmitted feature dimension.
+
+IoT column (paper, Table II footnote 2): ``t_IoT = t_CPU * 871.49 / 32`` where 871.49 GFLOPS
+is the peak the authors measured on THEIR CPU (Intel i9-14900KF) and 32 GFLOPS the Raspberry
+Pi 4 B's peak. The formula is applied to the CPU time measured here (torch, batch 1), so it
+mixes this machine's time with their CPU's throughput; the ``iot_scaled_ms`` variant uses
+this machine's own matmul throughput instead: ``t_IoT' = t_CPU * GFLOPS_here / 32``.
+
+Sources of the architecture (one row per method and source):
+* ``--preset NAME`` (repeatable): input size, student widths, ``search.depths``, CAT settings
+  and the teacher of the preset (``--depths`` / ``--input-size`` / ``--compression-ratio``
+  override them);
+* no preset: the paper scale (224x224, Table I widths, depths ``--depths`` or [1,2,2,2]);
+* ``--workdir DIR`` (repeatable): the depths found by KDL-DARTS in DIR/search-kdl-darts/arch.json
+  (or DIR/arch.json), the preset recorded in DIR/results.json, and onnxruntime timings of the
+  exported bundles DIR/bundles/<method>/ (the deployed files) instead of a fresh export;
+* ``--bundle DIR`` (repeatable): onnxruntime-only rows from a bundle (torch columns "n/a").
+
+    rkdsc profile --preset cifar10-cpu --skip-teacher --out runs/profile.json
+    rkdsc profile --depths 3 4 4 1 --compression-ratio 0.8          # paper scale, 224x224
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+PAPER_CPU_GFLOPS = 871.49  # the paper's CPU (i9-14900KF), measured by its authors
+PI_GFLOPS = 32.0  # Raspberry Pi 4 B peak (CPU-Monkey), as in the paper
+METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
+PAPER_TEACHER = "vit_base_patch16_clip_224.openai"
+
+# Table II of the paper (GPU in microseconds, CPU / IoT in ms per image).
+PAPER_TABLE_II = [
+    {"method": "rkd-sc", "dataset": "CIFAR10", "params_m": 5.21, "gflops": 0.524, "gpu_us": 30.92, "cpu_ms": 3.90, "iot_ms": 106.21, "feature_dim": 102},
+    {"method": "rkd-sc", "dataset": "CIFAR100", "params_m": 5.91, "gflops": 0.696, "gpu_us": 40.38, "cpu_ms": 4.67, "iot_ms": 127.18, "feature_dim": 409},
+    {"method": "rkd-sc", "dataset": "ImageNet", "params_m": 5.92, "gflops": 0.711, "gpu_us": 40.41, "cpu_ms": 4.81, "iot_ms": 130.99, "feature_dim": 460},
+    {"method": "jscc-student", "dataset": "CIFAR10", "params_m": 1.61, "gflops": 0.519, "gpu_us": 21.93, "cpu_ms": 3.87, "iot_ms": 105.39, "feature_dim": 512},
+    {"method": "jscc-student", "dataset": "CIFAR100", "params_m": 2.31, "gflops": 0.689, "gpu_us": 28.43, "cpu_ms": 4.56, "iot_ms": 124.18, "feature_dim": 512},
+    {"method": "jscc-student", "dataset": "ImageNet", "params_m": 2.32, "gflops": 0.704, "gpu_us": 28.57, "cpu_ms": 4.61, "iot_ms": 125.54, "feature_dim": 512},
+    {"method": "jscc-teacher", "dataset": "any", "params_m": 87.85, "gflops": 17.587, "gpu_us": 218.15, "cpu_ms": 38.88, "iot_ms": 1058.86, "feature_dim": 512},
+    {"method": "t-deepsc", "dataset": "any", "params_m": 8.90, "gflops": 2.266, "gpu_us": 89.34, "cpu_ms": 5.53, "iot_ms": 150.60, "feature_dim": 10},
+    {"method": "rtsc", "dataset": "any", "params_m": 0.72, "gflops": 0.071, "gpu_us": 4.86, "cpu_ms": 0.75, "iot_ms": 20.42, "feature_dim": 512},
+]
+
+
+def iot_ms(cpu_ms: float, cpu_gflops: float = PAPER_CPU_GFLOPS, iot_gflops: float = PI_GFLOPS) -> float:
+    """The paper's IoT estimate: t_IoT = t_CPU * GFLOPS_CPU / GFLOPS_Pi (default 871.49 / 32)."""
+    return float(cpu_ms) * float(cpu_gflops) / float(iot_gflops)
+
+
+# ----------------------------------------------------------------------------- specs
+
+@dataclass
+class ArchSpec:
+    """What to build for one source (preset, explicit flags, or a work dir)."""
+    label: str  # row label (preset name, "paper-scale", work dir name)
+    input_size: int = 224  # square input side in pixels
+    depths: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # blocks per layer (Table I)
+    compression_ratio: float = 0.8  # CAT compression ratio (Eq. 22)
+    stem_widths: tuple[int, ...] = (32, 32, 64)  # student stem widths
+    planes: tuple[int, ...] = (16, 32, 64, 128)  # student Bottleneck widths
+    expansion: int = 4  # Bottleneck expansion
+    max_depth: int = 5  # Table I max depth (only bounds the depths)
+    feature_dim: int = 512  # semantic feature size
+    heads: int = 8  # attention-pool heads of the student
+    cat_heads: int = 8  # CAT attention heads
+    cat_d_ff: int = 2048  # CAT feed-forward width
+    teacher_name: str = PAPER_TEACHER  # timm name of the teacher
+    teacher_img_size: int | None = None  # teacher input size (None: the model's own)
+    teacher_kwargs: dict = field(default_factory=dict)  # extra timm kwargs of the teacher
+    bundles: dict[str, str] = field(default_factory=dict)  # method -> bundle dir (work dir source)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def spec_from_preset(preset: Any, label: str | None = None) -> ArchSpec:
+    """ArchSpec from a loaded Preset (dataclasses or a plain dict of the same sections)."""
+    data, student, cat = _get(preset, "data", {}), _get(preset, "student", {}), _get(preset, "cat", {})
+    teacher, search = _get(preset, "teacher", {}), _get(preset, "search", {})
+    spec = ArchSpec(label=label or str(_get(preset, "name", "preset")))
+    spec.input_size = int(_get(data, "input_size", spec.input_size))
+    depths = _get(search, "depths", None)
+    if depths:
+        spec.depths = [int(d) for d in depths]
+    for key, attr in (("stem_widths", "stem_widths"), ("planes", "planes")):
+        v = _get(student, key, None)
+        if v:
+            setattr(spec, attr, tuple(int(x) for x in v))
+    for key in ("expansion", "max_depth", "feature_dim", "heads"):
+        v = _get(student, key, None)
+        if v is not None:
+            setattr(spec, key, int(v))
+    if _get(cat, "compression_ratio", None) is not None:
+        spec.compression_ratio = float(_get(cat, "compression_ratio"))
+    if _get(cat, "n_heads", None) is not None:
+        spec.cat_heads = int(_get(cat, "n_heads"))
+    if _get(cat, "d_ff", None) is not None:
+        spec.cat_d_ff = int(_get(cat, "d_ff"))
+    if _get(teacher, "name", None):
+        spec.teacher_name = str(_get(teacher, "name"))
+        img = _get(teacher, "img_size", None)
+        spec.teacher_img_size = int(img) if img else None
+        spec.teacher_kwargs = dict(_get(teacher, "timm_kwargs", None) or {})
+    return spec
+
+
+def _load_preset(name_or_path: str) -> Any:
+    try:
+        from common.train.presets import load_preset
+    except ImportError as exc:  # pragma: no cover - presets ship with the training package
+        raise SystemExit(f"rkdsc profile: --preset needs common.train.presets ({exc})")
+    return load_preset(name_or_path)
+
+
+def _read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def spec_from_workdir(workdir: str | Path) -> ArchSpec:
+    """ArchSpec of a pipeline work dir: preset from results.json, depths from KDL-DARTS."""
+    workdir = Path(workdir)
+    results = _read_json(workdir / "results.json") if (workdir / "results.json").is_file() else {}
+    preset = results.get("preset")
+    spec: ArchSpec
+    if isinstance(preset, dict):
+        spec = spec_from_preset(preset, label=workdir.name)
+    elif isinstance(preset, str) and preset:
+        try:
+            spec = spec_from_preset(_load_preset(preset), label=workdir.name)
+        except Exception:  # noqa: BLE001 - an unknown preset name still leaves the arch.json
+            spec = ArchSpec(label=workdir.name)
+    else:
+        spec = ArchSpec(label=workdir.name)
+    for cand in (workdir / "search-kdl-darts" / "arch.json", workdir / "arch.json"):
+        if cand.is_file():
+            spec.depths = [int(d) for d in _read_json(cand)["depths"]]
+            break
+    ratio = results.get("compression_ratio")
+    if ratio is not None:
+        spec.compression_ratio = float(ratio)
+    for method in METHODS:
+        b = workdir / "bundles" / method
+        if (b / "manifest.json").is_file():
+            spec.bundles[method] = str(b)
+    return spec
+
+
+# ----------------------------------------------------------------------------- models
+
+def build_encoder(method: str, spec: ArchSpec):
+    """(edge module (image, snr_db) -> transmitted values, {"encoder", "student", "cat_encoder"} params)."""
+    import torch  # noqa: F401
+
+    from common.models import (CATConfig, CATEncoder, EdgePart, JSCCEdgePart, Student, StudentConfig,
+                               build_teacher, count_params)
+
+    if method in ("rkd-sc", "jscc-student"):
+        scfg = StudentConfig(input_size=spec.input_size, stem_widths=tuple(spec.stem_widths),
+                             planes=tuple(spec.planes), expansion=spec.expansion,
+                             max_depth=max(spec.max_depth, max(spec.depths)), feature_dim=spec.feature_dim,
+                             heads=spec.heads)
+        student = Student(scfg, spec.depths)
+        if method == "jscc-student":
+            n = count_params(student)
+            return JSCCEdgePart(student), {"encoder": n, "student": n, "cat_encoder": 0}
+        cat = CATEncoder(CATConfig(feature_dim=spec.feature_dim, n_heads=spec.cat_heads, d_ff=spec.cat_d_ff,
+                                   compression_ratio=spec.compression_ratio))
+        edge = EdgePart(student, cat)
+        return edge, {"encoder": count_params(edge), "student": count_params(student),
+                      "cat_encoder": count_params(cat)}
+    if method == "jscc-teacher":
+        teacher = build_teacher(spec.teacher_name, feature_dim=spec.feature_dim, img_size=spec.teacher_img_size,
+                                **spec.teacher_kwargs)
+        n = count_params(teacher)
+        return JSCCEdgePart(teacher), {"encoder": n, "student": n, "cat_encoder": 0}
+    raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+
+
+# ----------------------------------------------------------------------------- timing
+
+def _median_per_image_ms(run: Callable[[], Any], batch: int, warmup: int, repeats: int,
+                         budget_s: float, sync: Callable[[], None] = lambda: None) -> dict:
+    """Warm up, then time `run` until `repeats` runs or `budget_s` (at least 3 runs); per image."""
+    for _ in range(warmup):
+        run()
+    sync()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"per_image_ms": med * 1e3 / batch, "batch_ms": med * 1e3, "runs": len(times),
+            "images_per_s": batch / med if med > 0 else float("inf")}
+
+
+def time_torch(module, input_size: int, batch: int, device: str = "cpu", warmup: int = 3,
+               repeats: int = 20, budget_s: float = 3.0) -> dict:
+    import torch
+
+    module = module.to(device).eval()
+    gen = torch.Generator().manual_seed(0)
+    img = torch.randn(batch, 3, input_size, input_size, generator=gen).to(device)
+    snr = torch.full((batch,), 10.0).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def run():
+        with torch.inference_mode():
+            module(img, snr)
+
+    out = _median_per_image_ms(run, batch, warmup, repeats, budget_s, sync)
+    module.to("cpu")
+    return out
+
+
+def time_ort(onnx_path: str | Path, input_size: int, batch: int, threads: int, warmup: int = 3,
+             repeats: int = 20, budget_s: float = 3.0) -> dict:
+    import numpy as np
+
+    from common.bundle.runtime import make_session
+
+    sess = make_session(onnx_path, intra_op_threads=threads)
+    rng = np.random.default_rng(0)
+    feeds_all = {"image": rng.standard_normal((batch, 3, input_size, input_size), dtype=np.float32),
+                 "snr_db": np.full((batch,), 10.0, dtype=np.float32)}
+    feeds = {i.name: feeds_all[i.name] for i in sess.get_inputs()}
+    out_name = sess.get_outputs()[0].name
+    return _median_per_image_ms(lambda: sess.run([out_name], feeds), batch, warmup, repeats, budget_s)
+
+
+def matmul_gflops(threads: int, n: int = 1024, budget_s: float = 1.0) -> float:
+    """This machine's float32 matmul throughput with torch at `threads` threads (GFLOPS)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+        for _ in range(2):
+            a @ b
+        runs, start = 0, time.perf_counter()
+        best = float("inf")
+        while runs < 3 or time.perf_counter() - start < budget_s:
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+            runs += 1
+        return 2.0 * n ** 3 / best / 1e9
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _onnx_for(module, spec: ArchSpec, path: Path) -> Path:
+    import torch
+
+    from common.bundle.export import export_part
+
+    gen = torch.Generator().manual_seed(0)
+    example = (torch.randn(2, 3, spec.input_size, spec.input_size, generator=gen), torch.tensor([5.0, 15.0]))
+    return export_part(module.eval(), path, ("image", "snr_db"), "symbols", example)
+
+
+# ----------------------------------------------------------------------------- profiling
+
+@dataclass
+class ProfileOptions:
+    batches: tuple[int, ...] = (1, 64)  # batch sizes to time (first = single-image latency)
+    threads: int = 0  # torch and onnxruntime intra-op threads (0: torch's default)
+    warmup: int = 3  # untimed runs before timing
+    repeats: int = 20  # at most this many timed runs per measurement
+    budget_s: float = 3.0  # stop timing a measurement after this long (>= 3 runs)
+    teacher_batches: tuple[int, ...] | None = None  # batch sizes for the teacher (default: batches)
+    gpu: bool = True  # time on CUDA when available
+    ort: bool = True  # time with onnxruntime (exports an ONNX file per method)
+
+
+def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path, gflops_here: float,
+                   log: Callable[[str], None] = print) -> dict:
+    import torch
+
+    from common.models import count_flops
+
+    threads = opts.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    module, params = build_encoder(method, spec)
+    module.eval()
+    with torch.no_grad():
+        img = torch.zeros(1, 3, spec.input_size, spec.input_size)
+        snr = torch.full((1,), 10.0)
+        out_dim = int(module(img, snr).shape[-1])
+        flops = count_flops(module, img, snr)
+    batches = opts.teacher_batches if (method == "jscc-teacher" and opts.teacher_batches) else opts.batches
+    row: dict[str, Any] = {
+        "method": method, "source": spec.label, "input_size": spec.input_size,
+        "depths": list(spec.depths) if method != "jscc-teacher" else None,
+        "teacher": spec.teacher_name if method == "jscc-teacher" else None,
+        "compression_ratio": spec.compression_ratio if method == "rkd-sc" else None,
+        "params": params, "params_m": params["encoder"] / 1e6,
+        "params_without_cat_m": params["student"] / 1e6,
+        "flops": flops, "gflops": flops / 1e9, "feature_dim": out_dim, "symbols_per_image": (out_dim + 1) // 2,
+        "threads": threads, "latency_ms": {}, "notes": [],
+    }
+    lat = row["latency_ms"]
+    for b in batches:
+        log(f"  {method} [{spec.label}] torch cpu batch {b} ...")
+        lat[f"torch_cpu_b{b}"] = time_torch(module, spec.input_size, b, "cpu", opts.warmup, opts.repeats, opts.budget_s)
+    if opts.ort:
+        bundle = spec.bundles.get(method)
+        onnx_path: Path | None = None
+        if bundle:
+            try:
+                from common.bundle import load_bundle
+
+                bdl = load_bundle(bundle)
+                onnx_path = bdl.component_path(bdl.task().edge)
+                row["notes"].append(f"onnxruntime times the exported bundle {bundle}")
+                row["bundle_params"] = int(bdl.component(bdl.task().edge).get("params", 0))
+            except Exception as exc:  # noqa: BLE001 - fall back to a fresh export
+                row["notes"].append(f"bundle {bundle} unusable ({exc}); exported a fresh ONNX file")
+        if onnx_path is None:
+            onnx_path = _onnx_for(module, spec, tmp / f"{spec.label}-{method}.onnx")
+        for b in batches:
+            log(f"  {method} [{spec.label}] onnxruntime cpu batch {b} ...")
+            lat[f"ort_cpu_b{b}"] = time_ort(onnx_path, spec.input_size, b, threads, opts.warmup, opts.repeats,
+                                            opts.budget_s)
+    if opts.gpu and torch.cuda.is_available():
+        for b in batches:
+            log(f"  {method} [{spec.label}] torch cuda batch {b} ...")
+            lat[f"torch_gpu_b{b}"] = time_torch(module, spec.input_size, b, "cuda", max(opts.warmup, 10),
+                                                max(opts.repeats, 50), opts.budget_s)
+    b0 = batches[0]
+    cpu_ms = lat[f"torch_cpu_b{b0}"]["per_image_ms"]
+    row["cpu_ms"] = cpu_ms  # torch, batch b0 (the paper's single-image PyTorch CPU time)
+    row["cpu_ort_ms"] = lat[f"ort_cpu_b{b0}"]["per_image_ms"] if f"ort_cpu_b{b0}" in lat else None
+    row["gpu_us"] = lat[f"torch_gpu_b{b0}"]["per_image_ms"] * 1e3 if f"torch_gpu_b{b0}" in lat else None
+    row["iot_ms"] = iot_ms(cpu_ms)  # paper formula, 871.49 / 32
+    row["iot_scaled_ms"] = iot_ms(cpu_ms, gflops_here)  # this machine's GFLOPS / 32
+    return row
+
+
+def machine_info(threads: int, gflops_here: float) -> dict:
+    import onnxruntime
+    import torch
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "cuda": bool(torch.cuda.is_available()), "gpu": None, "matmul_gflops": gflops_here}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["processor"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if info["cuda"]:
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bundles: list[str] | None = None,
+            log: Callable[[str], None] = print) -> dict:
+    """Profile every (spec, method); returns the JSON document (see module docstring)."""
+    import torch
+
+    threads = opts.threads or torch.get_num_threads()
+    gflops_here = matmul_gflops(threads)
+    rows: list[dict] = []
+    teacher_done: set[tuple] = set()
+    with tempfile.TemporaryDirectory(prefix="rkdsc-profile-") as tmpdir:
+        tmp = Path(tmpdir)
+        for spec in specs:
+            for method in methods:
+                if method == "jscc-teacher":
+                    key = (spec.teacher_name, spec.teacher_img_size, json.dumps(spec.teacher_kwargs, sort_keys=True))
+                    if key in teacher_done and not spec.bundles.get(method):
+                        continue  # dataset independent: profile each teacher once
+                    teacher_done.add(key)
+                log(f"profiling {method} [{spec.label}] at {spec.input_size}x{spec.input_size} ...")
+                rows.append(profile_method(method, spec, opts, tmp, gflops_here, log))
+        for b in bundles or []:
+            rows.extend(profile_bundle(b, opts, threads, gflops_here, log))
+    return {
+        "machine": machine_info(threads, gflops_here),
+        "settings": {"batches": list(opts.batches), "teacher_batches": list(opts.teacher_batches or opts.batches),
+                     "warmup": opts.warmup, "repeats": opts.repeats, "budget_s": opts.budget_s,
+                     "statistic": "median over timed runs, divided by the batch size"},
+        "iot": {"formula": "t_IoT = t_CPU * GFLOPS_CPU / GFLOPS_Pi",
+                "paper_cpu_gflops": PAPER_CPU_GFLOPS, "pi_gflops": PI_GFLOPS,
+                "note": ("iot_ms applies the paper's footnote with 871.49 GFLOPS, the peak of the paper's "
+                         "CPU (i9-14900KF), to the torch batch-1 CPU time measured here; iot_scaled_ms uses "
+                         "this machine's measured matmul GFLOPS instead"),
+                "this_machine_gflops": gflops_here},
+        "specs": [asdict(s) for s in specs],
+        "rows": rows,
+        "paper_table_ii": PAPER_TABLE_II,
+    }
+
+
+def profile_bundle(bundle_dir: str, opts: ProfileOptions, threads: int, gflops_here: float,
+                   log: Callable[[str], None] = print) -> list[dict]:
+    """onnxruntime-only rows for every task of a bundle (no torch model to time)."""
+    from common.bundle import load_bundle
+
+    bdl = load_bundle(bundle_dir)
+    size = bdl.input.size[0]
+    method = str(bdl.manifest.get("provenance", {}).get("method", "bundle"))
+    rows = []
+    for name, task in bdl.tasks.items():
+        lat = {}
+        for b in opts.batches:
+            log(f"  bundle {bundle_dir} task {name} onnxruntime cpu batch {b} ...")
+            lat[f"ort_cpu_b{b}"] = time_ort(bdl.component_path(task.edge), size, b, threads, opts.warmup,
+                                            opts.repeats, opts.budget_s)
+        params = int(bdl.component(task.edge).get("params", 0))
+        cpu_ort = lat[f"ort_cpu_b{opts.batches[0]}"]["per_image_ms"]
+        rows.append({"method": method, "source": f"bundle:{bundle_dir}:{name}", "input_size": size,
+                     "depths": None, "teacher": None, "compression_ratio": task.compression_ratio,
+                     "params": {"encoder": params, "student": None, "cat_encoder": None},
+                     "params_m": params / 1e6, "params_without_cat_m": None, "flops": None, "gflops": None,
+                     "feature_dim": task.compact_dim, "symbols_per_image": task.symbols_per_image,
+                     "threads": threads, "latency_ms": lat, "cpu_ms": None, "cpu_ort_ms": cpu_ort, "gpu_us": None,
+                     "iot_ms": iot_ms(cpu_ort), "iot_scaled_ms": iot_ms(cpu_ort, gflops_here),
+                     "notes": ["bundle row: onnxruntime only; the IoT columns use the onnxruntime batch-1 time"]})
+    return rows
+
+
+# ----------------------------------------------------------------------------- output
+
+def _f(v: Any, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def markdown_table(doc: dict) -> str:
+    """Table II layout, measured here, plus large-batch and onnxruntime columns."""
+    batches = doc["settings"]["batches"]
+    b0, bl = batches[0], batches[-1]
+    head = ["Method", "Source", "Input", "Params (M)", "Params w/o CAT (M)", "GFLOPs", "GPU (µs)",
+            f"CPU torch b{b0} (ms)", f"CPU ORT b{b0} (ms)"]
+    if bl != b0:
+        head += [f"CPU torch b{bl} (ms/img)", f"CPU ORT b{bl} (ms/img)"]
+    head += ["IoT paper formula (ms)", "IoT scaled (ms)", "Feature dim"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in doc["rows"]:
+        lat = r["latency_ms"]
+
+        def per(key: str) -> str:
+            return _f(lat[key]["per_image_ms"], ".3f") if key in lat else "n/a"
+
+        cells = [r["method"], r["source"], str(r["input_size"]), _f(r["params_m"], ".3f"),
+                 _f(r["params_without_cat_m"], ".3f"), _f(r["gflops"], ".4f"), _f(r["gpu_us"], ".2f"),
+                 per(f"torch_cpu_b{b0}"), per(f"ort_cpu_b{b0}")]
+        if bl != b0:
+            cells += [per(f"torch_cpu_b{bl}"), per(f"ort_cpu_b{bl}")]
+        cells += [_f(r["iot_ms"], ".2f"), _f(r["iot_scaled_ms"], ".2f"), str(r["feature_dim"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    m = doc["machine"]
+    lines.append("")
+    lines.append(f"CPU: {m['processor']} ({m['threads']} threads for torch and onnxruntime; measured matmul "
+                 f"{m['matmul_gflops']:.1f} GFLOPS). GPU: {m['gpu'] or 'none'}. Times are medians per image. "
+                 f"IoT paper formula = CPU torch b{b0} x {PAPER_CPU_GFLOPS}/{PI_GFLOPS:g} (871.49 GFLOPS is the "
+                 f"paper's CPU); IoT scaled = CPU torch b{b0} x {m['matmul_gflops']:.1f}/{PI_GFLOPS:g}.")
+    return "\n".join(lines)
+
+
+def paper_table_markdown() -> str:
+    lines = ["| Method | Dataset | Params (M) | GFLOPs | GPU (µs) | CPU (ms) | IoT (ms) | Feature dim |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in PAPER_TABLE_II:
+        lines.append(f"| {r['method']} | {r['dataset']} | {r['params_m']} | {r['gflops']} | {r['gpu_us']} | "
+                     f"{r['cpu_ms']} | {r['iot_ms']} | {r['feature_dim']} |")
+    return "\n".join(lines)
+
+
+def _parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 1,64, got {text!r}") from None
+    if not out or any(b < 1 for b in out):
+        raise argparse.ArgumentTypeError(f"expected positive batch sizes, got {text!r}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rkdsc profile",
+        description="Table II of the paper for every method: encoder parameters (with / without CAT), GFLOPs "
+                    "(2 per MAC), per-image encode latency on the CPU with torch and onnxruntime (batch 1 and a "
+                    "large batch, equal thread counts), on the GPU when CUDA is available, the paper's IoT "
+                    "estimate t_CPU * 871.49 / 32 and the transmitted feature dimension. Without --preset, "
+                    "--workdir or --bundle the paper scale (224x224, Table I widths) is profiled.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", action="append", default=[], metavar="NAME",
+                   help="preset name or TOML path whose architecture to profile (repeatable)")
+    p.add_argument("--workdir", action="append", default=[], metavar="DIR",
+                   help="pipeline work dir: KDL-DARTS depths, its preset, and its exported bundles (repeatable)")
+    p.add_argument("--bundle", action="append", default=[], metavar="DIR",
+                   help="bundle directory profiled with onnxruntime only (repeatable)")
+    p.add_argument("--depths", type=int, nargs=4, metavar="D", default=None,
+                   help="student depths per layer (overrides the preset / work dir; paper-scale default 1 2 2 2)")
+    p.add_argument("--input-size", type=int, default=None, help="input side in pixels (overrides the preset)")
+    p.add_argument("--compression-ratio", type=float, default=None,
+                   help="CAT compression ratio (overrides the preset; paper-scale default 0.8)")
+    p.add_argument("--teacher", default=None,
+                   help=f"timm name of the teacher (overrides the preset; paper scale: {PAPER_TEACHER})")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated methods among " + ", ".join(METHODS))
+    p.add_argument("--skip-teacher", action="store_true", help="do not profile jscc-teacher (it is slow on a CPU)")
+    p.add_argument("--batches", type=_parse_batches, default=(1, 64),
+                   help="comma-separated batch sizes to time; the first is the single-image latency")
+    p.add_argument("--teacher-batches", type=_parse_batches, default=None,
+                   help="batch sizes for the teacher (default: --batches)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads for both torch and onnxruntime (0: torch's default)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs before each measurement")
+    p.add_argument("--repeats", type=int, default=20, help="at most this many timed runs per measurement")
+    p.add_argument("--budget-s", type=float, default=3.0,
+                   help="seconds after which a measurement stops (always at least 3 timed runs)")
+    p.add_argument("--no-ort", action="store_true", help="skip the onnxruntime columns (no ONNX export)")
+    p.add_argument("--no-gpu", action="store_true", help="skip the GPU column even when CUDA is available")
+    p.add_argument("--out", default=None, metavar="FILE.json", help="write the JSON document here")
+    p.add_argument("--markdown", default=None, metavar="FILE.md", help="also write the Markdown table here")
+    p.add_argument("--quiet", action="store_true", help="print only the table")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        print(f"rkdsc profile: --methods: unknown {bad}; choose from {list(METHODS)}", file=sys.stderr)
+        return 2
+    if args.skip_teacher:
+        methods = [m for m in methods if m != "jscc-teacher"]
+    specs: list[ArchSpec] = []
+    for name in args.preset:
+        specs.append(spec_from_preset(_load_preset(name), label=Path(name).stem if name.endswith(".toml") else name))
+    for wd in args.workdir:
+        if not Path(wd).is_dir():
+            print(f"rkdsc profile: --workdir {wd}: no such directory", file=sys.stderr)
+            return 2
+        specs.append(spec_from_workdir(wd))
+    if not specs and not args.bundle:
+        specs.append(ArchSpec(label="paper-scale"))
+    for s in specs:
+        if args.depths:
+            s.depths = list(args.depths)
+        if args.input_size:
+            s.input_size = args.input_size
+        if args.compression_ratio is not None:
+            s.compression_ratio = args.compression_ratio
+        if args.teacher:
+            s.teacher_name, s.teacher_img_size, s.teacher_kwargs = args.teacher, None, {}
+    opts = ProfileOptions(batches=args.batches, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                          budget_s=args.budget_s, teacher_batches=args.teacher_batches, gpu=not args.no_gpu,
+                          ort=not args.no_ort)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    doc = profile(specs, methods, opts, bundles=args.bundle, log=log)
+    table = markdown_table(doc)
+    doc["markdown"] = table
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table + "\n", encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

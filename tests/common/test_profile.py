@@ -1,0 +1,74 @@
+"""`rkdsc profile` (Table II) at toy scale: content of the JSON and the Markdown table."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common.train import profile as prof
+
+TINY = dict(input_size=32, depths=[1, 1, 2, 1], compression_ratio=0.8, stem_widths=(8, 8, 16), planes=(4, 8, 16, 16),
+            max_depth=4, feature_dim=64, heads=4, cat_heads=4, cat_d_ff=64, teacher_name="vit_tiny_patch16_224",
+            teacher_img_size=32, teacher_kwargs={"patch_size": 8, "embed_dim": 64, "depth": 1, "num_heads": 2,
+                                                 "num_classes": 64})
+FAST = prof.ProfileOptions(batches=(1, 4), warmup=1, repeats=3, budget_s=0.05)
+
+
+@pytest.fixture(scope="module")
+def doc():
+    spec = prof.ArchSpec(label="tiny", **TINY)
+    return prof.profile([spec], list(prof.METHODS), FAST, log=lambda s: None)
+
+
+def test_rows_have_positive_measurements(doc):
+    rows = {r["method"]: r for r in doc["rows"]}
+    assert set(rows) == set(prof.METHODS)
+    for r in rows.values():
+        assert r["params"]["encoder"] > 0 and r["gflops"] > 0
+        for key in ("torch_cpu_b1", "torch_cpu_b4", "ort_cpu_b1", "ort_cpu_b4"):
+            lat = r["latency_ms"][key]
+            assert lat["per_image_ms"] > 0 and lat["runs"] >= 3
+            assert lat["batch_ms"] == pytest.approx(lat["per_image_ms"] * int(key.rsplit("b", 1)[1]))
+        assert r["cpu_ms"] == r["latency_ms"]["torch_cpu_b1"]["per_image_ms"]
+        # the paper's footnote: t_IoT = t_CPU * 871.49 / 32
+        assert r["iot_ms"] == pytest.approx(r["cpu_ms"] * 871.49 / 32, rel=1e-12)
+        assert r["iot_scaled_ms"] == pytest.approx(r["cpu_ms"] * doc["machine"]["matmul_gflops"] / 32, rel=1e-12)
+    assert doc["machine"]["matmul_gflops"] > 0
+
+
+def test_cat_adds_parameters_and_compresses(doc):
+    rows = {r["method"]: r for r in doc["rows"]}
+    rkd, stu = rows["rkd-sc"], rows["jscc-student"]
+    assert rkd["params"]["encoder"] > stu["params"]["encoder"]
+    assert rkd["params"]["encoder"] == stu["params"]["encoder"] + rkd["params"]["cat_encoder"]
+    assert rkd["params"]["student"] == stu["params"]["encoder"]  # same searched student
+    assert rkd["gflops"] > stu["gflops"]
+    assert rkd["feature_dim"] == 12  # floor(64 * (1 - 0.8))
+    assert rkd["symbols_per_image"] == 6
+    assert stu["feature_dim"] == 64 and rows["jscc-teacher"]["feature_dim"] == 64
+
+
+def test_markdown_lists_every_row(doc):
+    md = prof.markdown_table(doc)
+    lines = [l for l in md.splitlines() if l.startswith("| ")]
+    assert len(lines) == 1 + len(doc["rows"])
+    rkd = next(r for r in doc["rows"] if r["method"] == "rkd-sc")
+    assert f"| {rkd['params_m']:.3f} |" in md and f"{rkd['iot_ms']:.2f}" in md
+    assert "871.49" in md
+
+
+def test_cli_preset_json(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    rc = prof.cli(["--preset", "smoke", "--skip-teacher", "--no-ort", "--batches", "1,2", "--repeats", "3",
+                   "--budget-s", "0.05", "--warmup", "1", "--depths", "2", "1", "1", "1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert [r["method"] for r in doc["rows"]] == ["rkd-sc", "jscc-student"]
+    assert all(r["depths"] == [2, 1, 1, 1] and r["input_size"] == 32 for r in doc["rows"])
+    assert doc["iot"]["paper_cpu_gflops"] == 871.49 and doc["iot"]["pi_gflops"] == 32
+    assert "| rkd-sc | smoke |" in capsys.readouterr().out
+
+
+def test_cli_rejects_unknown_method(capsys):
+    assert prof.cli(["--methods", "rkd-sc,foo"]) == 2
+    assert "foo" in capsys.readouterr().err
