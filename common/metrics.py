@@ -29,7 +29,7 @@ import threading
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_http_server
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["ServerMetrics", "RelayMetrics", "MetricsEndpoint", "UNKNOWN_LABEL", "parse_metrics"]
 
@@ -78,15 +78,14 @@ class RelayMetrics:
 
 
 class MetricsEndpoint:
-    """Serves one registry as Prometheus text at http://host:port/metrics (port 0 = free port)."""
+    """Serves one registry as Prometheus text at http://host:port/metrics (port 0 = free port).
+
+    A small ThreadingHTTPServer (prometheus_client's ``start_http_server`` polls for shutdown
+    every 0.5 s; this one stops in ~10 ms, which keeps service shutdown and tests quick)."""
 
     def __init__(self, registry: CollectorRegistry, port: int, host: str = "127.0.0.1"):
         self.registry = registry
-        result = start_http_server(port, addr=host, registry=registry)
-        if isinstance(result, tuple):  # prometheus_client >= 0.19 returns (server, thread)
-            self._server, self._thread = result
-        else:  # pragma: no cover - older prometheus_client: serve it ourselves
-            self._server, self._thread = _serve(registry, host, port)
+        self._server, self._thread = _serve(registry, host, port)
         self.host = host
         self.port = int(self._server.server_address[1])
 
@@ -100,11 +99,14 @@ class MetricsEndpoint:
         self._server.server_close()
 
 
-def _serve(registry, host, port):  # pragma: no cover - fallback only
+def _serve(registry: CollectorRegistry, host: str, port: int):
     from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
+        def do_GET(self):  # noqa: N802 (http.server API)
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404, "only /metrics is served here")
+                return
             body = generate_latest(registry)
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE_LATEST)
@@ -112,11 +114,16 @@ def _serve(registry, host, port):  # pragma: no cover - fallback only
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
+        def log_message(self, *args):  # no access log on stderr
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    server = Server((host, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                              name=f"metrics-{server.server_address[1]}", daemon=True)
     thread.start()
     return server, thread
 

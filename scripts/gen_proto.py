@@ -79,7 +79,8 @@ def check() -> int:
             if a != b:
                 diff = list(difflib.unified_diff(a, b, f"committed/{path.name}", f"generated/{path.name}",
                                                  lineterm="", n=1))
-                shown = "\n".join(diff[:40]) + ("\n..." if len(diff) > 40 else "")
+                clip = [d if len(d) <= 160 else d[:157] + "..." for d in diff[:40]]
+                shown = "\n".join(clip) + ("\n..." if len(diff) > 40 else "")
                 problems.append(f"{committed.relative_to(ROOT)}: differs from the .proto\n{shown}")
         for stale in PACKAGE_DIR.iterdir():
             if stale.name.endswith(GENERATED_SUFFIXES) and stale.name not in fresh_names:

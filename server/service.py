@@ -462,14 +462,16 @@ def status_code_from_value(value: int) -> grpc.StatusCode:
 
 # ============================================================================ create / main
 
-def create_server(cfg: Config, bundle=None, max_workers: int = 32) -> tuple[ServiceHandle, int]:
+def create_server(cfg: Config, bundle=None, max_workers: int = 32,
+                  models: dict[str, Any] | None = None) -> tuple[ServiceHandle, int]:
     """Load (and verify) the bundle, build the servicer, bind ``server.host:port`` (0 = free
     port) and the metrics endpoint (``server.metrics_port``; 0 = free port, -1 = none).
+    ``models`` (task -> object with ``spec`` and ``decode``) replaces the ServerModels.
     Raises BundleError naming the file when the bundle fails verification."""
     if bundle is None:
         bundle = bundle_lib.load_bundle(cfg.bundle.path, verify=True)
     metrics = ServerMetrics()
-    servicer = EdgeServerServicer(bundle, cfg, metrics)
+    servicer = EdgeServerServicer(bundle, cfg, metrics, models=models)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="edge-server"),
                          options=grpc_options(4 * 1024 * 1024))
     pb_grpc.add_EdgeServerServicer_to_server(servicer, server)

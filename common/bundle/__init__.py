@@ -17,7 +17,7 @@ _LAZY = {
     "Bundle": "runtime", "EdgeModel": "runtime", "ServerModel": "runtime",
     "InProcessPipeline": "runtime", "UnknownTaskError": "runtime", "load_bundle": "runtime",
     "make_session": "runtime", "softmax": "runtime", "topk": "runtime", "preprocess": "runtime",
-    "export_bundle": "export", "build_random_bundle": "export",
+    "export_bundle": "export", "build_random_bundle": "export", "build_random_parts": "export",
 }
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "BundleError", "InputSpec", "TaskSpec",

@@ -269,16 +269,13 @@ def export_bundle(out_dir: str | os.PathLike, tasks: list[dict], feature_dim: in
 
 # ----------------------------------------------------------------------------- small bundles
 
-def build_random_bundle(out_dir: str | os.PathLike, input_size: int = 32, feature_dim: int = 64,
-                        compression_ratio: float = 0.8, num_classes: int = 10, seed: int = 0,
-                        task: str = "digits", depths: Sequence[int] = (1, 1, 1, 1),
-                        planes: Sequence[int] = (4, 8, 16, 16), stem_widths: Sequence[int] = (8, 8, 16),
-                        n_heads: int = 4, d_ff: int = 64, head_hidden: int = 32,
-                        snr_train_db: Sequence[float] = (5.0, 20.0), exporter: str = DEFAULT_EXPORTER) -> Path:
-    """A small randomly initialised bundle built through the real model classes (for tests
-    of the services). Deterministic for a given ``seed``; the global torch RNG is untouched.
-    Class names are "0".."9" for ten classes, else "class0", "class1", ...
-    """
+def build_random_parts(input_size: int = 32, feature_dim: int = 64, compression_ratio: float = 0.8,
+                       num_classes: int = 10, seed: int = 0, depths: Sequence[int] = (1, 1, 1, 1),
+                       planes: Sequence[int] = (4, 8, 16, 16), stem_widths: Sequence[int] = (8, 8, 16),
+                       n_heads: int = 4, d_ff: int = 64, head_hidden: int = 32) -> tuple[nn.Module, nn.Module]:
+    """(EdgePart, ServerPart) of a small randomly initialised system built through the real
+    model classes (Student + CATEncoder, CATDecoder + ClassifierHead), in eval mode.
+    Deterministic for a given ``seed``; the global torch RNG is left untouched."""
     from common.models.cat import CATConfig, CATDecoder, CATEncoder
     from common.models.heads import ClassifierHead
     from common.models.student import Student, StudentConfig
@@ -292,6 +289,21 @@ def build_random_bundle(out_dir: str | os.PathLike, input_size: int = 32, featur
                          compression_ratio=compression_ratio)
         edge = EdgePart(Student(scfg, list(depths)), CATEncoder(ccfg))
         server = ServerPart(CATDecoder(ccfg), ClassifierHead(feature_dim, num_classes, head_hidden))
+    return edge.eval(), server.eval()
+
+
+def build_random_bundle(out_dir: str | os.PathLike, input_size: int = 32, feature_dim: int = 64,
+                        compression_ratio: float = 0.8, num_classes: int = 10, seed: int = 0,
+                        task: str = "digits", depths: Sequence[int] = (1, 1, 1, 1),
+                        planes: Sequence[int] = (4, 8, 16, 16), stem_widths: Sequence[int] = (8, 8, 16),
+                        n_heads: int = 4, d_ff: int = 64, head_hidden: int = 32,
+                        snr_train_db: Sequence[float] = (5.0, 20.0), exporter: str = DEFAULT_EXPORTER) -> Path:
+    """Export ``build_random_parts(...)`` as a one-task bundle (for tests of the services;
+    about 10-20 s on 2 CPU cores, mostly the dynamo exporter: build it once per test session).
+    Class names are "0".."9" for ten classes, else "class0", "class1", ...
+    """
+    edge, server = build_random_parts(input_size, feature_dim, compression_ratio, num_classes, seed,
+                                      depths, planes, stem_widths, n_heads, d_ff, head_hidden)
     class_names = ([str(i) for i in range(num_classes)] if num_classes == 10
                    else [f"class{i}" for i in range(num_classes)])
     return export_bundle(
@@ -304,6 +316,6 @@ def build_random_bundle(out_dir: str | os.PathLike, input_size: int = 32, featur
         provenance={"method": "random-init", "preset": "test-tiny", "seed": seed,
                     "student": {"depths": list(depths), "planes": list(planes),
                                 "stem_widths": list(stem_widths)},
-                    "cat": {"n_heads": n_heads, "d_ff": d_ff}},
+                    "cat": {"n_heads": n_heads, "d_ff": d_ff}, "head_hidden": head_hidden},
         exporter=exporter,
     )

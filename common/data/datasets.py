@@ -33,14 +33,15 @@ from torch.utils.data import Dataset
 
 from common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
 
-_FOLDER_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+_FOLDER_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class ImageArrayDataset(Dataset):
     """uint8 images [N, S, S, 3] + labels [N] -> (float32 [3, S, S] normalised, int64)."""
 
-    def __init__(self, images_u8: np.ndarray, labels: np.ndarray, mean, std, name: str = "", split: str = ""):
+    def __init__(self, images_u8: np.ndarray, labels: np.ndarray, mean, std, name: str = "", split: str = "",
+                 indices: np.ndarray | None = None):
         if images_u8.ndim != 4 or images_u8.shape[-1] != 3 or images_u8.dtype != np.uint8:
             raise ValueError(f"images_u8: expected uint8 [N, S, S, 3], got {images_u8.dtype} {images_u8.shape}")
         if len(images_u8) != len(labels):
@@ -50,6 +51,9 @@ class ImageArrayDataset(Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.name, self.split = name, split  # dataset name and split, used in feature-cache keys
+        # position of each item in the dataset's full source list (digits: the 1,797 digits;
+        # folders: the sorted file list), for provenance and disjointness checks
+        self.indices = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -137,13 +141,14 @@ def _decode(paths: list[Path], size: int) -> np.ndarray:
     return out
 
 
-def _load_folder(root: Path, size: int, max_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _load_folder(root: Path, size: int, max_per_class: int, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     key = (str(root), size, max_per_class, seed)
     if key not in _FOLDER_CACHE:
         files, labels, classes = list_class_folder(root)
         keep = _per_class_subsample(labels, max_per_class, seed)
         images = _decode([files[i] for i in keep], size)
-        _FOLDER_CACHE[key] = (images, labels[keep], classes)
+        _FOLDER_CACHE[key] = (images, labels[keep], keep, classes)
     return _FOLDER_CACHE[key]
 
 
@@ -177,39 +182,44 @@ def _load_cifar100(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[
     return images, np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
 
 
-def _digits_parts(preset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train-part images u8, labels, held-back images u8, labels) at the preset's input size."""
-    images, labels = load_digits_arrays()
-    train_idx, held_idx = split_indices(len(labels))
-    rgb = upscale_rgb(images, preset.data.input_size)
-    return rgb[train_idx], labels[train_idx], rgb[held_idx], labels[held_idx]
+_DIGITS_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _all_images(preset) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every usable training image of the preset (after max_per_class), labels, class names."""
+def _digits_rgb(size: int) -> tuple[np.ndarray, np.ndarray]:
+    if size not in _DIGITS_CACHE:
+        images, labels = load_digits_arrays()
+        _DIGITS_CACHE[size] = (upscale_rgb(images, size), labels)
+    return _DIGITS_CACHE[size]
+
+
+def _all_images(preset) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Every usable training image of the preset (after max_per_class): images u8, labels,
+    source indices, class names. For digits only the train part (never the held-back part)."""
     d = preset.data
     if d.dataset == "digits":
-        images, labels, _, _ = _digits_parts(preset)
-        keep = _per_class_subsample(labels, d.max_per_class, preset.seed)
-        return images[keep], labels[keep], list(DIGITS_CLASS_NAMES)
+        rgb, labels = _digits_rgb(d.input_size)
+        train_idx, _ = split_indices(len(labels))
+        src = train_idx[_per_class_subsample(labels[train_idx], d.max_per_class, preset.seed)]
+        return rgb[src], labels[src], src, list(DIGITS_CLASS_NAMES)
     root = preset.data_root()
     if d.dataset == "cifar100":
         images, labels, classes = _load_cifar100(root, d.input_size)
         keep = _per_class_subsample(labels, d.max_per_class, preset.seed)
-        return images[keep], labels[keep], classes
-    images, labels, classes = _load_folder(root, d.input_size, d.max_per_class, preset.seed)
+        return images[keep], labels[keep], keep, classes
+    images, labels, keep, classes = _load_folder(root, d.input_size, d.max_per_class, preset.seed)
     if d.dataset == "tinyimagenet":
         classes = _tiny_imagenet_names(root, classes)
-    return images, labels, classes
+    return images, labels, keep, classes
 
 
 def build_datasets(preset) -> tuple[ImageArrayDataset, ImageArrayDataset, list[str]]:
     """(train_ds, val_ds, class_names) of the preset; deterministic in preset.seed."""
     d = preset.data
-    images, labels, classes = _all_images(preset)
+    images, labels, src, classes = _all_images(preset)
     tr, va = stratified_split(labels, d.val_fraction, preset.seed)
     name = d.dataset if d.dataset != "folder" else f"folder:{preset.data_root()}"
-    mk = lambda idx, split: ImageArrayDataset(images[idx], labels[idx], d.mean, d.std, name, split)  # noqa: E731
+    mk = lambda idx, split: ImageArrayDataset(images[idx], labels[idx], d.mean, d.std, name, split,  # noqa: E731
+                                              indices=src[idx])
     return mk(tr, "train"), mk(va, "val"), classes
 
 
@@ -218,8 +228,10 @@ def heldout_dataset(preset) -> ImageArrayDataset:
     folders / CIFAR-100 (no test split available) the validation split of build_datasets."""
     d = preset.data
     if d.dataset == "digits":
-        _, _, images, labels = _digits_parts(preset)
-        return ImageArrayDataset(images, labels, d.mean, d.std, "digits", "heldout")
+        rgb, labels = _digits_rgb(d.input_size)
+        _, held_idx = split_indices(len(labels))
+        return ImageArrayDataset(rgb[held_idx], labels[held_idx], d.mean, d.std, "digits", "heldout",
+                                 indices=held_idx)
     return build_datasets(preset)[1]
 
 

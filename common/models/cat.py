@@ -87,7 +87,8 @@ class CATBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_out))
         self.snr = SNREmbedding(d_model - d_out) if concat_snr else None
 
-    def forward(self, x: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:  # [L, B, d_model] -> [L, B, d_out | d_model]
+    def forward(self, x: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        # x [L, B, d_model], snr_db [B] -> [L, B, d_model] (concat_snr) or [L, B, d_out]
         x = self.ln_1(x + self.attn(x, x, x, need_weights=False)[0])
         f = self.mlp(x)  # [L, B, d_out]
         if self.snr is None:

@@ -275,7 +275,7 @@ def derive_student(searchable: SearchableStudent, depths: list[int] | tuple[int,
     student = Student(searchable.cfg, depths)
     source = searchable.state_dict()
     student.load_state_dict({k: source[k].clone() for k in student.state_dict()}, strict=True)
-    return student.to(searchable.alphas.device)
+    return student.to(device=searchable.alphas.device, dtype=searchable.alphas.dtype)
 
 
 __all__ = [

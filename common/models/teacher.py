@@ -112,8 +112,8 @@ class Teacher(nn.Module):
                     sd = converted
         missing, unexpected, shapes = _mismatch(target, sd)
         if missing or unexpected or shapes:
-            parts = [_fmt(n, items) for n, items in
-                     (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if items]
+            found = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+            parts = [_fmt(n, items) for n, items in found if items]
             raise CheckpointError(f"checkpoint {path} does not match teacher {self.name!r}: " + "; ".join(parts))
         target.load_state_dict(sd, strict=True)
 

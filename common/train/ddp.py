@@ -68,15 +68,17 @@ def init_distributed(device: str | torch.device | None = None) -> DistContext:
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", 0)
+    if world <= 1:  # a single process: the usual device choice ($RKDSC_DEVICE, else CUDA when available)
+        from common.train.common import pick_device
+
+        return DistContext(0, 1, 0, pick_device(str(device) if device is not None else None), "")
     want_cpu = device is not None and torch.device(device).type == "cpu"
     use_cuda = torch.cuda.is_available() and not want_cpu
     if use_cuda:
         dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
         torch.cuda.set_device(dev)
     else:
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-    if world <= 1:
-        return DistContext(0, 1, 0, dev, "")
+        dev = torch.device("cpu")
     if not 0 <= rank < world:
         raise ValueError(f"RANK={rank} must be in [0, WORLD_SIZE={world})")
     backend = "nccl" if use_cuda else "gloo"

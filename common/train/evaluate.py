@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -79,15 +80,17 @@ def load_folder(root: str | os.PathLike, input_spec: Any, limit: int | None = No
     return EvalData(images.astype(np.float32), names, str(root))
 
 
-def load_preset_split(preset_name: str, limit: int | None = None, seed: int = 0) -> tuple[EvalData, dict]:
+def load_preset_split(preset: Any, limit: int | None = None, seed: int = 0) -> tuple[EvalData, dict]:
     """The preset's held-back split (digits) or validation split, as preprocessed arrays.
 
-    Returns (data, input_spec) where input_spec = {size, mean, std} of the preset; the caller
-    checks it against each bundle's input (the tensors are already normalized).
+    ``preset``: a name / .toml path or a loaded Preset. Returns (data, input_spec) where
+    input_spec = {size, mean, std} of the preset; the caller checks it against each bundle's
+    input (the tensors are already normalized).
     """
-    from common.train.presets import load_preset
+    if isinstance(preset, (str, os.PathLike)):
+        from common.train.presets import load_preset
 
-    preset = load_preset(preset_name)
+        preset = load_preset(str(preset))
     dataset, class_names, split = preset_eval_dataset(preset)
     idx = _subset(len(dataset), limit, seed)
     xs, names = [], []
@@ -147,9 +150,9 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str
     points = []
     bar = None
     if progress:
-        from tqdm import tqdm
+        from common.train.common import progress as _progress
 
-        bar = tqdm(total=len(snrs_db), desc=f"evaluate {Path(bundle_path).name} {channel}", leave=False)
+        bar = _progress(total=len(snrs_db), desc=f"evaluate {Path(bundle_path).name} {channel}")
     for i, snr in enumerate(snrs_db):
         pipe.rng = np.random.default_rng([int(seed), i])
         correct = 0
@@ -196,10 +199,11 @@ def plot_curves(curves: Sequence[dict], path: str | os.PathLike, title: str | No
 
 
 def run_evaluation(bundles: Sequence[str], labels: Sequence[str] | None, channel: str,
-                   snrs_db: Sequence[float], data_dir: str | None = None, preset: str | None = None,
+                   snrs_db: Sequence[float], data_dir: str | None = None, preset: Any = None,
                    seed: int = 0, limit: int | None = None, task: str | None = None,
                    progress: bool = False) -> dict:
-    """Evaluate several bundles on the same images and noise; returns the output JSON object."""
+    """Evaluate several bundles on the same images and noise; returns the output JSON object.
+    ``preset``: a preset name / path or a loaded Preset (its held-back / validation split)."""
     from common.bundle.runtime import load_bundle
 
     if (data_dir is None) == (preset is None):
@@ -214,8 +218,8 @@ def run_evaluation(bundles: Sequence[str], labels: Sequence[str] | None, channel
         if preset_data is not None:
             data, spec = preset_data
             if not _same_spec(spec, bundle.input):
-                raise ValueError(f"bundle {b}: input spec {bundle.manifest['input']} differs from preset "
-                                 f"{preset!r} preprocessing {spec}; evaluate it with --data instead")
+                raise ValueError(f"bundle {b}: input spec {bundle.manifest['input']} differs from the preset's "
+                                 f"preprocessing {spec} ({data.source}); evaluate it with --data instead")
         else:
             key = json.dumps(bundle.manifest["input"], sort_keys=True)
             if key not in folder_cache:
@@ -284,10 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def join_negative_values(argv: list[str], options: tuple[str, ...] = ("--snr",)) -> list[str]:
+    """['--snr', '-10,-5'] -> ['--snr=-10,-5'] (argparse would take '-10,-5' for an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in options and i + 1 < len(argv) and re.match(r"^-[\d.]", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def cli(argv: list[str] | None = None) -> int:
     from common.bundle.manifest import BundleError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         snrs = parse_snrs(args.snr)
         out = run_evaluation(args.bundle, args.label, args.channel, snrs, data_dir=args.data,

@@ -75,6 +75,7 @@ def iot_ms(cpu_ms: float, cpu_gflops: float = PAPER_CPU_GFLOPS, iot_gflops: floa
 class ArchSpec:
     """What to build for one source (preset, explicit flags, or a work dir)."""
     label: str  # row label (preset name, "paper-scale", work dir name)
+    dataset: str = ""  # data set of the preset ("cifar10", "tinyimagenet", ...; "" = unknown)
     input_size: int = 224  # square input side in pixels
     depths: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # blocks per layer (Table I)
     compression_ratio: float = 0.8  # CAT compression ratio (Eq. 22)
@@ -103,6 +104,7 @@ def spec_from_preset(preset: Any, label: str | None = None) -> ArchSpec:
     data, student, cat = _get(preset, "data", {}), _get(preset, "student", {}), _get(preset, "cat", {})
     teacher, search = _get(preset, "teacher", {}), _get(preset, "search", {})
     spec = ArchSpec(label=label or str(_get(preset, "name", "preset")))
+    spec.dataset = str(_get(data, "dataset", "") or "")
     spec.input_size = int(_get(data, "input_size", spec.input_size))
     depths = _get(search, "depths", None)
     if depths:
@@ -147,6 +149,11 @@ def spec_from_workdir(workdir: str | Path) -> ArchSpec:
     workdir = Path(workdir)
     results = _read_json(workdir / "results.json") if (workdir / "results.json").is_file() else {}
     preset = results.get("preset")
+    for model_json in sorted((workdir / "stage2").glob("*/model.json")):
+        cfg = _read_json(model_json).get("preset_config")
+        if isinstance(cfg, dict):
+            preset = cfg  # the exact preset of the run, --set overrides included
+            break
     spec: ArchSpec
     if isinstance(preset, dict):
         spec = spec_from_preset(preset, label=workdir.name)
@@ -226,6 +233,7 @@ def time_torch(module, input_size: int, batch: int, device: str = "cpu", warmup:
                repeats: int = 20, budget_s: float = 3.0) -> dict:
     import torch
 
+    time.sleep(0.2)  # let a previous onnxruntime session's spinning worker threads go idle
     module = module.to(device).eval()
     gen = torch.Generator().manual_seed(0)
     img = torch.randn(batch, 3, input_size, input_size, generator=gen).to(device)
@@ -320,7 +328,7 @@ def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path,
         flops = count_flops(module, img, snr)
     batches = opts.teacher_batches if (method == "jscc-teacher" and opts.teacher_batches) else opts.batches
     row: dict[str, Any] = {
-        "method": method, "source": spec.label, "input_size": spec.input_size,
+        "method": method, "source": spec.label, "dataset": spec.dataset, "input_size": spec.input_size,
         "depths": list(spec.depths) if method != "jscc-teacher" else None,
         "teacher": spec.teacher_name if method == "jscc-teacher" else None,
         "compression_ratio": spec.compression_ratio if method == "rkd-sc" else None,
@@ -374,7 +382,8 @@ def machine_info(threads: int, gflops_here: float) -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "threads": threads, "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "cuda": bool(torch.cuda.is_available()), "gpu": None, "matmul_gflops": gflops_here}
+            "cuda": bool(torch.cuda.is_available()), "gpu": None, "matmul_gflops": gflops_here,
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -444,7 +453,7 @@ def profile_bundle(bundle_dir: str, opts: ProfileOptions, threads: int, gflops_h
                                             opts.repeats, opts.budget_s)
         params = int(bdl.component(task.edge).get("params", 0))
         cpu_ort = lat[f"ort_cpu_b{opts.batches[0]}"]["per_image_ms"]
-        rows.append({"method": method, "source": f"bundle:{bundle_dir}:{name}", "input_size": size,
+        rows.append({"method": method, "source": f"bundle:{bundle_dir}:{name}", "dataset": name, "input_size": size,
                      "depths": None, "teacher": None, "compression_ratio": task.compression_ratio,
                      "params": {"encoder": params, "student": None, "cat_encoder": None},
                      "params_m": params / 1e6, "params_without_cat_m": None, "flops": None, "gflops": None,
@@ -487,7 +496,7 @@ def markdown_table(doc: dict) -> str:
     m = doc["machine"]
     lines.append("")
     lines.append(f"CPU: {m['processor']} ({m['threads']} threads for torch and onnxruntime; measured matmul "
-                 f"{m['matmul_gflops']:.1f} GFLOPS). GPU: {m['gpu'] or 'none'}. Times are medians per image. "
+                 f"{m['matmul_gflops']:.1f} GFLOPS; load average {m.get('load_avg_1m', 'n/a')} at the start). GPU: {m['gpu'] or 'none'}. Times are medians per image. "
                  f"IoT paper formula = CPU torch b{b0} x {PAPER_CPU_GFLOPS}/{PI_GFLOPS:g} (871.49 GFLOPS is the "
                  f"paper's CPU); IoT scaled = CPU torch b{b0} x {m['matmul_gflops']:.1f}/{PI_GFLOPS:g}.")
     return "\n".join(lines)
@@ -534,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CAT compression ratio (overrides the preset; paper-scale default 0.8)")
     p.add_argument("--teacher", default=None,
                    help=f"timm name of the teacher (overrides the preset; paper scale: {PAPER_TEACHER})")
+    p.add_argument("--dataset", default=None,
+                   help="data-set tag of the rows (cifar10, cifar100, tinyimagenet); the report compares rows "
+                        "with the paper's Table II row of this data set (default: the preset's data set)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated methods among " + ", ".join(METHODS))
     p.add_argument("--skip-teacher", action="store_true", help="do not profile jscc-teacher (it is slow on a CPU)")
@@ -581,6 +593,8 @@ def cli(argv: list[str] | None = None) -> int:
             s.input_size = args.input_size
         if args.compression_ratio is not None:
             s.compression_ratio = args.compression_ratio
+        if args.dataset:
+            s.dataset = args.dataset
         if args.teacher:
             s.teacher_name, s.teacher_img_size, s.teacher_kwargs = args.teacher, None, {}
     opts = ProfileOptions(batches=args.batches, threads=args.threads, warmup=args.warmup, repeats=args.repeats,

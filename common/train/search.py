@@ -207,8 +207,8 @@ def split_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]
 # -- Algorithm 1 ------------------------------------------------------------------------
 
 def run_search(preset, method: str, workdir: str | Path, teacher=None, log: Callable[[str], None] = print, *,
-               selection: str | None = None, resume: bool = False, device: torch.device | str | None = None
-               ) -> dict[str, Any]:
+               selection: str | None = None, resume: bool = False, device: torch.device | str | None = None,
+               stop_after: int | None = None) -> dict[str, Any]:
     """Run KDL-DARTS or DARTS on the preset and write ``workdir/search-<method>/arch.json``.
 
     ``selection``: "alpha-beta" (KDL-DARTS default, Alg. 1 line 11) or "alpha" (DARTS default);
@@ -364,6 +364,10 @@ def run_search(preset, method: str, workdir: str | Path, teacher=None, log: Call
                              "torch_rng": torch.get_rng_state().tolist()})
         say(f"{method} epoch {epoch + 1}/{s.epochs}: loss_w {rec['loss_w']:.4f} loss_a {rec['loss_a']:.4f} "
             f"val acc {val_acc:.4f} depths {depths} ({rec['selected_params']:,} params) {rec['time_s']:.1f} s")
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < s.epochs:
+            say(f"search: stopping after epoch {epoch + 1} (resume with resume=True / --resume)")
+            ddp.barrier(ctx)
+            return {"method": method, "selection": selection, "complete": False, "history": history}
 
     depths = select_depths(alphas, beta.cpu(), s.t_alpha, selection) if s.epochs else list(s.depths)
     result = {
@@ -380,6 +384,7 @@ def run_search(preset, method: str, workdir: str | Path, teacher=None, log: Call
                     "expansion": cfg.expansion, "max_depth": cfg.max_depth, "feature_dim": cfg.feature_dim,
                     "heads": cfg.heads},
         "teacher": teacher_info, "world_size": ctx.world_size, "wall_s": round(time.time() - t_start, 2),
+        "complete": True,
     }
     if ctx.is_main:
         write_json(out / "arch.json", result)

@@ -17,7 +17,7 @@ onnx = pytest.importorskip("onnx")
 
 from common import channel  # noqa: E402
 from common.bundle import cli as bundle_cli  # noqa: E402
-from common.bundle.export import build_random_bundle, export_bundle  # noqa: E402
+from common.bundle.export import build_random_bundle, build_random_parts, export_bundle  # noqa: E402
 from common.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, BundleError,  # noqa: E402
                                     compact_dim_for, read_manifest, sha256_file, symbols_for,
                                     validate_manifest, verify_bundle, write_manifest)
@@ -420,12 +420,17 @@ def test_random_bundle_odd_compact_dim(tiny_bundle):
     spec = bundle.task("shapes")
     assert (bundle.feature_dim, spec.compact_dim, spec.symbols_per_image, spec.num_classes) == (64, 9, 5, 4)
     assert bundle.manifest["provenance"]["method"] == "random-init"
-    again = build_random_bundle(tiny_bundle.parent / "again", compression_ratio=0.85, num_classes=4,
-                                task="shapes", seed=3)
     images = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    a = EdgeModel(bundle, "shapes").encode(images, np.full(3, 10.0))
-    b = EdgeModel(load_bundle(again), "shapes").encode(images, np.full(3, 10.0))
-    np.testing.assert_array_equal(a, b)  # same seed -> same weights
+    edge, server = build_random_parts(compression_ratio=0.85, num_classes=4, seed=3)
+    with torch.no_grad():  # the exported bundle holds exactly the parts of this seed
+        ref = edge(torch.from_numpy(images), torch.full((3,), 10.0)).numpy()
+    np.testing.assert_allclose(EdgeModel(bundle, "shapes").encode(images, np.full(3, 10.0)), ref, atol=1e-4)
+    other, _ = build_random_parts(compression_ratio=0.85, num_classes=4, seed=4)
+    state, state4 = edge.state_dict(), other.state_dict()
+    assert any(not torch.equal(state[k], state4[k]) for k in state)  # another seed, other weights
+    before = torch.random.get_rng_state()
+    build_random_parts(seed=5)
+    assert torch.equal(before, torch.random.get_rng_state())  # global RNG untouched
 
 
 def test_in_process_pipeline(tiny_bundle):

@@ -49,8 +49,8 @@ def test_student_config_and_depth_validation():
 
 def test_searchable_gradients_reach_weights_and_alphas():
     torch.manual_seed(0)
-    net = SearchableStudent(StudentConfig(input_size=64), alpha_temperature=1.0)
-    net(torch.randn(B, 3, 64, 64)).pow(2).mean().backward()
+    net = SearchableStudent(StudentConfig(input_size=32), alpha_temperature=1.0)
+    net(torch.randn(B, 3, 32, 32)).pow(2).mean().backward()
     assert _grads_reach(net) == []
     assert [id(p) for p in net.arch_parameters()] == [id(net.alphas)]
     weight_ids = {id(p) for p in net.weight_parameters()}
@@ -72,14 +72,14 @@ def test_mixture_weights_softmax_with_temperature():
 
 def test_one_hot_mixture_equals_derived_student():
     torch.manual_seed(0)
-    cfg = StudentConfig(input_size=64)
+    cfg = StudentConfig(input_size=32)
     net = SearchableStudent(cfg)
     net.train()
     with torch.no_grad():  # move BatchNorm running statistics away from their defaults
-        for _ in range(3):
-            net(torch.randn(4, 3, 64, 64) * 2 + 0.5)
+        for _ in range(2):
+            net(torch.randn(4, 3, 32, 32) * 2 + 0.5)
     net.eval()
-    x = torch.randn(3, 3, 64, 64)
+    x = torch.randn(3, 3, 32, 32)
     for depths in ([1, 3, 5, 2], [5, 5, 5, 5], [1, 1, 1, 1]):
         one_hot = torch.nn.functional.one_hot(torch.tensor(depths) - 1, cfg.max_depth).float()
         student = derive_student(net, depths).eval()
@@ -138,8 +138,8 @@ def test_cat_gradients_reach_all_parameters_including_snr_embeddings():
     assert enc.snr is not None and dec.snr is not None and dec.block1.snr is not None
     # one token: the softmax over a single key is 1, so the q/k projections get no gradient
     F = cfg.feature_dim
-    assert torch.count_nonzero(enc.block.attn.in_proj_weight.grad[: 2 * F]) == 0
-    assert torch.count_nonzero(enc.block.attn.in_proj_weight.grad[2 * F:]) > 0
+    g = enc.block.attn.in_proj_weight.grad
+    assert g[: 2 * F].abs().max() < 1e-6 * g[2 * F:].abs().max()
 
 
 def test_cat_output_depends_on_snr():
@@ -181,7 +181,8 @@ def test_edge_server_parts_shapes():
         x = edge(torch.randn(B, 3, 32, 32), snr)
         assert x.shape == (B, compact)
         assert server(x, snr).shape == (B, 10)
-        jedge, jserver = JSCCEdgePart(Student(StudentConfig(32), [1, 1, 1, 1])).eval(), JSCCServerPart(ClassifierHead(512, 10))
+        jedge = JSCCEdgePart(Student(StudentConfig(32), [1, 1, 1, 1])).eval()
+        jserver = JSCCServerPart(ClassifierHead(512, 10))
         h = jedge(torch.randn(B, 3, 32, 32), snr)
         assert h.shape == (B, 512) and jserver(h, snr).shape == (B, 10)
         assert torch.equal(jserver(h, snr), jserver(h, -snr))  # SNR accepted and ignored
@@ -206,7 +207,7 @@ def _export_and_run(module, args, input_names, output_name, path, batch):
 def test_parts_export_to_onnx_with_dynamic_batch(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    edge, server, compact = _system(size=64)
+    edge, server, compact = _system(size=64)  # 2x2 grid before the attention pool
     img, snr = torch.randn(B, 3, 64, 64), torch.tensor([5.0, 20.0])
     got, want = _export_and_run(edge, (img, snr), ["image", "snr_db"], "symbols", tmp_path / "edge.onnx", 5)
     assert got.shape == (5, compact) and np.abs(got - want).max() < 1e-4
@@ -276,20 +277,25 @@ def test_teacher_checkpoint_round_trip_and_mismatch(tmp_path):
     partial = {k: v for k, v in src.backbone.state_dict().items() if k != "norm.weight"}
     partial["extra.weight"] = torch.zeros(3)
     save_file({k: v.contiguous() for k, v in partial.items()}, str(tmp_path / "partial.safetensors"))
-    with pytest.raises(CheckpointError, match=r"missing keys \(1\): norm\.weight.*unexpected keys \(1\): extra\.weight"):
+    expected = r"missing keys \(1\): norm\.weight.*unexpected keys \(1\): extra\.weight"
+    with pytest.raises(CheckpointError, match=expected):
         build_teacher(**SMALL_VIT, num_classes=512, checkpoint=tmp_path / "partial.safetensors")
+    (tmp_path / "teacher.ckpt").write_bytes(path.read_bytes())
     with pytest.raises(CheckpointError, match="suffix"):
         build_teacher(**SMALL_VIT, num_classes=512, checkpoint=tmp_path / "teacher.ckpt")
+    with pytest.raises(CheckpointError, match="no such file"):
+        build_teacher(**SMALL_VIT, num_classes=512, checkpoint=tmp_path / "absent.safetensors")
 
 
 @pytest.mark.parametrize("name, params", [("vit_base_patch16_clip_224.openai", 86_193_152),
                                           ("vit_base_patch32_clip_224.openai", 87_849_728)])
 def test_clip_teacher_tags_give_512_projection(name, params):
-    teacher = build_teacher(name)  # pretrained=False: random weights, nothing downloaded
+    with torch.device("meta"):  # shapes only: no weight init, nothing downloaded (pretrained=False)
+        teacher = build_teacher(name)
+        h = teacher(torch.empty(1, 3, 32, 32))  # resized to 224x224
     assert teacher.out_dim == 512 and teacher.adapter is None and teacher.img_size == (224, 224)
+    assert h.shape == (1, 512)
     assert count_params(teacher) == params  # anchors: 86.19M (B/16), 87.85M (B/32)
-    if "patch32" in name:  # cheap forward: a 32x32 input is resized to 224x224
-        assert teacher(torch.randn(1, 3, 32, 32)).shape == (1, 512)
 
 
 # ----------------------------------------------------------------------------- complexity

@@ -1,0 +1,468 @@
+"""The base-station relay (``rkdsc.v1.Relay``): applies each transmitter's channel and
+forwards the received symbols + CSI to the edge server; results come back the same way
+with the link state as feedback.
+
+    handle, port = create_server(cfg)   # binds; the upstream channel to the server is lazy
+    handle.start()                      # SERVING once the server's task list is known
+
+Per transmitter (``[[transmitters]]`` of the topology) the relay keeps a ``Link``:
+``snr_db``, ``fading``, ``path_gain_db`` and its own ``numpy.random.Generator`` seeded
+with ``seed``. Every frame is one ``common.channel.simulate(z [1, K], snr_db +
+path_gain_db, fading, rng, equalize=True)`` call, in arrival order, under the link's lock:
+the k-th frame of a transmitter sees the k-th draw of ``default_rng(seed)``, exactly like
+``InProcessPipeline(seed=seed).run`` called once per image (batch of 1) in the same order.
+``SetLink`` changes a link at run time (``seed`` re-seeds its Generator).
+
+Optional emulation: airtime ``K / symbol_rate_hz`` seconds per frame (frames of one link
+queue behind each other), and ``propagation_delay_ms`` added once on the uplink and once on
+the downlink (latency only; it does not limit throughput).
+
+Validation at the boundary (before anything is changed): unknown transmitter or task,
+symbols not complex64 ``[K]`` / ``[1, K]``, byte length, NaN/Inf, average power not 1,
+non-finite encoder SNR, label out of range, frame id already seen for that transmitter ->
+INVALID_ARGUMENT; symbols larger than K complex64 values -> RESOURCE_EXHAUSTED (and gRPC
+itself refuses messages above ``basestation.max_message_bytes``). On ``Transmit`` a bad
+frame ends that stream with the status; other and new streams are unaffected.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import queue
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+import numpy as np
+
+from common import channel
+from common.config import FADINGS, Config, ConfigError, load_config
+from common.metrics import UNKNOWN_LABEL, MetricsEndpoint, RelayMetrics
+from common.wire import encode_tensor
+from rkdsc.v1 import emulator_pb2 as pb
+from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
+from server.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, ServiceHandle,
+                            add_health_and_reflection, check_finite, check_symbols, grpc_options,
+                            invalid, serve, set_health, setup_logging)
+
+log = logging.getLogger("rkdsc.relay")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Relay"].full_name  # "rkdsc.v1.Relay"
+PATH_GAIN_LIMIT_DB = 200.0
+INFO_WAIT_S = 30.0       # how long a frame waits for the server's task list before UNAVAILABLE
+UPSTREAM_TIMEOUT_S = 60.0  # deadline of one TransmitOne -> DecodeOne call
+
+RngFactory = Callable[[int], np.random.Generator]
+
+
+@dataclass
+class Link:
+    """One transmitter's channel, owned by the relay."""
+    transmitter_id: str
+    snr_db: float                 # configured SNR (Es/N0 per complex symbol), dB
+    fading: str                   # one of FADINGS
+    path_gain_db: float           # added to snr_db
+    seed: int                     # seed of rng
+    rng: np.random.Generator      # draws h and n for this link only
+    frames: int = 0               # frames sent through the link
+    busy_until: float = 0.0       # airtime emulation: monotonic time the link is free again
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def effective_snr_db(self) -> float:
+        return self.snr_db + self.path_gain_db
+
+    def state(self, instantaneous_snr_db: float | None = None) -> pb.LinkState:
+        eff = self.effective_snr_db
+        return pb.LinkState(transmitter_id=self.transmitter_id, snr_db=self.snr_db,
+                            path_gain_db=self.path_gain_db, effective_snr_db=eff, fading=self.fading,
+                            seed=self.seed, frames=self.frames,
+                            instantaneous_snr_db=eff if instantaneous_snr_db is None else instantaneous_snr_db)
+
+
+_END = object()
+_UPSTREAM_DONE = object()
+
+
+class _Abort:
+    def __init__(self, code: grpc.StatusCode, message: str):
+        self.code, self.message = code, message
+
+
+def _sleep_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+class RelayServicer(pb_grpc.RelayServicer):
+    """Channel emulation between the edge devices and the edge server."""
+
+    def __init__(self, cfg: Config, server_channel: grpc.Channel, metrics: RelayMetrics,
+                 rng_factory: RngFactory = np.random.default_rng):
+        self.cfg = cfg
+        self.stub = pb_grpc.EdgeServerStub(server_channel)
+        self.metrics = metrics
+        self.rng_factory = rng_factory
+        self.symbol_rate_hz = cfg.basestation.symbol_rate_hz
+        self.propagation_s = cfg.basestation.propagation_delay_ms / 1000.0
+        self.links: dict[str, Link] = {}
+        for t in cfg.transmitters:
+            self.links[t.id] = Link(t.id, t.snr_db, t.fading, t.path_gain_db, t.seed, rng_factory(t.seed))
+            metrics.link_snr_db.labels(t.id).set(t.effective_snr_db)
+        self.frame_ids = FrameIdRegistry()
+        self._tasks: dict[str, pb.TaskInfo] = {}
+        self._info_ready = threading.Event()
+        self._draining = threading.Event()
+        self._active = 0
+        self._active_cv = threading.Condition()
+
+    # ------------------------------------------------------------------ server info
+    def fetch_info(self, stop: threading.Event | None = None, attempt_timeout_s: float = 5.0) -> bool:
+        """Ask the server for its tasks (retrying until it answers or `stop` is set)."""
+        while not (stop is not None and stop.is_set()):
+            try:
+                info = self.stub.GetInfo(pb.InfoRequest(), timeout=attempt_timeout_s, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                log.info("relay: waiting for the edge server at %s (%s)", self.cfg.basestation.server_addr,
+                         exc.code().name)
+                if stop is None:
+                    return False
+                stop.wait(0.5)
+                continue
+            self._tasks = {t.name: t for t in info.tasks}
+            self._info_ready.set()
+            log.info("relay: edge server has tasks %s", ", ".join(self._tasks))
+            return True
+        return False
+
+    def _task_info(self) -> dict[str, pb.TaskInfo]:
+        if not self._info_ready.wait(INFO_WAIT_S):
+            raise FrameRejected(grpc.StatusCode.UNAVAILABLE,
+                                f"server: the edge server at {self.cfg.basestation.server_addr} has not answered yet")
+        return self._tasks
+
+    # ------------------------------------------------------------------ per frame
+    def _link(self, transmitter_id: str) -> Link:
+        link = self.links.get(transmitter_id)
+        if link is None:
+            known = ", ".join(self.links) or "(none configured)"
+            raise invalid(f"transmitter_id: unknown transmitter {transmitter_id!r} (known: {known})")
+        return link
+
+    def _tx_label(self, transmitter_id: str) -> str:
+        return transmitter_id if transmitter_id in self.links else UNKNOWN_LABEL
+
+    def process(self, frame: pb.Frame) -> tuple[pb.ChannelFrame, pb.LinkState, float]:
+        """Validate, apply the link's channel -> (channel frame, link feedback, deliver_at).
+
+        deliver_at (time.monotonic) accounts for airtime and the uplink propagation delay.
+        Raises FrameRejected; nothing changes for a rejected frame."""
+        if self._draining.is_set():
+            raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: shutting down, no new frames")
+        received_ns = time.time_ns()
+        link = self._link(frame.transmitter_id)
+        tasks = self._task_info()
+        task = tasks.get(frame.task)
+        if task is None:
+            raise invalid(f"task: unknown task {frame.task!r} (known: {', '.join(tasks)})")
+        z = check_symbols(frame.symbols, "symbols", task.symbols_per_image, check_power=True)  # [1, K]
+        check_finite(frame.encoder_snr_db, "encoder_snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
+        if frame.has_label and not 0 <= frame.label < task.num_classes:
+            raise invalid(f"label: expected a class index in [0, {task.num_classes}), got {frame.label}")
+        self.frame_ids.claim(frame.transmitter_id, frame.frame_id)
+
+        with link.lock:
+            snr, fading = link.effective_snr_db, link.fading
+            t0 = time.perf_counter()
+            y, h, noise_var = channel.simulate(z, snr, fading, link.rng, equalize=True)  # [1, K], [1, 1|K], [1]
+            channel_s = time.perf_counter() - t0
+            link.frames += 1
+            airtime_s = task.symbols_per_image / self.symbol_rate_hz if self.symbol_rate_hz > 0 else 0.0
+            now = time.monotonic()
+            tx_start = max(now, link.busy_until)
+            link.busy_until = tx_start + airtime_s
+            deliver_at = link.busy_until + self.propagation_s
+            gain = float(np.mean(np.abs(h) ** 2))
+            inst = snr + 10.0 * math.log10(gain) if gain > 0 else -math.inf
+            state = link.state(instantaneous_snr_db=inst if math.isfinite(inst) else -SNR_LIMIT_DB)
+        self.metrics.channel_seconds.observe(channel_s)
+
+        y_data, y_dtype, y_shape = encode_tensor(y.astype(np.complex64))
+        h_data, h_dtype, h_shape = encode_tensor(h.astype(np.complex64))
+        cf = pb.ChannelFrame(
+            transmitter_id=frame.transmitter_id, task=frame.task, frame_id=frame.frame_id,
+            received=pb.Tensor(data=y_data, dtype=y_dtype, shape=y_shape),
+            h=pb.Tensor(data=h_data, dtype=h_dtype, shape=h_shape),
+            noise_var=float(noise_var[0]), snr_db=snr, fading=fading, equalized=True,
+            encoder_snr_db=frame.encoder_snr_db, has_label=frame.has_label, label=frame.label,
+            file=frame.file, edge_sent_unix_ns=frame.sent_unix_ns, relay_received_unix_ns=received_ns,
+            channel_ms=channel_s * 1e3, airtime_ms=airtime_s * 1e3)
+        return cf, state, deliver_at
+
+    def _finish(self, res: pb.Result, state: pb.LinkState | None, roundtrip_s: float | None) -> pb.Result:
+        if state is not None:
+            res.link.CopyFrom(state)
+        if roundtrip_s is not None:
+            res.relay_roundtrip_ms = roundtrip_s * 1e3
+            self.metrics.roundtrip_seconds.observe(roundtrip_s)
+        res.relay_returned_unix_ns = time.time_ns()
+        outcome = "ok" if res.error.code == 0 else "error"
+        self.metrics.frames.labels(self._tx_label(res.transmitter_id), outcome).inc()
+        return res
+
+    def _reject(self, frame: pb.Frame, exc: FrameRejected) -> None:
+        self.metrics.frames.labels(self._tx_label(frame.transmitter_id), "invalid").inc()
+        log.info("relay: rejected frame %s of %r: %s %s", frame.frame_id, frame.transmitter_id,
+                 exc.code.name, exc.message)
+
+    # ------------------------------------------------------------------ RPCs
+    def _enter(self, context) -> None:
+        with self._active_cv:
+            if self._draining.is_set():
+                context.abort(grpc.StatusCode.UNAVAILABLE, "relay: shutting down")
+            self._active += 1
+
+    def _leave(self) -> None:
+        with self._active_cv:
+            self._active -= 1
+            self._active_cv.notify_all()
+
+    def TransmitOne(self, request, context):
+        self._enter(context)
+        try:
+            try:
+                cf, state, deliver_at = self.process(request)
+            except FrameRejected as exc:
+                self._reject(request, exc)
+                context.abort(exc.code, exc.message)
+            _sleep_until(deliver_at)
+            cf.relay_sent_unix_ns = time.time_ns()
+            t0 = time.perf_counter()
+            try:
+                res = self.stub.DecodeOne(cf, timeout=UPSTREAM_TIMEOUT_S)
+            except grpc.RpcError as exc:
+                self.metrics.frames.labels(self._tx_label(request.transmitter_id), "failed").inc()
+                context.abort(exc.code(), f"server: {exc.details()}")
+            roundtrip = time.perf_counter() - t0
+            if self.propagation_s > 0:
+                time.sleep(self.propagation_s)
+            return self._finish(res, state, roundtrip)
+        finally:
+            self._leave()
+
+    def Transmit(self, request_iterator, context):
+        self._enter(context)
+        out: queue.Queue = queue.Queue()     # results / _Abort / _UPSTREAM_DONE for the edge
+        fwd: queue.Queue = queue.Queue()     # (deliver_at, ChannelFrame) / _END for the server
+        inflight: dict[tuple[str, int], list] = {}  # key -> [LinkState, perf_counter at send]
+        lock = threading.Lock()
+
+        def upstream_requests():
+            while True:
+                item = fwd.get()
+                if item is _END:
+                    return
+                deliver_at, cf = item
+                _sleep_until(deliver_at)
+                cf.relay_sent_unix_ns = time.time_ns()
+                with lock:
+                    entry = inflight.get((cf.transmitter_id, cf.frame_id))
+                    if entry is not None:
+                        entry[1] = time.perf_counter()
+                yield cf
+
+        call = self.stub.Decode(upstream_requests())
+
+        def reader():
+            try:
+                for frame in request_iterator:
+                    try:
+                        cf, state, deliver_at = self.process(frame)
+                    except FrameRejected as exc:
+                        self._reject(frame, exc)
+                        out.put(_Abort(exc.code, exc.message))
+                        return
+                    with lock:
+                        inflight[(cf.transmitter_id, cf.frame_id)] = [state, time.perf_counter()]
+                    fwd.put((deliver_at, cf))
+            except Exception as exc:  # edge cancelled / disconnected
+                log.debug("relay: Transmit reader ended: %r", exc)
+            finally:
+                fwd.put(_END)
+
+        def responder():
+            try:
+                for res in call:
+                    arrived = time.monotonic()
+                    with lock:
+                        entry = inflight.pop((res.transmitter_id, res.frame_id), None)
+                    if self.propagation_s > 0:
+                        _sleep_until(arrived + self.propagation_s)
+                    state, sent = (entry if entry is not None else (None, None))
+                    out.put(self._finish(res, state, None if sent is None else time.perf_counter() - sent))
+                out.put(_UPSTREAM_DONE)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    out.put(_UPSTREAM_DONE)
+                    return
+                with lock:
+                    lost = len(inflight)
+                for _ in range(lost):
+                    self.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
+                out.put(_Abort(exc.code(), f"server: {exc.details()}"))
+
+        threading.Thread(target=reader, name="relay-reader", daemon=True).start()
+        threading.Thread(target=responder, name="relay-responder", daemon=True).start()
+        try:
+            while True:
+                try:
+                    item = out.get(timeout=1.0)
+                except queue.Empty:
+                    if not context.is_active():
+                        return
+                    continue
+                if item is _UPSTREAM_DONE:
+                    return
+                if isinstance(item, _Abort):
+                    call.cancel()
+                    context.abort(item.code, item.message)
+                yield item
+        finally:
+            fwd.put(_END)
+            call.cancel()
+            self._leave()
+
+    def GetLink(self, request, context):
+        link = self.links.get(request.transmitter_id)
+        if link is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transmitter_id: unknown transmitter "
+                          f"{request.transmitter_id!r} (known: {', '.join(self.links) or '(none)'})")
+        with link.lock:
+            return link.state()
+
+    def ListLinks(self, request, context):
+        links = []
+        for link in self.links.values():
+            with link.lock:
+                links.append(link.state())
+        return pb.ListLinksResponse(links=links)
+
+    def SetLink(self, request, context):
+        link = self.links.get(request.transmitter_id)
+        if link is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transmitter_id: unknown transmitter "
+                          f"{request.transmitter_id!r} (known: {', '.join(self.links) or '(none)'})")
+        try:
+            if request.HasField("snr_db"):
+                check_finite(request.snr_db, "snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
+            if request.HasField("path_gain_db"):
+                check_finite(request.path_gain_db, "path_gain_db", -PATH_GAIN_LIMIT_DB, PATH_GAIN_LIMIT_DB)
+            if request.HasField("fading") and request.fading not in FADINGS:
+                raise invalid(f"fading: expected one of {', '.join(FADINGS)}, got {request.fading!r}")
+            snr = request.snr_db if request.HasField("snr_db") else link.snr_db
+            gain = request.path_gain_db if request.HasField("path_gain_db") else link.path_gain_db
+            check_finite(snr + gain, "snr_db + path_gain_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
+        except FrameRejected as exc:
+            context.abort(exc.code, exc.message)
+        with link.lock:
+            if request.HasField("snr_db"):
+                link.snr_db = float(request.snr_db)
+            if request.HasField("path_gain_db"):
+                link.path_gain_db = float(request.path_gain_db)
+            if request.HasField("fading"):
+                link.fading = request.fading
+            if request.HasField("seed"):
+                link.seed = int(request.seed)
+                link.rng = self.rng_factory(link.seed)
+            state = link.state()
+        self.metrics.link_snr_db.labels(link.transmitter_id).set(state.effective_snr_db)
+        log.info("relay: link %s now snr_db=%g path_gain_db=%g fading=%s seed=%d", link.transmitter_id,
+                 state.snr_db, state.path_gain_db, state.fading, state.seed)
+        return state
+
+    # ------------------------------------------------------------------ lifecycle
+    def drain(self, timeout_s: float) -> bool:
+        """Refuse new RPCs and frames; wait for the open ones to finish."""
+        self._draining.set()
+        deadline = time.monotonic() + timeout_s
+        with self._active_cv:
+            while self._active > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._active_cv.wait(remaining)
+        return True
+
+
+def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
+                  max_workers: int = 64) -> tuple[ServiceHandle, int]:
+    """Build the relay: servicer, gRPC server bound to ``basestation.host:port`` (0 = free
+    port), metrics endpoint, and a (lazy) channel to ``basestation.server_addr``."""
+    bs = cfg.basestation
+    metrics = RelayMetrics()
+    upstream = grpc.insecure_channel(bs.server_addr, options=grpc_options(bs.max_message_bytes))
+    servicer = RelayServicer(cfg, upstream, metrics, rng_factory)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="relay"),
+                         options=grpc_options(bs.max_message_bytes))
+    pb_grpc.add_RelayServicer_to_server(servicer, server)
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
+    port = server.add_insecure_port(cfg.relay_bind)
+    if port == 0:
+        upstream.close()
+        raise OSError(f"relay: cannot bind {cfg.relay_bind} (address in use or not available)")
+    endpoint = MetricsEndpoint(metrics.registry, bs.metrics_port, bs.host) if bs.metrics_port >= 0 else None
+    stop_info = threading.Event()
+
+    def on_start() -> None:
+        def wait_for_server() -> None:
+            if servicer.fetch_info(stop=stop_info):
+                set_health(health_servicer, SERVICE_NAME, True)
+        threading.Thread(target=wait_for_server, name="relay-info", daemon=True).start()
+
+    def drain(timeout_s: float) -> None:
+        stop_info.set()
+        servicer.drain(timeout_s)
+
+    handle = ServiceHandle(server, port, SERVICE_NAME, health_servicer, endpoint, servicer,
+                           on_start=on_start, drain=drain, drain_timeout_s=cfg.server.drain_timeout_s)
+    handle.metrics = metrics
+    handle.upstream = upstream
+    return handle, port
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rkdsc basestation", description=(
+        "Run the base-station relay: per-transmitter channel emulation (AWGN / fading, SNR, "
+        "path gain, seed), forwarding to the edge server, results + link feedback back to "
+        "the edge devices. gRPC health, reflection and Prometheus /metrics included; stops "
+        "gracefully on SIGTERM/SIGINT. Endpoints can be overridden with RKDSC_RELAY_BIND, "
+        "RKDSC_RELAY_METRICS_PORT and RKDSC_SERVER_ADDR."))
+    p.add_argument("--config", required=True, help="topology TOML file ([basestation] and [[transmitters]])")
+    p.add_argument("--server", default=None, help="host:port of the edge server (overrides basestation.server_addr)")
+    p.add_argument("--ready-file", default=None,
+                   help="write JSON {port, metrics_port, pid} here once listening (used by `rkdsc demo`)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    args = p.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config)
+        if args.server:
+            cfg.basestation.server_addr = args.server
+        handle, _ = create_server(cfg)
+    except (ConfigError, OSError) as exc:
+        print(f"rkdsc basestation: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return serve(handle, args.ready_file, name="relay")
+    finally:
+        handle.upstream.close()
+
+
+def main() -> None:
+    sys.exit(cli())

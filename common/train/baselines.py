@@ -1,0 +1,288 @@
+"""JSCC baselines of the paper (Sec. IV.A.2): JSCC-student and JSCC-teacher.
+
+Both send the encoder's ``feature_dim`` (512) real feature itself, with no CAT:
+``h -> real_to_complex -> normalize_power -> channel (MMSE, perfect CSI) -> complex_to_real
+-> ClassifierHead``, i.e. ``symbols_per_image = feature_dim / 2`` and compression ratio 0.
+Training is end to end through the same differentiable channel as stage 2: per-sample SNR
+uniform in ``baseline.snr_db_range``, per-sample channel uniform in ``baseline.channels``,
+cross-entropy only (no distillation), AdamW (weight decay 1e-4), cosine LR per epoch from
+``baseline.lr`` to ``baseline.lr_min``, gradient-norm clip 1.0, ``baseline.epochs`` epochs.
+
+* **JSCC-student** trains the searched encoder architecture (``Student`` with the KDL-DARTS
+  depths, fresh seeded initialisation, NOT distilled) together with a fresh ``ClassifierHead``.
+  Trained: every student and head parameter.
+* **JSCC-teacher** uses the teacher itself as the encoder ("the encoder directly utilizes the
+  teacher model"): the teacher (timm backbone and, if it has one, its adapter) is frozen
+  exactly as distillation sees it and only a fresh ``ClassifierHead`` is trained through the
+  channel. Because the teacher is frozen and deterministic, training reads its features from
+  the feature cache (the same table stages 1 and 2 use) instead of running it every step;
+  the exported edge part runs the real teacher.
+
+T-DeepSC and RTSC are not reproduced (no public reference implementation fits this search
+space; see docs/training.md).
+
+Files: ``workdir/baseline-<kind>/{checkpoint/, log.jsonl, baseline.json, <task>/model.safetensors,
+<task>/model.json}`` (+ ``<task>/teacher.safetensors`` for JSCC-teacher, so the folder is
+self-contained for export). Several presets = several tasks, each trained on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.train import ddp
+from common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, load_weights, make_loader, progress,
+                                 save_checkpoint, save_weights, seed_everything, write_json)
+from common.train.distill import (GRAD_CLIP, VAL_SNRS_DB, WEIGHT_DECAY, TaskSetup, _ctx, _fresh, _read_json,
+                                  _sync_note, add_common_args, build_student, draw_channel, epoch_seed,
+                                  get_teacher_synced, input_spec, load_presets, make_tasks, student_config_dict,
+                                  teacher_features, transmit)
+
+KINDS = ("jscc-student", "jscc-teacher")
+
+
+class JSCCSystem(nn.Module):
+    """encoder -> (feature_dim real values through the channel) -> head.
+
+    ``encoder`` is None for JSCC-teacher training, whose inputs are cached teacher features.
+    """
+
+    def __init__(self, encoder: nn.Module | None, feature_dim: int, num_classes: int, head_hidden: int):
+        super().__init__()
+        from common.models.heads import ClassifierHead
+
+        self.encoder = encoder
+        self.head = ClassifierHead(feature_dim, num_classes, head_hidden)
+
+    def forward(self, inputs: torch.Tensor, snr_db: torch.Tensor, fading_idx: torch.Tensor | None,
+                channels: Sequence[str], generator: torch.Generator | None, noise: bool = True) -> torch.Tensor:
+        h = inputs if self.encoder is None else self.encoder(inputs)  # [B, F]
+        return self.head(transmit(h, snr_db, fading_idx, channels, generator, noise))  # [B, C]
+
+
+@torch.no_grad()
+def jscc_accuracy(system: nn.Module, dataset, batch_size: int, device: torch.device, snr_db: float,
+                  channel: str = "awgn", seed: int = 0) -> float:
+    """Top-1 accuracy at one SNR; ``dataset`` items are (input, label, ...)."""
+    system = ddp.unwrap(system)
+    was = system.training
+    system.eval()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    correct = n = 0
+    for batch in make_loader(dataset, batch_size, shuffle=False):
+        x, y = batch[0].to(device), batch[1].to(device)
+        logits = system(x, torch.full((len(x),), float(snr_db), device=device), None, [channel], gen)
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    system.train(was)
+    return correct / max(n, 1)
+
+
+class _FeatLabel(torch.utils.data.Dataset):
+    """(teacher feature, label) pairs: JSCC-teacher's training inputs."""
+
+    def __init__(self, feats: torch.Tensor, labels: torch.Tensor):
+        self.feats, self.labels = feats, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.feats[i], self.labels[i]
+
+
+def _labels(ds) -> torch.Tensor:
+    if hasattr(ds, "labels"):
+        return torch.as_tensor(ds.labels)
+    return torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
+
+
+def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teacher=None, *,
+                 task: TaskSetup | None = None, resume: bool = False, ctx: ddp.DistContext | None = None,
+                 log: Callable[[str], None] = print, stop_after_epochs: int | None = None) -> dict:
+    """Train one JSCC baseline for one task; returns (and writes) its summary."""
+    from common.data.datasets import build_datasets
+    from common.models.complexity import count_params
+    from common.models.student import Student
+
+    if kind not in KINDS:
+        raise ValueError(f"baseline kind: expected one of {list(KINDS)}, got {kind!r}")
+    ctx = _ctx(ctx)
+    task = task or make_tasks([preset], workdir, [arch] if arch is not None else None)[0]
+    p, dev, b = task.preset, ctx.device, task.preset.baseline
+    root = Path(workdir) / f"baseline-{kind}"
+    out = root / task.name
+    done = _read_json(out / "baseline.json")
+    if resume and done is not None and done.get("epochs") == b.epochs:
+        log(f"{kind} [{task.name}]: reusing {out / 'baseline.json'}")
+        return done
+    if not resume:
+        _fresh(out, ctx, ("checkpoint", "log.jsonl", "baseline.json"))
+
+    train_ds, val_ds, class_names = build_datasets(p)
+    fdim = p.teacher.feature_dim
+    seed_everything(p.seed)
+    if kind == "jscc-student":
+        encoder = Student(p.student_config(), task.depths)
+        system = JSCCSystem(encoder, fdim, len(class_names), p.head.hidden).to(dev)
+        train_data, val_data = train_ds, val_ds
+    else:
+        teacher = teacher if teacher is not None else get_teacher_synced(p, task.workdir, ctx, log)
+        f_tr, f_va = teacher_features(p, task.workdir, teacher, [train_ds, val_ds], ctx, log)
+        system = JSCCSystem(None, fdim, len(class_names), p.head.hidden).to(dev)
+        train_data, val_data = _FeatLabel(f_tr, _labels(train_ds)), _FeatLabel(f_va, _labels(val_ds))
+    model = ddp.wrap(system, ctx)
+    params = [q for q in system.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=b.lr, weight_decay=WEIGHT_DECAY)
+    sched = cosine_lr(opt, b.epochs, b.lr_min)
+    logger = JsonlLogger(out / "log.jsonl") if ctx.is_main else None
+    state = load_checkpoint(out / "checkpoint", {"system": system}, {"opt": opt, "sched": sched}) if resume else None
+    start, t_prev = (int(state["epoch"]), float(state["time_s"])) if state else (0, 0.0)
+    trained = ("student encoder + head" if kind == "jscc-student"
+               else "head only (teacher frozen, features from the cache)")
+    log(f"{kind} [{task.name}]: trains {trained}; {count_params(system, trainable_only=True):,} trainable params, "
+        f"{b.epochs} epochs, SNR {b.snr_db_range} dB, channels {b.channels}, device {dev}")
+    t0 = time.time() - t_prev
+    vals: dict = state.get("val", {}) if state else {}
+    ran = 0
+    for epoch in range(start, b.epochs):
+        if stop_after_epochs is not None and ran >= stop_after_epochs:
+            break
+        torch.manual_seed(epoch_seed(p.seed, epoch, ctx.rank))
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(epoch_seed(p.seed, epoch, ctx.rank, stream=1))
+        sampler = ddp.sampler(train_data, ctx, shuffle=True, seed=p.seed)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = make_loader(train_data, b.batch_size, shuffle=True, seed=epoch_seed(p.seed, epoch, 0, stream=2),
+                             sampler=sampler, num_workers=p.data.num_workers if kind == "jscc-student" else 0)
+        model.train()
+        tot, correct, n = 0.0, 0, 0
+        for x, y in progress(loader, desc=f"{kind} {task.name} {epoch + 1}/{b.epochs}"):
+            x, y = x.to(dev), y.to(dev)
+            snr, fidx = draw_channel(len(x), b.snr_db_range, b.channels, gen, dev)
+            logits = model(x, snr, fidx, b.channels, gen)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+            opt.step()
+            tot += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        vals = {f"val_acc_awgn_{s:g}db": jscc_accuracy(system, val_data, b.batch_size, dev, s, "awgn", p.seed)
+                for s in VAL_SNRS_DB}
+        elapsed = time.time() - t0
+        rec = {"baseline": kind, "task": task.name, "epoch": epoch + 1,
+               "loss_task": ddp.all_reduce_mean(tot / max(n, 1), ctx),
+               "train_acc": ddp.all_reduce_mean(correct / max(n, 1), ctx), **vals, "lr": lr,
+               "time_s": round(elapsed, 3)}
+        if logger:
+            logger.log(rec)
+            save_checkpoint(out / "checkpoint", {"system": system}, {"opt": opt, "sched": sched},
+                            {"epoch": epoch + 1, "epochs": b.epochs, "val": vals, "time_s": elapsed, "seed": p.seed,
+                             "rng": "seeded from (seed, epoch, rank) at each epoch start"})
+        ddp.barrier(ctx)
+        log(f"{kind} [{task.name}] epoch {epoch + 1}/{b.epochs}: loss {rec['loss_task']:.4f} val acc (awgn) "
+            + " ".join(f"{k.split('_')[-1]} {v:.3f}" for k, v in vals.items()) + f" ({elapsed:.0f} s)")
+        ran += 1
+    else:
+        spec: dict[str, Any] = {
+            "task": task.name, "method": kind, "class_names": list(class_names), "feature_dim": fdim,
+            "compression_ratio": 0.0, "compact_dim": fdim, "head": {"hidden": p.head.hidden},
+            "input": input_spec(p), "snr_train_db": [float(v) for v in b.snr_db_range], "channels": list(b.channels),
+            "preset": p.name, "preset_config": p.to_dict(), "seed": p.seed, "epochs": b.epochs, "val": vals,
+            "trained": trained}
+        if kind == "jscc-student":
+            spec.update(depths=task.depths, student=student_config_dict(p.student_config()),
+                        params={"encoder": count_params(system.encoder), "head": count_params(system.head)})
+        else:
+            from common.train.teacher import teacher_build_kwargs
+
+            spec.update(teacher={"name": p.teacher.name, "img_size": p.teacher.img_size, "feature_dim": fdim,
+                                 "timm_kwargs": teacher_build_kwargs(p),
+                                 "source": getattr(teacher, "checkpoint_path", "")},
+                        params={"encoder": count_params(teacher), "head": count_params(system.head)})
+        summary = {**{k: spec[k] for k in ("task", "method", "epochs", "val", "params", "trained", "seed")},
+                   "time_s": round(time.time() - t0, 3), "ddp": _sync_note(system, ctx)}
+        if ctx.is_main:
+            save_weights(out / "model.safetensors", system)
+            if kind == "jscc-teacher":
+                save_weights(out / "teacher.safetensors", teacher)
+            write_json(out / "model.json", spec)
+            write_json(out / "baseline.json", summary)
+        ddp.barrier(ctx)
+        return summary
+    return {"task": task.name, "stopped_after_epoch": start + ran, "epochs": b.epochs}
+
+
+def load_jscc_parts(task_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict]:
+    """(encoder, head, spec) of a trained baseline task folder, in eval mode."""
+    from common.models.heads import ClassifierHead
+
+    task_dir = Path(task_dir)
+    spec = _read_json(task_dir / "model.json")
+    if spec is None:
+        raise FileNotFoundError(f"{task_dir / 'model.json'}: not found (baseline not finished?)")
+    num_classes = len(spec["class_names"])
+    if spec["method"] == "jscc-student":
+        system = JSCCSystem(build_student(spec), spec["feature_dim"], num_classes, spec["head"]["hidden"])
+        load_weights(task_dir / "model.safetensors", system)
+        encoder = system.encoder
+    else:
+        from common.models.teacher import build_teacher
+
+        t = spec["teacher"]
+        encoder = build_teacher(t["name"], None, t["feature_dim"], t["img_size"], **t["timm_kwargs"])
+        load_weights(task_dir / "teacher.safetensors", encoder)
+        system = JSCCSystem(None, spec["feature_dim"], num_classes, spec["head"]["hidden"])
+        load_weights(task_dir / "model.safetensors", system)
+    return encoder.to(device).eval(), system.head.to(device).eval(), spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rkdsc baseline",
+        description="Train a JSCC baseline through the channel with the task loss only (no distillation, no CAT). "
+                    "jscc-student: the searched student architecture + head, both trained from scratch. "
+                    "jscc-teacher: the frozen teacher as encoder, only the head is trained.")
+    p.add_argument("kind", choices=KINDS, help="which baseline")
+    add_common_args(p)
+    p.add_argument("--arch", action="append", metavar="ARCH.json",
+                   help="jscc-student architecture (one per --preset); default: TASK_DIR/search-kdl-darts/arch.json, "
+                        "else the preset's search.depths")
+    p.add_argument("--stop-after-epochs", type=int, metavar="N",
+                   help="end after N epochs, keeping the checkpoint (continue with --resume)")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ctx = ddp.init_distributed(args.device)
+    log = print if ctx.is_main else (lambda s: None)
+    try:
+        presets = load_presets(args.preset, args.set)
+        for t in make_tasks(presets, args.workdir, args.arch):
+            run_baseline(t.preset, args.kind, args.workdir, task=t, resume=args.resume, ctx=ctx, log=log,
+                         stop_after_epochs=args.stop_after_epochs)
+        return 0
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"rkdsc baseline: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        ddp.cleanup(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,145 @@
+"""``rkdsc export``: a trained work directory -> a deployable bundle (ONNX + manifest).
+
+    rkdsc export --workdir runs/default --method rkd-sc --out deploy/bundle
+    rkdsc export --workdir runs/default --method jscc-student --out runs/default/bundles/jscc-student
+
+* ``rkd-sc``: every task of ``workdir/stage2`` as ``EdgePart(student, CAT encoder)`` and
+  ``ServerPart(CAT decoder, head)``; compact_dim = floor(F * (1 - compression_ratio)).
+* ``jscc-student`` / ``jscc-teacher``: every task of ``workdir/baseline-<method>`` as
+  ``JSCCEdgePart(encoder)`` / ``JSCCServerPart(head)``; the feature itself is sent
+  (compact_dim = feature_dim, compression_ratio 0.0).
+
+The provenance records the method, preset, seed, git commit, command line, the work
+directory, per-task architecture and parameter counts, and the metrics known at export time
+(validation accuracies of training, and ``workdir/eval/<method>-*.json`` when present).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
+
+
+def method_dir(workdir: str | Path, method: str) -> Path:
+    if method not in METHODS:
+        raise ValueError(f"--method: expected one of {list(METHODS)}, got {method!r}")
+    return Path(workdir) / ("stage2" if method == "rkd-sc" else f"baseline-{method}")
+
+
+def task_dirs(workdir: str | Path, method: str) -> list[Path]:
+    """Trained task folders of a method, in stage-2 task order (else sorted by name)."""
+    root = method_dir(workdir, method)
+    found = {d.name: d for d in sorted(root.glob("*/")) if (d / "model.json").is_file()} if root.is_dir() else {}
+    if not found:
+        raise FileNotFoundError(f"{root}: no trained tasks (no */model.json); train {method} first")
+    order = []
+    s2 = Path(workdir) / "stage2" / "stage2.json"
+    if s2.is_file():
+        order = [t["task"] for t in json.loads(s2.read_text(encoding="utf-8")).get("tasks", [])]
+    names = [n for n in order if n in found] + sorted(n for n in found if n not in order)
+    return [found[n] for n in names]
+
+
+def _eval_metrics(workdir: Path, method: str) -> dict:
+    out = {}
+    for f in sorted((workdir / "eval").glob(f"{method}-*.json")):
+        try:
+            res = json.loads(f.read_text(encoding="utf-8"))
+            out[f.stem] = {f"{p['snr_db']:g}dB": round(p["accuracy"], 4) for p in res.get("points", [])}
+        except (ValueError, KeyError):
+            continue
+    return out
+
+
+def export_from_workdir(workdir: str | Path, out: str | Path, method: str, provenance: dict | None = None,
+                        max_bytes: int | None = None) -> Path:
+    """Export ``method`` of ``workdir`` to bundle directory ``out`` (verified afterwards).
+
+    ``max_bytes``: fail (and remove nothing) when the bundle's files exceed it.
+    """
+    import torch
+
+    from common.bundle.export import export_bundle
+    from common.bundle.manifest import verify_bundle
+    from common.models.cat import compact_dim
+    from common.models.system import EdgePart, JSCCEdgePart, JSCCServerPart, ServerPart
+    from common.train.baselines import load_jscc_parts
+    from common.train.distill import load_task_system
+
+    workdir = Path(workdir)
+    tasks, specs = [], []
+    with torch.no_grad():
+        for d in task_dirs(workdir, method):
+            if method == "rkd-sc":
+                system, spec = load_task_system(d)
+                edge, server = EdgePart(system.student, system.cat_encoder), ServerPart(system.cat_decoder, system.head)
+                ratio = float(spec["cat"]["compression_ratio"])
+                cdim = compact_dim(spec["feature_dim"], ratio)
+            else:
+                encoder, head, spec = load_jscc_parts(d)
+                edge, server = JSCCEdgePart(encoder), JSCCServerPart(head)
+                ratio, cdim = 0.0, int(spec["feature_dim"])
+            tasks.append({"name": spec["task"], "class_names": spec["class_names"], "edge_part": edge.eval(),
+                          "server_part": server.eval(), "compression_ratio": ratio, "compact_dim": cdim})
+            specs.append(spec)
+    first = specs[0]
+    for s in specs[1:]:
+        if s["input"] != first["input"] or s["feature_dim"] != first["feature_dim"]:
+            raise ValueError(f"task {s['task']!r}: input {s['input']} / feature_dim {s['feature_dim']} differ from task "
+                             f"{first['task']!r} ({first['input']} / {first['feature_dim']}); one bundle has one input "
+                             "spec: export the tasks separately or train them at the same input size")
+    prov: dict[str, Any] = {
+        "method": method, "preset": first["preset"] if len(specs) == 1 else [s["preset"] for s in specs],
+        "seed": first["seed"], "workdir": str(workdir.resolve()),
+        "tasks": {s["task"]: {k: s[k] for k in ("depths", "params", "cat", "snr_train_db", "channels") if k in s}
+                  for s in specs},
+        "metrics": {"val": {s["task"]: s.get("val", {}) for s in specs}, **_eval_metrics(workdir, method)},
+    }
+    prov.update(provenance or {})
+    out = Path(out)
+    export_bundle(out, tasks, feature_dim=int(first["feature_dim"]), input_spec=first["input"],
+                  snr_train_db=first["snr_train_db"], provenance=prov)
+    problems = verify_bundle(out)
+    if problems:
+        raise RuntimeError(f"exported bundle {out} does not verify:\n  " + "\n  ".join(problems))
+    size = bundle_bytes(out)
+    if max_bytes is not None and size > max_bytes:
+        raise RuntimeError(f"bundle {out} is {size / 1e6:.2f} MB, over the limit of {max_bytes / 1e6:.2f} MB")
+    return out
+
+
+def bundle_bytes(path: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rkdsc export",
+        description="Export a trained method of a work directory to a bundle (ONNX edge/server parts per task + "
+                    "manifest.json with sha256 checksums and provenance); the bundle is verified after writing.")
+    p.add_argument("--workdir", required=True, metavar="DIR", help="work directory of rkdsc train / distill / baseline")
+    p.add_argument("--method", required=True, choices=METHODS,
+                   help="rkd-sc (stage-2 student + CAT), jscc-student or jscc-teacher (baselines, no CAT)")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write (created)")
+    p.add_argument("--max-mb", type=float, metavar="MB", help="fail when the bundle is larger than this")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out = export_from_workdir(args.workdir, args.out, args.method,
+                                  max_bytes=int(args.max_mb * 1e6) if args.max_mb else None)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"rkdsc export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({bundle_bytes(out) / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

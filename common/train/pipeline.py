@@ -1,0 +1,344 @@
+"""``rkdsc train``: the whole RKD-SC recipe for one preset, top to bottom.
+
+    rkdsc train --preset cifar10-cpu --workdir runs/cifar10-cpu [--skip-baselines] [--resume]
+    rkdsc train-default --out deploy/bundle       # THE command that produced the committed default bundle
+
+Steps (each writes under WORKDIR and, with --resume, is skipped when already finished):
+
+ 1. teacher         common.train.teacher.get_teacher: the preset's checkpoint, or (no checkpoint)
+                    it trains its own teacher and says so             -> teacher/
+ 2. searches        KDL-DARTS and DARTS over the Table I depth space   -> search-kdl-darts/, search-darts/
+ 3. stage 1         MSE distillation of the KDL-DARTS architecture     -> stage1/
+ 4. stage 2         student + CAT + head through the channel (Eq. 26)  -> stage2/
+ 5. baselines       JSCC-student and JSCC-teacher                      -> baseline-jscc-*/
+ 6. export          one bundle per method                              -> bundles/<method>/
+ 7. evaluation      every bundle at -10..25 dB, AWGN and Rayleigh, on the preset's held-back split
+                    (digits) or validation split, through onnxruntime   -> eval/<method>-<channel>.json, eval/fig6.png
+ 8. summary         teacher accuracy, accuracy at 25 / -10 dB per method, encoder parameters,
+                    KDL-DARTS vs DARTS, feature-cache speed-up         -> results.json
+
+The pipeline runs in one process (CPU or one GPU). For several GPUs run the steps one by one
+under torchrun (``rkdsc search`` / ``distill`` / ``baseline`` accept it; see docs/training.md),
+then ``rkdsc train --resume`` picks up their outputs and does the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from common.train.evaluate import DEFAULT_SNRS_DB
+
+DEFAULT_BUNDLE_MAX_BYTES = 20_000_000  # the embedded default bundle must stay <= 20 MB
+METHOD_LABELS = {"rkd-sc": "RKD-SC", "jscc-student": "JSCC-student", "jscc-teacher": "JSCC-teacher"}
+EVAL_CHANNELS = ("awgn", "rayleigh")
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _acc_at(points: list[dict], snr_db: float) -> float | None:
+    for p in points:
+        if abs(p["snr_db"] - snr_db) < 1e-9:
+            return p["accuracy"]
+    return None
+
+
+def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, skip_darts: bool = False,
+                 resume: bool = False, snrs_db: list[float] | None = None, eval_limit: int | None = None,
+                 time_cache: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Run every step for ``preset`` in ``workdir``; returns the results.json content."""
+    import torch
+
+    from common.models.complexity import count_params
+    from common.train.baselines import run_baseline
+    from common.train.distill import make_tasks, run_stage1, run_stage2
+    from common.train.evaluate import plot_curves, run_evaluation
+    from common.train.export import export_from_workdir
+    from common.train.search import run_search
+    from common.train.teacher import get_teacher
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    snrs = list(snrs_db or DEFAULT_SNRS_DB)
+    steps_s: dict[str, float] = {}
+    t_all = time.time()
+
+    def step(name: str) -> Callable[[], None]:
+        t0 = time.time()
+        log(f"== {name}")
+
+        def done() -> None:
+            steps_s[name] = round(time.time() - t0, 2)
+        return done
+
+    # 1. teacher ------------------------------------------------------------------------------
+    done = step("teacher")
+    if not preset.teacher.checkpoint:
+        log(f"no teacher checkpoint in preset {preset.name!r}: using (or training) the preset's own teacher "
+            f"{preset.teacher.name} for {preset.teacher.train_epochs} epochs")
+    teacher = get_teacher(preset, workdir, log=log)
+    tmeta = _read(workdir / "teacher" / "teacher.json") or {}
+    done()
+
+    # 2. searches -----------------------------------------------------------------------------
+    archs: dict[str, dict] = {}
+    for method in ("kdl-darts",) + (() if skip_darts else ("darts",)):
+        done = step(f"search {method}")
+        arch_file = workdir / f"search-{method}" / "arch.json"
+        if resume and arch_file.is_file():
+            archs[method] = _read(arch_file)
+            log(f"search {method}: reusing {arch_file} (depths {archs[method]['depths']})")
+        else:
+            archs[method] = run_search(preset, method, workdir, teacher=teacher, log=log, resume=resume)
+        done()
+
+    # 3-4. RKD stages on the KDL-DARTS architecture ---------------------------------------------
+    task = make_tasks([preset], workdir, [workdir / "search-kdl-darts" / "arch.json"])[0]
+    done = step("stage 1")
+    s1 = run_stage1(preset, workdir, task=task, teacher=teacher, resume=resume, log=log)
+    done()
+    done = step("stage 2")
+    s2 = run_stage2(preset, workdir, tasks=[task], teachers=[teacher], resume=resume, log=log)
+    done()
+
+    # 5. baselines ------------------------------------------------------------------------------
+    methods = ["rkd-sc"]
+    base: dict[str, dict] = {}
+    if not skip_baselines:
+        for kind in ("jscc-student", "jscc-teacher"):
+            done = step(f"baseline {kind}")
+            base[kind] = run_baseline(preset, kind, workdir, task=task, teacher=teacher, resume=resume, log=log)
+            methods.append(kind)
+            done()
+
+    # 6. export -----------------------------------------------------------------------------------
+    bundles: dict[str, Path] = {}
+    command = " ".join(shlex.quote(a) for a in ["rkdsc", *sys.argv[1:]]) if sys.argv else ""
+    for m in methods:
+        done = step(f"export {m}")
+        bundles[m] = export_from_workdir(workdir, workdir / "bundles" / m, m,
+                                         provenance={"preset": preset.name, "seed": preset.seed, "command": command})
+        done()
+
+    # 7. evaluation ---------------------------------------------------------------------------------
+    curves = []
+    evals: dict[str, dict[str, dict]] = {m: {} for m in methods}
+    for ch in EVAL_CHANNELS:
+        done = step(f"evaluate {ch}")
+        res = run_evaluation([str(bundles[m]) for m in methods], [METHOD_LABELS[m] for m in methods], ch, snrs,
+                             preset=preset, seed=preset.seed, limit=eval_limit)
+        for m, c in zip(methods, res.get("curves", [res])):
+            c = {k: v for k, v in c.items() if k != "curves"}
+            (workdir / "eval").mkdir(parents=True, exist_ok=True)
+            (workdir / "eval" / f"{m}-{ch}.json").write_text(json.dumps(c, indent=2) + "\n")
+            evals[m][ch] = c
+            curves.append(c)
+        done()
+    plot_curves(curves, workdir / "eval" / "fig6.png", title=f"{preset.name}: accuracy vs SNR ({curves[0]['data']})")
+
+    # feature cache timing (optional) ------------------------------------------------------------
+    cache = None
+    if time_cache:
+        done = step("feature-cache timing")
+        try:
+            from common.train.features import time_feature_cache
+
+            cache = time_feature_cache(preset, workdir, max_batches=10, log=log)
+        except Exception as exc:  # a timing aid must not fail the pipeline
+            log(f"feature-cache timing skipped: {type(exc).__name__}: {exc}")
+        done()
+
+    # 8. summary ------------------------------------------------------------------------------------
+    from common.bundle.manifest import read_manifest
+
+    def method_summary(m: str) -> dict:
+        man = read_manifest(bundles[m])
+        t = man["tasks"][0]
+        comp = man["components"]
+        spec_dir = workdir / ("stage2" if m == "rkd-sc" else f"baseline-{m}") / task.name
+        spec = _read(spec_dir / "model.json") or {}
+        params = spec.get("params", {})
+        enc = params.get("student", params.get("encoder"))
+        return {"bundle": str(bundles[m]), "encoder_params": enc,
+                "edge_params": comp[t["edge"]]["params"], "server_params": comp[t["server"]]["params"],
+                "symbols_per_image": t["symbols_per_image"], "compact_dim": t["compact_dim"],
+                "accuracy": {ch: {"25": _acc_at(evals[m][ch]["points"], 25.0),
+                                  "-10": _acc_at(evals[m][ch]["points"], -10.0)} for ch in EVAL_CHANNELS},
+                "curves": {ch: evals[m][ch]["points"] for ch in EVAL_CHANNELS}}
+
+    search = {m: {"depths": a["depths"], "selected_params": a.get("selected_params"), "val_acc": a.get("val_acc")}
+              for m, a in archs.items()}
+    results = {
+        "preset": preset.name, "seed": preset.seed, "workdir": str(workdir.resolve()),
+        "device": str(getattr(teacher, "device", None) or next(teacher.parameters()).device),
+        "torch_threads": torch.get_num_threads(),
+        "teacher": {"name": preset.teacher.name, "source": preset.teacher.checkpoint or "self-trained",
+                    "val_acc": tmeta.get("val_acc"), "params": count_params(teacher)},
+        "search": search,
+        "stage1": {k: s1.get(k) for k in ("depths", "val_mse_init", "val_mse_final", "epochs", "student_params", "time_s")},
+        "stage2": {"epochs": s2.get("epochs"), "time_s": s2.get("time_s"),
+                   "val": {t["task"]: t["val"] for t in s2.get("tasks", [])}},
+        "baselines": {k: {"val": v.get("val"), "trained": v.get("trained"), "time_s": v.get("time_s")}
+                      for k, v in base.items()},
+        "methods": {m: method_summary(m) for m in methods},
+        "eval": {"snrs_db": snrs, "channels": list(EVAL_CHANNELS), "split": curves[0]["data"],
+                 "n": curves[0]["points"][0]["n"], "plot": str(workdir / "eval" / "fig6.png")},
+        "feature_cache": cache,
+        "steps_s": steps_s, "wall_s": round(time.time() - t_all, 2),
+    }
+    if "darts" in search:
+        k, d = search["kdl-darts"], search["darts"]
+        if k["selected_params"] and d["selected_params"]:
+            results["search"]["kdl_vs_darts_param_reduction"] = round(1 - k["selected_params"] / d["selected_params"], 4)
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    log(summary_table(results))
+    return results
+
+
+def summary_table(results: dict) -> str:
+    lines = [f"results for preset {results['preset']} (eval on {results['eval']['split']}, n={results['eval']['n']}):",
+             f"  teacher {results['teacher']['name']}: val acc {results['teacher']['val_acc']}"]
+    for m, s in results["methods"].items():
+        acc = s["accuracy"]
+        lines.append(f"  {METHOD_LABELS.get(m, m):>13s}: encoder {s['encoder_params']:,} params, "
+                     f"{s['symbols_per_image']} symbols/image; AWGN 25 dB {acc['awgn']['25']:.3f}, -10 dB "
+                     f"{acc['awgn']['-10']:.3f}; Rayleigh 25 dB {acc['rayleigh']['25']:.3f}, -10 dB {acc['rayleigh']['-10']:.3f}")
+    for m, s in results["search"].items():
+        if isinstance(s, dict):
+            lines.append(f"  search {m}: depths {s['depths']}, {s['selected_params']:,} params, val acc {s['val_acc']}")
+    lines.append(f"  wall time {results['wall_s']:.0f} s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- train-default
+
+def train_default(out: str | Path, workdir: str | Path | None = None, resume: bool = False,
+                  sets: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train the ``default`` preset (digits) and export its RKD-SC bundle to ``out`` (<= 20 MB).
+
+    Runs teacher, KDL-DARTS search, stage 1 and stage 2 (no DARTS, no baselines: only what the
+    bundle needs), exports, checks the size, and evaluates the bundle on the held-back digits.
+    """
+    from common.train.distill import make_tasks, run_stage1, run_stage2
+    from common.train.evaluate import run_evaluation
+    from common.train.export import bundle_bytes, export_from_workdir
+    from common.train.presets import load_preset, parse_set_args
+    from common.train.search import run_search
+    from common.train.teacher import get_teacher
+
+    t0 = time.time()
+    preset = load_preset("default", parse_set_args(sets))
+    workdir = Path(workdir or preset.workdir_default)
+    teacher = get_teacher(preset, workdir, log=log)
+    arch_file = workdir / "search-kdl-darts" / "arch.json"
+    if not (resume and arch_file.is_file()):
+        run_search(preset, "kdl-darts", workdir, teacher=teacher, log=log, resume=resume)
+    task = make_tasks([preset], workdir, [arch_file])[0]
+    run_stage1(preset, workdir, task=task, teacher=teacher, resume=resume, log=log)
+    run_stage2(preset, workdir, tasks=[task], teachers=[teacher], resume=resume, log=log)
+    command = "rkdsc train-default " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else ""
+    out = Path(out)
+    export_from_workdir(workdir, out, "rkd-sc", provenance={"preset": preset.name, "seed": preset.seed,
+                                                            "command": command.strip() or "rkdsc train-default"})
+    size = bundle_bytes(out)
+    if size > DEFAULT_BUNDLE_MAX_BYTES:
+        raise RuntimeError(f"default bundle {out} is {size / 1e6:.2f} MB, over the {DEFAULT_BUNDLE_MAX_BYTES / 1e6:.0f} MB "
+                           "limit: shrink the default preset (cat.d_ff, student widths) and retrain")
+    res = {"bundle": str(out), "bytes": size, "wall_s": None, "heldout": {}}
+    for ch in EVAL_CHANNELS:
+        ev = run_evaluation([str(out)], None, ch, [-10.0, 0.0, 10.0, 20.0], preset=preset, seed=preset.seed)
+        res["heldout"][ch] = ev["points"]
+    res["wall_s"] = round(time.time() - t0, 1)
+    (workdir / "train-default.json").write_text(json.dumps(res, indent=2) + "\n")
+    pts = "  ".join(f"{p['snr_db']:g} dB {p['accuracy']:.3f}" for p in res["heldout"]["awgn"])
+    log(f"default bundle -> {out} ({size / 1e6:.2f} MB); held-back digits accuracy (AWGN): {pts}; "
+        f"{res['wall_s']:.0f} s")
+    return res
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rkdsc train",
+        description="Run a whole preset: teacher (trains its own when the preset has no checkpoint), KDL-DARTS and "
+                    "DARTS searches, RKD stage 1 and 2 on the KDL-DARTS architecture, JSCC-student and JSCC-teacher "
+                    "baselines, export of each method to WORKDIR/bundles/<method>, evaluation at -10..25 dB (AWGN "
+                    "and Rayleigh) and WORKDIR/results.json.")
+    p.add_argument("--preset", required=True, metavar="NAME", help="built-in preset name or a .toml path")
+    p.add_argument("--workdir", metavar="DIR", help="work directory (default: the preset's workdir_default)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a preset value (TOML literal), e.g. --set stage2.epochs=3; repeatable")
+    p.add_argument("--skip-baselines", action="store_true", help="do not train / export / evaluate the JSCC baselines")
+    p.add_argument("--skip-darts", action="store_true", help="do not run the DARTS search (only KDL-DARTS)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip finished steps and continue interrupted ones from their checkpoints")
+    p.add_argument("--snr", metavar="LIST", help="evaluation SNRs in dB (default -10,-5,...,25)")
+    p.add_argument("--eval-limit", type=int, metavar="N", help="evaluate on a seeded subset of N images")
+    p.add_argument("--no-cache-timing", action="store_true", help="skip the feature-cache speed measurement")
+    p.add_argument("--device", metavar="DEV", help="cpu | cuda | cuda:N (sets $RKDSC_DEVICE for every step)")
+    return p
+
+
+def cli(argv: list[str] | None = None) -> int:
+    import os
+
+    from common.train.evaluate import parse_snrs
+    from common.train.presets import PresetError, load_preset, parse_set_args
+
+    from common.train.evaluate import join_negative_values
+
+    args = build_parser().parse_args(join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    if args.device:
+        os.environ["RKDSC_DEVICE"] = args.device
+    try:
+        preset = load_preset(args.preset, parse_set_args(args.set))
+        run_pipeline(preset, args.workdir or preset.workdir_default, skip_baselines=args.skip_baselines,
+                     skip_darts=args.skip_darts, resume=args.resume,
+                     snrs_db=parse_snrs(args.snr) if args.snr else None, eval_limit=args.eval_limit,
+                     time_cache=not args.no_cache_timing)
+    except (PresetError, ValueError, FileNotFoundError) as exc:
+        print(f"rkdsc train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_default_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rkdsc train-default",
+        description="Train the `default` preset (scikit-learn digits, seeded) and export its RKD-SC bundle: teacher, "
+                    "KDL-DARTS search, stage 1, stage 2, export (fails if the bundle exceeds 20 MB), evaluation on the "
+                    "held-back digits. This is the command that produced the committed deploy/bundle.")
+    p.add_argument("--out", default="deploy/bundle", metavar="DIR", help="bundle directory to write (default deploy/bundle)")
+    p.add_argument("--workdir", metavar="DIR", help="work directory (default: the preset's workdir_default)")
+    p.add_argument("--resume", action="store_true", help="skip finished steps, continue interrupted ones")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a preset value (for experiments; the committed bundle uses none)")
+    p.add_argument("--device", metavar="DEV", help="cpu | cuda | cuda:N")
+    return p
+
+
+def cli_default(argv: list[str] | None = None) -> int:
+    import os
+
+    from common.train.presets import PresetError
+
+    args = build_default_parser().parse_args(argv)
+    if args.device:
+        os.environ["RKDSC_DEVICE"] = args.device
+    try:
+        train_default(args.out, args.workdir, resume=args.resume, sets=args.set)
+    except (PresetError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"rkdsc train-default: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

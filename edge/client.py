@@ -1,0 +1,372 @@
+"""The edge device: student encoder + CAT encoder, streaming channel symbols to the relay.
+
+    client = EdgeClient(cfg, cfg.transmitter("edge-near"))
+    summary = client.run(out_dir="runs/edge-near")   # results.jsonl + summary.json
+
+Per image: read (``common.data.images``), preprocess per the bundle manifest, batch,
+``EdgeModel.encode(images, snr_estimate)`` -> ``real_to_complex`` -> ``normalize_power``
+-> one ``Frame`` (complex64 ``[K]``) per image on one bidirectional ``Relay.Transmit``
+stream. The CAT encoder is conditioned on the link SNR the relay feeds back in every
+Result (``link.effective_snr_db``); before the first feedback it uses
+``initial_snr_estimate_db`` (default: the configured ``snr_db + path_gain_db``). At most
+``max_in_flight`` frames are unanswered at a time (flow control).
+
+Outputs in ``out_dir``: ``results.jsonl`` (one record per image, in file order: file,
+transmitter, predicted class, score, label, correct, latency_ms, error, ...) and
+``summary.json``. An unreadable image is recorded with its error and the run goes on.
+
+Latency: ``latency_ms`` runs from the start of encoding the image's batch to the arrival of
+its result (edge compute + uplink + channel + server queue and decode + downlink);
+``rtt_ms`` from handing the frame to gRPC to the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+import common.bundle as bundle_lib
+from common import channel
+from common.bundle import BundleError
+from common.config import Config, ConfigError, TransmitterConfig, load_config
+from common.data.images import list_images, load_rgb, preprocess
+from common.wire import encode_tensor
+from rkdsc.v1 import emulator_pb2 as pb
+from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
+
+log = logging.getLogger("rkdsc.edge")
+
+_READ_ERRORS = (OSError, ValueError, SyntaxError, MemoryError)  # PIL decode failures (incl. DecompressionBomb)
+_END = object()
+CONNECT_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Entry:
+    index: int                  # position in file order
+    path: Path
+    label: int | None           # class index in the bundle task, None when unknown
+    record: dict[str, Any] = field(default_factory=dict)
+    t_encode: float = 0.0       # perf_counter at the start of its batch's encode
+    t_sent: float = 0.0         # perf_counter when handed to gRPC
+    done: bool = False
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
+
+
+class EdgeClient:
+    """One edge device of the topology (dependencies come in through __init__)."""
+
+    def __init__(self, cfg: Config, transmitter: TransmitterConfig, bundle=None, relay_addr: str | None = None,
+                 channel_: grpc.Channel | None = None, progress: bool = False, intra_op_threads: int | None = 1,
+                 frame_id_base: int | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S):
+        self.cfg = cfg
+        self.connect_timeout_s = connect_timeout_s
+        self.tx = transmitter
+        self.bundle = bundle if bundle is not None else bundle_lib.load_bundle(cfg.bundle.path, verify=True)
+        self.spec = self.bundle.task(transmitter.task)
+        self.model = bundle_lib.EdgeModel(self.bundle, self.spec.name, intra_op_threads=intra_op_threads)
+        self.relay_addr = relay_addr or cfg.relay_addr
+        self._channel = channel_
+        self.progress = progress
+        self.snr_estimate_db = float(transmitter.initial_estimate_db)  # the CAT encoder's SNR input
+        self.last_link: pb.LinkState | None = None
+        # frame ids must be unique per transmitter for the relay's lifetime: start from the
+        # clock (microseconds) so a rerun against the same relay never repeats one
+        self.frame_id_base = time.time_ns() // 1000 if frame_id_base is None else int(frame_id_base)
+
+    # ------------------------------------------------------------------ inputs
+    def list_entries(self, images_dir: Path) -> tuple[list[_Entry], list[tuple[Path, str]]]:
+        """Image files in order (+ labels mapped onto the bundle's class names), and the
+        files the listing refused (e.g. not inside a class sub-folder)."""
+        listing = list_images(images_dir, check=False)
+        names = list(self.spec.class_names)
+        mapping: dict[int, int | None] = {}
+        for i, folder in enumerate(listing.class_names):
+            mapping[i] = names.index(folder) if folder in names else None
+        unmatched = [f for i, f in enumerate(listing.class_names) if mapping[i] is None]
+        if unmatched:
+            log.warning("edge %s: class folders %s are not class names of task %r; their images have no label",
+                        self.tx.id, unmatched[:5], self.spec.name)
+        entries = []
+        for i, path in enumerate(listing.paths):
+            label = mapping[listing.labels[i]] if listing.labels is not None else None
+            entries.append(_Entry(i, path, label))
+        return entries, list(listing.errors)
+
+    def _record(self, e: _Entry, root: Path) -> dict[str, Any]:
+        try:
+            rel = str(e.path.relative_to(root))
+        except ValueError:
+            rel = str(e.path)
+        names = self.spec.class_names
+        return {"file": rel, "transmitter": self.tx.id, "task": self.spec.name, "frame_id": None,
+                "predicted_class": None, "predicted_index": None, "score": None, "top_k": None,
+                "label": None if e.label is None else str(names[e.label]), "label_index": e.label,
+                "correct": None, "latency_ms": None, "rtt_ms": None, "encoder_snr_db": None,
+                "link_snr_db": None, "queue_ms": None, "compute_ms": None, "error": None}
+
+    def _load(self, e: _Entry) -> np.ndarray | None:
+        try:
+            return preprocess(load_rgb(e.path), self.bundle.input)  # [3, H, W]
+        except _READ_ERRORS as exc:
+            e.record["error"] = f"unreadable image: {type(exc).__name__}: {exc}"
+            e.done = True
+            return None
+
+    def encode_frames(self, entries: list[_Entry], images: np.ndarray, snr_db: float) -> list[pb.Frame]:
+        """Encode a batch -> one Frame per image (complex64 [K], unit average power)."""
+        snr = np.full((len(entries),), snr_db, dtype=np.float32)
+        x = self.model.encode(images, snr)                                  # [B, compact_dim]
+        z = channel.normalize_power(channel.real_to_complex(x)).astype(np.complex64)  # [B, K]
+        frames = []
+        for e, zi in zip(entries, z):
+            data, dtype, shape = encode_tensor(zi)                          # [K]
+            frames.append(pb.Frame(
+                transmitter_id=self.tx.id, task=self.spec.name, frame_id=self.frame_id_base + e.index,
+                symbols=pb.Tensor(data=data, dtype=dtype, shape=shape), encoder_snr_db=float(snr_db),
+                has_label=e.label is not None, label=-1 if e.label is None else int(e.label),
+                file=e.record["file"]))
+        return frames
+
+    # ------------------------------------------------------------------ run
+    def run(self, images_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+            limit: int | None = None) -> dict[str, Any]:
+        """Send every image of the folder, collect the results, write the outputs (if
+        out_dir) and return the summary dict (``stream_error`` set when the stream failed)."""
+        images_dir = Path(images_dir or self.tx.images)
+        limit = self.tx.limit if limit is None else limit
+        t_start = time.perf_counter()
+        entries, refused = self.list_entries(images_dir)
+        if limit and limit < len(entries):  # evenly spaced over the (class-sorted) files
+            keep = np.unique(np.linspace(0, len(entries) - 1, limit).round().astype(int))
+            entries = [entries[i] for i in keep]
+        for e in entries:
+            e.record = self._record(e, images_dir)
+        refused_records = [{**self._record(_Entry(-1, p, None), images_dir), "error": why} for p, why in refused]
+
+        own_channel = self._channel is None
+        chan = self._channel or grpc.insecure_channel(self.relay_addr)
+        stream_error: str | None = None
+        stats = {"up_bytes": 0, "down_bytes": 0, "frames": 0}
+        try:
+            stream_error = self._stream(chan, entries, stats)
+        finally:
+            if own_channel:
+                chan.close()
+        wall_s = time.perf_counter() - t_start
+        for e in entries:
+            if not e.done and e.record["error"] is None:
+                e.record["error"] = f"no result: {stream_error or 'stream ended early'}"
+        records = [e.record for e in entries] + refused_records
+        summary = self.summarize(records, wall_s, stats, stream_error)
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "results.jsonl", "w") as fh:
+                for r in records:
+                    fh.write(json.dumps(r) + "\n")
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _stream(self, chan: grpc.Channel, entries: list[_Entry], stats: dict) -> str | None:
+        try:
+            grpc.channel_ready_future(chan).result(timeout=self.connect_timeout_s)
+        except grpc.FutureTimeoutError:
+            return f"relay at {self.relay_addr} not reachable within {self.connect_timeout_s:g} s"
+        stub = pb_grpc.RelayStub(chan)
+        send: queue.Queue = queue.Queue()
+        window = threading.Semaphore(self.tx.max_in_flight)
+        failed = threading.Event()
+        error: list[str] = []
+        by_id: dict[int, _Entry] = {}
+        lock = threading.Lock()
+        bar = _progress(len(entries), self.tx.id, self.progress)
+
+        def requests():
+            while True:
+                item = send.get()
+                if item is _END:
+                    return
+                entry, frame = item
+                entry.t_sent = time.perf_counter()
+                frame.sent_unix_ns = time.time_ns()
+                stats["up_bytes"] += frame.ByteSize()
+                stats["frames"] += 1
+                yield frame
+
+        call = stub.Transmit(requests(), wait_for_ready=True)
+
+        def receive():
+            try:
+                for res in call:
+                    now = time.perf_counter()
+                    stats["down_bytes"] += res.ByteSize()
+                    if res.HasField("link") and res.link.transmitter_id:  # feedback first, then
+                        self.last_link = res.link                       # free the window slot
+                        self.snr_estimate_db = float(res.link.effective_snr_db)
+                    with lock:
+                        e = by_id.pop(res.frame_id, None)
+                    window.release()
+                    if e is None:
+                        log.warning("edge %s: result for unknown frame %d", self.tx.id, res.frame_id)
+                        continue
+                    self._fill(e, res, now)
+                    bar.update(1)
+            except grpc.RpcError as exc:
+                error.append(f"{exc.code().name}: {exc.details()}")
+                failed.set()
+
+        receiver = threading.Thread(target=receive, name=f"edge-{self.tx.id}-recv", daemon=True)
+        receiver.start()
+        try:
+            for start in range(0, len(entries), self.tx.batch_size):
+                if failed.is_set():
+                    break
+                chunk = entries[start:start + self.tx.batch_size]
+                t_enc = time.perf_counter()
+                arrays = [(e, self._load(e)) for e in chunk]
+                good = [(e, a) for e, a in arrays if a is not None]
+                bar.update(len(arrays) - len(good))
+                if not good:
+                    continue
+                snr = self.snr_estimate_db
+                frames = self.encode_frames([e for e, _ in good], np.stack([a for _, a in good]), snr)
+                for (e, _), frame in zip(good, frames):
+                    e.t_encode = t_enc
+                    e.record["frame_id"] = frame.frame_id
+                    e.record["encoder_snr_db"] = snr
+                    while not window.acquire(timeout=0.5):
+                        if failed.is_set():
+                            break
+                    if failed.is_set():
+                        break
+                    with lock:
+                        by_id[frame.frame_id] = e
+                    send.put((e, frame))
+        finally:
+            send.put(_END)
+            receiver.join()
+            bar.close()
+        return error[0] if error else None
+
+    def _fill(self, e: _Entry, res: pb.Result, now: float) -> None:
+        r = e.record
+        e.done = True
+        r["link_snr_db"] = res.link.effective_snr_db if res.HasField("link") else None
+        r["latency_ms"] = (now - e.t_encode) * 1e3
+        r["rtt_ms"] = (now - e.t_sent) * 1e3
+        if res.error.code != 0:
+            name = next((c.name for c in grpc.StatusCode if c.value[0] == res.error.code), str(res.error.code))
+            r["error"] = f"{name}: {res.error.message}"
+            return
+        r.update(predicted_class=res.predicted_name, predicted_index=res.predicted_class,
+                 score=float(res.score), top_k=[[c.name, float(c.score)] for c in res.top_k],
+                 queue_ms=res.queue_ms, compute_ms=res.compute_ms,
+                 correct=None if e.label is None else bool(res.predicted_class == e.label))
+
+    def summarize(self, records: list[dict], wall_s: float, stats: dict, stream_error: str | None) -> dict:
+        answered = [r for r in records if r["error"] is None]
+        labelled = [r for r in answered if r["correct"] is not None]
+        lat = [r["latency_ms"] for r in answered]
+        rtt = [r["rtt_ms"] for r in answered]
+        h, w = self.bundle.input.size
+        n_frames = max(stats["frames"], 1)
+        return {
+            "id": self.tx.id, "task": self.spec.name, "snr_db": self.tx.snr_db, "fading": self.tx.fading,
+            "path_gain_db": self.tx.path_gain_db, "effective_snr_db": self.tx.effective_snr_db,
+            "link_snr_db": None if self.last_link is None else self.last_link.effective_snr_db,
+            "images": len(records), "answered": len(answered), "errors": len(records) - len(answered),
+            "labelled": len(labelled), "correct": sum(1 for r in labelled if r["correct"]),
+            "accuracy": (sum(1 for r in labelled if r["correct"]) / len(labelled)) if labelled else None,
+            "latency_ms": {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
+                           "mean": float(np.mean(lat)) if lat else None},
+            "rtt_ms": {"p50": percentile(rtt, 50), "p99": percentile(rtt, 99)},
+            "symbols_per_image": self.spec.symbols_per_image, "compact_dim": self.spec.compact_dim,
+            "wall_s": wall_s, "images_per_s": len(answered) / wall_s if wall_s > 0 else None,
+            "frames_sent": stats["frames"],
+            "uplink_bytes_per_image": stats["up_bytes"] / n_frames if stats["frames"] else None,
+            "downlink_bytes_per_image": stats["down_bytes"] / n_frames if stats["frames"] else None,
+            "raw_image_bytes": 3 * h * w, "relay": self.relay_addr, "stream_error": stream_error,
+        }
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, name: str, enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="img", dynamic_ncols=True)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rkdsc edge", description=(
+        "Run one edge device of the topology: encode every image of its folder with the "
+        "bundle's edge part (student + CAT encoder), stream the channel symbols to the "
+        "base-station relay, and write results.jsonl + summary.json. The relay address "
+        "comes from RKDSC_RELAY_ADDR or the [basestation] section. Exit status: 0 when the "
+        "stream completed (unreadable images are reported per file), 1 when it failed, 2 "
+        "for a bad config or bundle."))
+    p.add_argument("--config", required=True, help="topology TOML file")
+    p.add_argument("--id", required=True, help="transmitter id ([[transmitters]] id) to run as")
+    p.add_argument("--out", required=True, help="output folder for results.jsonl and summary.json")
+    p.add_argument("--relay", default=None, help="relay host:port (overrides RKDSC_RELAY_ADDR and the config)")
+    p.add_argument("--images", default=None, help="image folder (overrides the transmitter's images)")
+    p.add_argument("--bundle", default=None, help="bundle directory (overrides [bundle] path)")
+    p.add_argument("--limit", type=int, default=None, help="at most N images (overrides the transmitter's limit; 0 = all)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="onnxruntime intra-op threads of the edge model (default 1: one small edge CPU)")
+    p.add_argument("--frame-id-base", type=int, default=None,
+                   help="first frame id (default: derived from the clock, unique across runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when stderr is not a tty)")
+    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+        if args.bundle:
+            cfg.bundle.path = Path(args.bundle).resolve()
+        tx = cfg.transmitter(args.id)
+        client = EdgeClient(cfg, tx, relay_addr=args.relay, progress=not args.no_progress,
+                            intra_op_threads=args.threads, frame_id_base=args.frame_id_base)
+        images = Path(args.images) if args.images else tx.images
+        if not images.is_dir():
+            raise ConfigError(f"transmitters[{args.id}].images: image folder not found: {images}")
+    except (ConfigError, BundleError, ValueError) as exc:
+        print(f"rkdsc edge: error: {exc}", file=sys.stderr)
+        return 2
+    summary = client.run(images, args.out, limit=args.limit)
+    acc = summary["accuracy"]
+    print(f"{tx.id}: {summary['answered']}/{summary['images']} answered, {summary['errors']} errors, "
+          f"accuracy {'n/a' if acc is None else f'{acc:.4f}'}, p50 latency "
+          f"{summary['latency_ms']['p50'] or float('nan'):.2f} ms -> {args.out}")
+    if summary["stream_error"]:
+        print(f"rkdsc edge: error: {summary['stream_error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(cli())

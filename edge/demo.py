@@ -1,0 +1,365 @@
+"""``rkdsc demo``: run the whole topology as separate processes on localhost.
+
+    rkdsc demo --config deploy/topology.toml --out runs/demo
+
+1. checks the bundle (missing or failing verification -> a clear error, exit 2);
+2. generates the held-back digits samples when a transmitter's image folder is the
+   default samples folder (``runs/samples/<task>`` under the config root) and is missing;
+3. starts ``python -m server``, waits for gRPC health SERVING, then ``python -m basestation``
+   (SERVING once it has the server's task list), then every ``python -m edge`` of the
+   topology at once; ports are picked by the services themselves (port 0 through the
+   RKDSC_*_BIND / RKDSC_*_METRICS_PORT overrides, reported back in a ready file) unless
+   ``--config-ports``;
+4. waits for the edges, scrapes ``/metrics`` of server and relay once
+   (``OUT/metrics/*.prom``), stops relay then server with SIGTERM (graceful drain);
+5. writes ``OUT/summary.json``::
+
+       {"transmitters": [{"id", "task", "snr_db", "fading", "images", "answered", "errors",
+                          "accuracy", "latency_ms": {"p50", "p99"}, "symbols_per_image", ...}],
+        "wall_s", "server_metrics": {...}, "relay_metrics": {...}, "ok"}
+
+   and prints a table. Child logs: ``OUT/logs/*.log``; per-device results:
+   ``OUT/edges/<id>/results.jsonl``.
+
+Exit status: 0 when every process succeeded, 1 when one failed (children are always
+stopped: SIGTERM, then SIGKILL), 2 for a bad config or bundle.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from common.config import Config, ConfigError, load_config
+
+READY_TIMEOUT_S = 120.0   # service start (model loading) limit
+STOP_TIMEOUT_S = 20.0     # graceful stop limit before SIGKILL
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed (message says which and where the log is)."""
+
+
+class Child:
+    """A child process with its log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path):
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in text[-lines:])
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, wait, SIGKILL if needed; returns the exit status."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def _die_with_parent() -> None:
+    """In the child (Linux): get SIGTERM when the demo process dies, even by SIGKILL, so no
+    service outlives it. Elsewhere a no-op (the demo's finally-block still stops children)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_env(overrides: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(overrides)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _wait_ready(child: Child, ready_file: Path, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready_file.exists():
+            return json.loads(ready_file.read_text())
+        if not child.alive():
+            raise DemoError(f"{child.name} exited with status {child.proc.returncode} before it was ready; "
+                            f"log {child.log_path}:\n{child.tail()}")
+        time.sleep(0.05)
+    raise DemoError(f"{child.name} not ready after {timeout_s:.0f} s; log {child.log_path}:\n{child.tail()}")
+
+
+def wait_serving(addr: str, child: Child | None = None, timeout_s: float = READY_TIMEOUT_S,
+                 service: str = "") -> None:
+    """Poll grpc.health.v1.Health/Check on addr until SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with grpc.insecure_channel(addr) as chan:
+        stub = health_pb2_grpc.HealthStub(chan)
+        while time.monotonic() < deadline:
+            if child is not None and not child.alive():
+                raise DemoError(f"{child.name} exited with status {child.proc.returncode}; "
+                                f"log {child.log_path}:\n{child.tail()}")
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            except grpc.RpcError as exc:
+                last = exc.code().name
+            time.sleep(0.1)
+    name = child.name if child else addr
+    raise DemoError(f"{name} at {addr} not SERVING after {timeout_s:.0f} s (last: {last})")
+
+
+def scrape(port: int | None) -> str:
+    if not port:
+        return ""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def _metric_totals(text: str, prefix: str) -> dict[str, float]:
+    """Sum counters by name (labels folded), plus per-outcome frame counts."""
+    from common.metrics import parse_metrics
+
+    totals: dict[str, float] = {}
+    for (name, labels), value in parse_metrics(text).items():
+        if not name.startswith(prefix) or not name.endswith("_total"):
+            continue
+        totals[name] = totals.get(name, 0.0) + value
+        outcome = dict(labels).get("outcome")
+        if outcome is not None:
+            key = f"{name}{{outcome={outcome}}}"
+            totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def ensure_samples(cfg: Config, bundle_input_size: int | None) -> list[str]:
+    """Generate the default samples folders that are missing; returns messages."""
+    from common.data.samples import DEFAULT_SIZE, write_samples
+
+    done, notes = set(), []
+    for i, t in enumerate(cfg.transmitters):
+        folder = Path(t.images)
+        if folder.is_dir() or folder in done:
+            continue
+        if folder != cfg.default_images(t.task):
+            raise ConfigError(f"transmitters[{i}].images: image folder not found: {folder}")
+        if t.task != "digits":
+            raise ConfigError(f"transmitters[{i}].images: {folder} is missing and samples can only be "
+                              f"generated for task 'digits', not {t.task!r}")
+        size = bundle_input_size or DEFAULT_SIZE
+        paths = write_samples(folder, size=size)
+        notes.append(f"generated {len(paths)} held-back digit samples ({size}x{size}) in {folder}")
+        done.add(folder)
+    return notes
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'transmitter':<14}{'task':<9}{'snr_db':>7} {'fading':<14}{'images':>7}{'answered':>9}"
+            f"{'errors':>7}{'accuracy':>9}{'p50 ms':>8}{'p99 ms':>8}{'symbols':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lat = r.get("latency_ms") or {}
+        lines.append(f"{r['id']:<14}{r['task']:<9}{r['snr_db']:>7.1f} {r['fading']:<14}{r['images']:>7}"
+                     f"{r['answered']:>9}{r['errors']:>7}{_fmt(r['accuracy'], '.4f'):>9}"
+                     f"{_fmt(lat.get('p50'), '.2f'):>8}{_fmt(lat.get('p99'), '.2f'):>8}"
+                     f"{r['symbols_per_image']:>8}")
+    return "\n".join(lines)
+
+
+def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bool = False,
+             timeout_s: float = 3600.0, limit: int | None = None, quiet: bool = False) -> dict:
+    """Run the topology; returns the summary dict (also written to OUT/summary.json).
+    Raises ConfigError / BundleError for bad inputs, DemoError when a process fails."""
+    from common.bundle import BundleError, load_bundle
+
+    t0 = time.perf_counter()
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    config = Path(config).resolve()
+    cfg = load_config(config)
+    if not cfg.transmitters:
+        raise ConfigError(f"{config}: transmitters: the topology has no [[transmitters]]")
+    if not cfg.bundle.path.exists():
+        raise BundleError(f"bundle not found: {cfg.bundle.path} (build it with `make bundle`, or point "
+                          f"[bundle] path in {config} at a bundle directory)")
+    bundle = load_bundle(cfg.bundle.path, verify=True)
+    for i, t in enumerate(cfg.transmitters):
+        bundle.task(t.task)  # unknown task -> UnknownTaskError naming the known ones
+    h, w = bundle.input.size
+    for note in ensure_samples(cfg, h if h == w else None):
+        say(note)
+
+    out = Path(out).resolve()
+    logs = out / "logs"
+    for sub in ("logs", "metrics", "edges", "run"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for stale in (out / "run").glob("*.json"):
+        stale.unlink()
+    py = sys.executable
+    children: list[Child] = []
+    ok = False
+    rows: list[dict] = []
+    server_metrics = relay_metrics = ""
+    try:
+        # ---- server
+        env = {} if config_ports else {"RKDSC_SERVER_BIND": "127.0.0.1:0", "RKDSC_SERVER_METRICS_PORT": "0"}
+        server_ready = out / "run" / "server.json"
+        server = Child("server", [py, "-m", "server", "--config", str(config), "--ready-file", str(server_ready)],
+                       _child_env(env), logs / "server.log")
+        children.append(server)
+        sinfo = _wait_ready(server, server_ready, READY_TIMEOUT_S)
+        server_addr = f"127.0.0.1:{sinfo['port']}"
+        wait_serving(server_addr, server)
+        say(f"server   pid {server.proc.pid} on {server_addr} (metrics :{sinfo['metrics_port']})")
+        # ---- relay
+        env = {"RKDSC_SERVER_ADDR": server_addr}
+        if not config_ports:
+            env.update({"RKDSC_RELAY_BIND": "127.0.0.1:0", "RKDSC_RELAY_METRICS_PORT": "0"})
+        relay_ready = out / "run" / "relay.json"
+        relay = Child("relay", [py, "-m", "basestation", "--config", str(config), "--ready-file", str(relay_ready)],
+                      _child_env(env), logs / "relay.log")
+        children.append(relay)
+        rinfo = _wait_ready(relay, relay_ready, READY_TIMEOUT_S)
+        relay_addr = f"127.0.0.1:{rinfo['port']}"
+        wait_serving(relay_addr, relay)
+        say(f"relay    pid {relay.proc.pid} on {relay_addr} (metrics :{rinfo['metrics_port']})")
+        # ---- edges
+        edges: list[tuple[Any, Child]] = []
+        for t in cfg.transmitters:
+            args = [py, "-m", "edge", "--config", str(config), "--id", t.id, "--out", str(out / "edges" / t.id),
+                    "--no-progress"]
+            if limit is not None:
+                args += ["--limit", str(limit)]
+            child = Child(f"edge {t.id}", args, _child_env({"RKDSC_RELAY_ADDR": relay_addr}), logs / f"edge-{t.id}.log")
+            children.append(child)
+            edges.append((t, child))
+        say(f"edges    {', '.join(t.id for t, _ in edges)} streaming ...")
+        deadline = time.monotonic() + timeout_s
+        failed: list[str] = []
+        for t, child in edges:
+            try:
+                rc = child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise DemoError(f"{child.name} still running after {timeout_s:.0f} s; log {child.log_path}") from None
+            if rc != 0:
+                failed.append(f"{child.name} exited with status {rc}; log {child.log_path}:\n{child.tail()}")
+            for other in (server, relay):
+                if not other.alive():
+                    raise DemoError(f"{other.name} died (status {other.proc.returncode}); "
+                                    f"log {other.log_path}:\n{other.tail()}")
+        # ---- metrics, then graceful stop (relay first: it depends on the server)
+        server_metrics, relay_metrics = scrape(sinfo["metrics_port"]), scrape(rinfo["metrics_port"])
+        (out / "metrics" / "server.prom").write_text(server_metrics)
+        (out / "metrics" / "relay.prom").write_text(relay_metrics)
+        for svc in (relay, server):
+            rc = svc.stop()
+            if rc != 0:
+                failed.append(f"{svc.name} exited with status {rc} on SIGTERM; log {svc.log_path}:\n{svc.tail()}")
+        for t, child in edges:
+            path = out / "edges" / t.id / "summary.json"
+            s = json.loads(path.read_text()) if path.exists() else {}
+            rows.append({
+                "id": t.id, "task": t.task, "snr_db": t.snr_db, "fading": t.fading,
+                "path_gain_db": t.path_gain_db, "effective_snr_db": t.effective_snr_db,
+                "images": s.get("images", 0), "answered": s.get("answered", 0), "errors": s.get("errors", 0),
+                "accuracy": s.get("accuracy"),
+                "latency_ms": {"p50": (s.get("latency_ms") or {}).get("p50"),
+                               "p99": (s.get("latency_ms") or {}).get("p99")},
+                "symbols_per_image": s.get("symbols_per_image", bundle.task(t.task).symbols_per_image),
+                "rtt_ms": s.get("rtt_ms"), "images_per_s": s.get("images_per_s"), "wall_s": s.get("wall_s"),
+                "uplink_bytes_per_image": s.get("uplink_bytes_per_image"),
+                "raw_image_bytes": s.get("raw_image_bytes"),
+                "results": str(out / "edges" / t.id / "results.jsonl")})
+        if failed:
+            raise DemoError("\n".join(failed))
+        ok = True
+    finally:
+        for child in children:
+            if child.alive():
+                child.kill()
+        summary = {"transmitters": rows, "wall_s": time.perf_counter() - t0, "ok": ok,
+                   "config": str(config), "bundle": str(cfg.bundle.path),
+                   "server_metrics": _metric_totals(server_metrics, "rkdsc_") if server_metrics else {},
+                   "relay_metrics": _metric_totals(relay_metrics, "rkdsc_relay_") if relay_metrics else {},
+                   "logs": str(logs)}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    say("")
+    say(table(rows))
+    say(f"\nwall {summary['wall_s']:.1f} s; summary {out / 'summary.json'}; logs {logs}")
+    return summary
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rkdsc demo", description=(
+        "Run the topology of a config file as separate processes on localhost: edge server, "
+        "base-station relay and every edge device; write OUT/summary.json and print a table. "
+        "Generates the default digits samples when they are missing."))
+    p.add_argument("--config", default="deploy/topology.toml", help="topology TOML file (default deploy/topology.toml)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--config-ports", action="store_true",
+                   help="use the ports of the config file instead of free ports picked at start")
+    p.add_argument("--limit", type=int, default=None, help="at most N images per edge device (default: the config's limit)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds the edge devices may run (default 3600)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    args = p.parse_args(argv)
+    from common.bundle import BundleError
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        summary = run_demo(args.config, args.out, config_ports=args.config_ports, timeout_s=args.timeout,
+                           limit=args.limit, quiet=args.quiet)
+    except (ConfigError, BundleError, FileExistsError) as exc:
+        print(f"rkdsc demo: error: {exc}", file=sys.stderr)
+        return 2
+    except DemoError as exc:
+        print(f"rkdsc demo: failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rkdsc demo: interrupted; children stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if summary["ok"] else 1
+
+
+def main() -> None:
+    sys.exit(cli())

@@ -1,0 +1,153 @@
+"""`rkdsc report` on a tiny constructed runs dir: tables carry the right numbers and every claim
+gets the verdict its rule gives on the constructed inputs."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from common.train import report
+from tests.common.test_analysis import _arch
+
+SNRS = [-10.0, 0.0, 25.0]
+
+
+def _curve(accs: list[float]) -> list[dict]:
+    return [{"snr_db": s, "accuracy": a, "n": 100} for s, a in zip(SNRS, accs)]
+
+
+def _method(edge_params: int, compact: int, awgn: list[float], rayleigh: list[float]) -> dict:
+    return {"bundle": "x", "encoder_params": edge_params, "edge_params": edge_params, "server_params": 1234,
+            "symbols_per_image": (compact + 1) // 2, "compact_dim": compact,
+            "accuracy": {}, "curves": {"awgn": _curve(awgn), "rayleigh": _curve(rayleigh)}}
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """(summary, markdown path) of one report over the constructed runs."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    out = tmp_path / "docs" / "reproduction.md"
+    return report.generate([str(r) for r in make_runs(tmp_path)], out), out
+
+
+def make_runs(tmp_path):
+    c10 = tmp_path / "runs" / "cifar10-cpu"
+    _write(c10 / "results.json", {
+        "preset": "cifar10-cpu", "seed": 0, "device": "cpu", "torch_threads": 2, "wall_s": 100.0,
+        "teacher": {"name": "vit_tiny", "source": "self-trained", "val_acc": 0.93, "params": 5_000_000},
+        "eval": {"split": "preset:cifar10-cpu:val", "n": 100}, "steps_s": {"teacher": 10.0},
+        "methods": {
+            "rkd-sc": _method(1_000_000, 102, [0.30, 0.70, 0.90], [0.25, 0.60, 0.85]),
+            "jscc-student": _method(400_000, 512, [0.10, 0.60, 0.88], [0.10, 0.50, 0.80]),
+            "jscc-teacher": _method(5_000_000, 512, [0.20, 0.80, 0.92], [0.15, 0.70, 0.90]),
+        }})
+    for a in (_arch("kdl-darts", [3, 4, 4, 1], [0.30, 0.61], [[5, 5, 5, 5], [3, 4, 4, 1]]),
+              _arch("darts", [5, 2, 5, 2], [0.28, 0.55], [[5, 5, 5, 5], [5, 2, 5, 2]])):
+        _write(c10 / f"search-{a['method']}" / "arch.json", a)
+    _write(c10 / "ablation" / "ablation.json", {
+        "preset": "cifar10-cpu", "dataset": "cifar10", "snr_db": -10.0, "channels": ["awgn"], "epochs": 1,
+        "noise_draws": 1, "eval_split": "val", "n": 100,
+        "points": [{"compression_ratio": r, "compact_dim": c, "symbols_per_image": (c + 1) // 2,
+                    "accuracy": {"awgn": a}, "accuracy_at_snr": a}
+                   for r, c, a in ((0.1, 460, 0.30), (0.5, 256, 0.25), (0.9, 51, 0.20))],
+        "paper": {"endpoints_pct": [11.73, 63.8]}})
+    _write(c10 / "profile.json", {
+        "machine": {"processor": "cpu", "threads": 2, "matmul_gflops": 100.0, "gpu": None},
+        "settings": {"batches": [1, 64]},
+        "rows": [
+            {"method": m, "source": "cifar10-cpu", "dataset": "cifar10", "input_size": 32, "params_m": p,
+             "params_without_cat_m": p, "gflops": 0.1, "gpu_us": None, "feature_dim": 102,
+             "latency_ms": {"torch_cpu_b1": {"per_image_ms": t}}, "cpu_ms": t,
+             "iot_ms": t * 871.49 / 32, "iot_scaled_ms": t * 100 / 32}
+            for m, p, t in (("rkd-sc", 1.0, 2.0), ("jscc-student", 0.4, 1.0), ("jscc-teacher", 5.0, 30.0))]})
+    tin = tmp_path / "runs" / "tinyimagenet-cpu"  # only results: RKD-SC loses to the teacher at -10 dB
+    _write(tin / "results.json", {
+        "preset": "tinyimagenet-cpu", "teacher": {"name": "t", "params": 1},
+        "methods": {"rkd-sc": _method(1_000, 460, [0.01, 0.10, 0.20], [0.01, 0.1, 0.2]),
+                    "jscc-teacher": _method(2_000, 512, [0.02, 0.20, 0.40], [0.02, 0.2, 0.4])}})
+    return [c10, tin, tmp_path / "runs" / "missing"]
+
+
+def _claims(summary, source):
+    return {c["id"]: c for c in summary["claims"] if c["source"] == source}
+
+
+def test_verdicts_on_constructed_runs(generated):
+    summary, out = generated
+    c = _claims(summary, "cifar10-cpu")
+    assert c["teacher_retention_25db"]["measured"] == pytest.approx(100 * 0.90 / 0.92)
+    assert c["teacher_retention_25db"]["verdict"] == "holds"  # 97.8 >= 95.86
+    assert c["gain_over_student_25db"]["measured"] == pytest.approx(100 * 0.02 / 0.88)
+    assert c["gain_over_student_25db"]["verdict"] == "holds qualitatively"  # 2.3% < 3.41%, still > 0
+    assert c["gain_over_teacher_m10db"]["measured"] == pytest.approx(50.0)
+    assert c["gain_over_teacher_m10db"]["verdict"] == "holds qualitatively"  # 50% < 83.12%
+    assert c["param_reduction_vs_teacher"]["measured"] == pytest.approx(80.0)
+    assert c["param_reduction_vs_teacher"]["verdict"] == "holds qualitatively"
+    assert c["kdl_vs_darts_accuracy"]["measured"] == pytest.approx(6.0)
+    assert c["kdl_vs_darts_accuracy"]["verdict"] == "holds"  # 6 pp >= 5 pp
+    assert c["kdl_vs_darts_params"]["measured"] == pytest.approx(100 * (1101248 - 777280) / 1101248)
+    assert c["kdl_vs_darts_params"]["verdict"] == "holds"  # 29.42% >= 29.4%
+    assert c["feature_dim"]["verdict"] == "holds"  # 102 values
+    assert c["fig8_trend"]["measured"] == pytest.approx(-10.0)
+    assert c["fig8_trend"]["verdict"] == "does not hold"  # falls, the paper's rises on CIFAR10
+    assert c["cat_latency_overhead"]["measured"] == pytest.approx(100.0)
+    assert c["cat_latency_overhead"]["verdict"] == "does not hold"
+    assert c["teacher_slowdown"]["measured"] == pytest.approx(15.0)
+    assert c["teacher_slowdown"]["verdict"] == "holds"  # 15x >= 9.97x
+
+    t = _claims(summary, "tinyimagenet-cpu")
+    assert t["gain_over_teacher_m10db"]["measured"] == pytest.approx(-50.0)
+    assert t["gain_over_teacher_m10db"]["verdict"] == "does not hold"
+    assert t["teacher_retention_25db"]["verdict"] == "does not hold"  # 50% < 78.39%
+    assert t["gain_over_student_25db"]["verdict"] == "not run"  # no JSCC-student
+    assert t["kdl_vs_darts_params"]["verdict"] == "not run"
+    assert t["fig8_trend"]["verdict"] == "not run"
+    assert {x["verdict"] for x in _claims(summary, "missing").values()} == {"not run"}
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["verdict_counts"]["holds"] == sum(x["verdict"] == "holds" for x in summary["claims"])
+
+
+def test_markdown_tables_and_figures(generated):
+    _, out = generated
+    md = out.read_text()
+    # Fig. 6 table: percentages of the constructed curves
+    assert "| RKD-SC | awgn | 30.00 | 70.00 | 90.00 |" in md
+    assert "| JSCC-student | rayleigh | 10.00 | 50.00 | 80.00 |" in md
+    assert "| JSCC-student | awgn | not run | not run | not run |" in md  # tinyimagenet run has none
+    # Table III from the arch.json pair, Table II from the profile, Fig. 8 from the ablation
+    assert "| cifar10-cpu | KDL-DARTS | [3, 4, 4, 1] | 0.0136 | 0.0776 | 0.3067 | 0.3794 | 0.7773 | 61.00 |" in md
+    assert "| 0.9 | 51 | 26 | 20.00 |" in md
+    assert re.search(r"\| rkd-sc \| cifar10-cpu \| 32 \| 1\.000 \|", md)
+    # the paper's numbers sit next to ours
+    assert "95.86%" in md and "83.12%" in md and "29.40%" in md
+    assert "| CIFAR10 | KDL-DARTS | 0.014 | 0.078 | 0.307 | 0.379 | 0.777 | [3, 4, 4, 1] | 0.777 |" in md
+    assert "not run" in md and "missing" in md
+    assert "Full-scale recipe" in md and "RTX 4090" in md
+    figs = out.parent / "figures"
+    for name in ("fig6-cifar10-cpu.png", "fig7-cifar10-cpu.png", "fig8-cifar10-cpu.png", "fig6-tinyimagenet-cpu.png"):
+        assert (figs / name).stat().st_size > 5_000, name
+        assert f"(figures/{name})" in md
+
+
+def test_judge_rules():
+    assert report.judge(None, 5.0) == "not run"
+    assert report.judge(5.0, 5.0) == "holds"
+    assert report.judge(4.0, 5.0, qualitative=True) == "holds qualitatively"
+    assert report.judge(-1.0, 5.0, qualitative=False) == "does not hold"
+    assert report.judge(4.0, 5.0) == "does not hold"
+    assert report.judge(3.0, 5.0, higher_is_better=False) == "holds"
+    assert report.judge(1.0, None, qualitative=True) == "holds qualitatively"
+
+
+def test_cli_empty_runs_never_crash(tmp_path, capsys):
+    out = tmp_path / "r.md"
+    assert report.cli(["--runs", str(tmp_path / "nope"), "--out", str(out)]) == 0
+    md = out.read_text()
+    assert "not run" in md and "## Claims" in md
+    assert report.cli([]) == 2

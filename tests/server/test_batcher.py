@@ -1,0 +1,98 @@
+"""DynamicBatcher: batching across submitters, bounded queue, drain on close."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from server.batcher import Draining, DynamicBatcher, QueueFull
+
+
+class Recorder:
+    """decode_fn that records batch sizes and can be held back with an event."""
+
+    def __init__(self, hold: threading.Event | None = None):
+        self.sizes: list[int] = []
+        self.hold = hold
+        self.started = threading.Event()
+
+    def __call__(self, x: np.ndarray, snr: np.ndarray) -> np.ndarray:
+        self.started.set()
+        if self.hold is not None:
+            self.hold.wait(10)
+        self.sizes.append(len(x))
+        # logits: [x.sum(), snr] so results can be traced back to their inputs
+        return np.stack([x.sum(axis=1), snr], axis=1).astype(np.float32)
+
+
+def test_results_go_back_to_their_submitters_and_batches_are_bounded():
+    rec = Recorder(hold=threading.Event())
+    b = DynamicBatcher(rec, max_batch=4, max_wait_s=0.05, queue_size=100)
+    first = b.submit(np.full(3, 100.0), 1.0)
+    assert rec.started.wait(5)  # worker is busy with the first frame: the rest queue up
+    futs = [b.submit(np.full(3, float(i)), float(i)) for i in range(10)]
+    rec.hold.set()
+    out = [f.result(5) for f in futs]
+    assert first.result(5).logits[0] == pytest.approx(300.0)
+    for i, d in enumerate(out):
+        assert d.logits[0] == pytest.approx(3.0 * i) and d.logits[1] == pytest.approx(float(i))
+        assert 1 <= d.batch_size <= 4
+    assert rec.sizes[0] == 1 and rec.sizes[1:] == [4, 4, 2]  # backlog is taken without waiting
+    b.close()
+
+
+def test_full_queue_raises_queue_full_and_keeps_serving():
+    hold = threading.Event()
+    rec = Recorder(hold=hold)
+    b = DynamicBatcher(rec, max_batch=1, max_wait_s=0.0, queue_size=2)
+    busy = b.submit(np.zeros(2), 0.0)
+    assert rec.started.wait(5)
+    queued = [b.submit(np.zeros(2), 0.0) for _ in range(2)]
+    with pytest.raises(QueueFull, match="queue is full"):
+        b.submit(np.zeros(2), 0.0)
+    hold.set()
+    for f in [busy, *queued]:
+        f.result(5)
+    assert b.submit(np.ones(2), 0.0).result(5).logits[0] == pytest.approx(2.0)
+    b.close()
+
+
+def test_close_drains_queued_frames_without_waiting_for_a_full_batch():
+    rec = Recorder()
+    b = DynamicBatcher(rec, max_batch=64, max_wait_s=30.0, queue_size=100)  # would wait 30 s
+    futs = [b.submit(np.full(2, float(i)), 0.0) for i in range(5)]
+    assert b.close(drain=True, timeout=10)
+    assert [f.result(0).logits[0] for f in futs] == pytest.approx([2.0 * i for i in range(5)])
+    with pytest.raises(Draining):
+        b.submit(np.zeros(2), 0.0)
+
+
+def test_close_without_drain_fails_queued_frames():
+    hold = threading.Event()
+    rec = Recorder(hold=hold)
+    b = DynamicBatcher(rec, max_batch=1, max_wait_s=0.0, queue_size=10)
+    busy = b.submit(np.zeros(2), 0.0)
+    assert rec.started.wait(5)
+    queued = b.submit(np.zeros(2), 0.0)
+    threading.Timer(0.2, hold.set).start()
+    b.close(drain=False, timeout=10)
+    busy.result(5)  # the frame being decoded still finishes
+    with pytest.raises(Draining):
+        queued.result(5)
+
+
+def test_a_failing_decode_fails_its_batch_only():
+    calls = []
+
+    def decode(x, snr):
+        calls.append(len(x))
+        if len(calls) == 1:
+            raise RuntimeError("model exploded")
+        return np.zeros((len(x), 2), np.float32)
+
+    b = DynamicBatcher(decode, max_batch=1, max_wait_s=0.0)
+    with pytest.raises(RuntimeError, match="exploded"):
+        b.submit(np.zeros(2), 0.0).result(5)
+    assert b.submit(np.zeros(2), 0.0).result(5).logits.shape == (2,)
+    b.close()
