@@ -62,7 +62,7 @@ def in_process(bundle, task: str, images: Path, batch_size: int, snr_db: float, 
 
 
 def networked(bundle_dir: Path, task: str, images: Path, n: int, edges: int, batch_size: int, snr_db: float,
-              fading: str, work: Path, max_in_flight: int = 64, name: str | None = None) -> dict:
+              fading: str, work: Path, max_in_flight: int = 32, name: str | None = None) -> dict:
     from edge.demo import run_demo
 
     lines = [f'[bundle]\npath = "{bundle_dir.as_posix()}"', "[server]\nport = 0\nmetrics_port = 0",

@@ -96,7 +96,7 @@ class TransmitterConfig:
     initial_snr_estimate_db: float | None = None  # encoder SNR before the first feedback
                                      # (None: the configured snr_db + path_gain_db)
     limit: int = 0                   # at most this many images (0 = all)
-    max_in_flight: int = 64          # frames sent but not yet answered (flow control)
+    max_in_flight: int = 32          # frames sent but not yet answered (flow control)
 
     @property
     def effective_snr_db(self) -> float:

@@ -174,6 +174,7 @@ ensure_base_image() {
   log "no registry reachable: building a local python:3.11-slim stand-in (debootstrap bookworm)"
   if ! docker image inspect localbase:bookworm >/dev/null 2>&1; then
     if [ ! -s "$W/rootfs-bookworm.tar" ]; then
+      [ "$(id -u)" = 0 ] || die "python:3.11-slim cannot be pulled and building a stand-in needs root (debootstrap)"
       command -v debootstrap >/dev/null || die "debootstrap is missing (apt-get install debootstrap)"
       local mirror
       mirror=$(debian_mirror)

@@ -181,6 +181,7 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
             n += len(y)
         lr = opt.param_groups[0]["lr"]
         sched.step()
+        ddp.sync_buffers(system, ctx)
         vals = {f"val_acc_awgn_{s:g}db": jscc_accuracy(system, val_data, b.batch_size, dev, s, "awgn", p.seed)
                 for s in VAL_SNRS_DB}
         elapsed = time.time() - t0

@@ -14,7 +14,9 @@ What the training loops do with it:
 - each rank reads a disjoint shard of the training set (``DistributedSampler``, reshuffled per
   epoch with ``set_epoch``); the global batch is ``world_size * batch_size``;
 - models are wrapped in ``DistributedDataParallel`` (gradients all-reduced, BatchNorm buffers
-  broadcast from rank 0 every forward), so the weights stay identical on every rank;
+  broadcast from rank 0 every forward), so the weights stay identical on every rank; at the end
+  of every epoch ``sync_buffers`` copies rank 0's BatchNorm statistics to all ranks (each rank's
+  last forward updated them from its own shard) so parameters AND buffers are bit-identical;
 - only rank 0 writes checkpoints, logs, feature caches and final weights; the others wait at
   a barrier where rank 0 writes something they read afterwards;
 - validation runs on every rank over the full validation split (cheap at our sizes), so every
@@ -124,6 +126,24 @@ def sampler(dataset, ctx: DistContext, shuffle: bool, seed: int):
                               shuffle=shuffle, seed=seed, drop_last=False)
 
 
+def sync_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step of an
+    epoch every rank holds the statistics of its own last batch; calling this before validation
+    and checkpointing makes every rank evaluate and hold exactly what rank 0 saves.
+    """
+    if not ctx.distributed:
+        return
+    for buf in unwrap(module).buffers():
+        if ctx.backend == "nccl" or buf.device.type == "cpu":
+            dist.broadcast(buf.data, src=0)
+        else:
+            tmp = buf.data.cpu()
+            dist.broadcast(tmp, src=0)
+            buf.data.copy_(tmp)
+
+
 def all_reduce_mean(value: float, ctx: DistContext) -> float:
     """Mean of a float over ranks (the float itself for a single process)."""
     if not ctx.distributed:
@@ -155,5 +175,5 @@ def gather_strings(value: str, ctx: DistContext) -> list[str]:
     return [str(v) for v in out]
 
 
-__all__ = ["DistContext", "init_distributed", "cleanup", "barrier", "wrap", "unwrap", "sampler",
+__all__ = ["DistContext", "init_distributed", "cleanup", "barrier", "wrap", "unwrap", "sampler", "sync_buffers",
            "all_reduce_mean", "state_checksum", "gather_strings"]

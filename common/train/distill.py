@@ -406,6 +406,7 @@ def run_stage1(preset, workdir: str | Path, arch: Any = None, teacher=None, *, t
             n += len(x)
         lr = opt.param_groups[0]["lr"]
         sched.step()
+        ddp.sync_buffers(student, ctx)
         mse_va = feature_mse(student, val_ds, feats_va, s1.batch_size, dev)
         train_mse = ddp.all_reduce_mean(tot / max(n, 1), ctx)
         elapsed = time.time() - t0
@@ -572,6 +573,8 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
             opt.step()
         lr = opt.param_groups[0]["lr"]
         sched.step()
+        for it in items:
+            ddp.sync_buffers(it.system, ctx)
         rec: dict[str, Any] = {"stage": 2, "epoch": epoch + 1, "lr": lr, "tasks": {}}
         last_val = {}
         for it in items:

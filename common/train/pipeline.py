@@ -122,8 +122,13 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
     command = " ".join(shlex.quote(a) for a in ["rkdsc", *sys.argv[1:]]) if sys.argv else ""
     for m in methods:
         done = step(f"export {m}")
-        bundles[m] = export_from_workdir(workdir, workdir / "bundles" / m, m,
-                                         provenance={"preset": preset.name, "seed": preset.seed, "command": command})
+        target = workdir / "bundles" / m
+        if resume and bundle_up_to_date(workdir, m, target):
+            log(f"export {m}: reusing {target} (newer than the trained weights, verifies)")
+            bundles[m] = target
+        else:
+            bundles[m] = export_from_workdir(workdir, target, m, provenance={"preset": preset.name, "seed": preset.seed,
+                                                                             "command": command})
         done()
 
     # 7. evaluation ---------------------------------------------------------------------------------
@@ -199,6 +204,21 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     log(summary_table(results))
     return results
+
+
+def bundle_up_to_date(workdir: Path, method: str, bundle: Path) -> bool:
+    """True when ``bundle`` verifies and is newer than every trained weight file of ``method``."""
+    from common.bundle.manifest import verify_bundle
+    from common.train.export import task_dirs
+
+    manifest = bundle / "manifest.json"
+    if not manifest.is_file() or verify_bundle(bundle):
+        return False
+    try:
+        weights = [f for d in task_dirs(workdir, method) for f in d.glob("*.safetensors")]
+    except FileNotFoundError:
+        return False
+    return all(f.stat().st_mtime <= manifest.stat().st_mtime for f in weights)
 
 
 def summary_table(results: dict) -> str:

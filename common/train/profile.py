@@ -403,6 +403,12 @@ def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bun
     import torch
 
     threads = opts.threads or torch.get_num_threads()
+    notes = []
+    load = os.getloadavg()[0]
+    if threads > 1 and load > (os.cpu_count() or 1):
+        notes.append(f"load average {load:.1f} exceeds the {os.cpu_count()} CPUs: multi-threaded timings are inflated "
+                     f"by contention (torch's intra-op threads wait on descheduled peers); --threads 1 is more stable")
+        log("warning: " + notes[-1])
     gflops_here = matmul_gflops(threads)
     rows: list[dict] = []
     teacher_done: set[tuple] = set()
@@ -433,6 +439,7 @@ def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bun
         "specs": [asdict(s) for s in specs],
         "rows": rows,
         "paper_table_ii": PAPER_TABLE_II,
+        "notes": notes,
     }
 
 
@@ -495,6 +502,8 @@ def markdown_table(doc: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     m = doc["machine"]
     lines.append("")
+    for n in doc.get("notes") or []:
+        lines.append(f"Note: {n}.")
     lines.append(f"CPU: {m['processor']} ({m['threads']} threads for torch and onnxruntime; measured matmul "
                  f"{m['matmul_gflops']:.1f} GFLOPS; load average {m.get('load_avg_1m', 'n/a')} at the start). GPU: {m['gpu'] or 'none'}. Times are medians per image. "
                  f"IoT paper formula = CPU torch b{b0} x {PAPER_CPU_GFLOPS}/{PI_GFLOPS:g} (871.49 GFLOPS is the "

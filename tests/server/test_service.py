@@ -192,6 +192,10 @@ def test_graceful_shutdown_drains_in_flight_frames(make_config, bundle):
     try:
         futures = [stub.DecodeOne.future(channel_frame(k, frame_id=i), timeout=30) for i in range(4)]
         assert held.started.wait(10)
+        deadline = time.monotonic() + 20
+        while handle.servicer.pending < 4:  # all four are in the server (queued or being decoded)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         stopper = threading.Thread(target=handle.stop, args=(20.0,))
         stopper.start()
         deadline = time.monotonic() + 10

@@ -1,0 +1,128 @@
+"""rkdsc train end to end on the smoke preset: every step's output, results.json, three bundles
+that verify, deploy exactly the trained torch modules, and evaluate; --resume skips finished work."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.common.test_distill import OVERRIDES, QUIET, one_thread, workdir_with_teacher  # noqa: F401
+
+FAST = {**OVERRIDES, "search.epochs": 1, "stage1.epochs": 2, "stage2.epochs": 2, "baseline.epochs": 1}
+METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
+
+
+def _args(wd) -> list[str]:
+    return (["--preset", "smoke", "--workdir", str(wd), "--device", "cpu", "--snr", "-10,0,25"]
+            + [f"--set={k}={json.dumps(v)}" for k, v in FAST.items()])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from common.train.pipeline import cli
+
+    wd = workdir_with_teacher(tmp_path_factory, "pipeline")
+    assert cli(_args(wd)) == 0
+    return wd, json.loads((wd / "results.json").read_text())
+
+
+def test_results_summary(run):
+    from common.models.complexity import count_params
+    from common.models.student import Student
+    from common.train.presets import load_preset
+
+    wd, res = run
+    teacher_meta = json.loads((wd / "teacher" / "teacher.json").read_text())
+    assert res["teacher"]["val_acc"] == teacher_meta["val_acc"] and res["teacher"]["source"] == "self-trained"
+    assert set(res["methods"]) == set(METHODS)
+    for m in METHODS:
+        s = res["methods"][m]
+        for ch in ("awgn", "rayleigh"):
+            assert set(s["accuracy"][ch]) == {"25", "-10"}
+            assert all(0.0 <= v <= 1.0 for v in s["accuracy"][ch].values())
+    arch = json.loads((wd / "search-kdl-darts" / "arch.json").read_text())
+    p = load_preset("smoke", FAST)
+    student_params = count_params(Student(p.student_config(), arch["depths"]))
+    # RKD-SC and JSCC-student share the KDL-DARTS architecture; JSCC-teacher's encoder is the teacher
+    assert res["methods"]["rkd-sc"]["encoder_params"] == res["methods"]["jscc-student"]["encoder_params"] == student_params
+    assert res["methods"]["jscc-teacher"]["encoder_params"] == res["teacher"]["params"]
+    assert res["methods"]["rkd-sc"]["symbols_per_image"] == 6  # ceil(floor(64 * 0.2) / 2)
+    assert res["methods"]["jscc-student"]["symbols_per_image"] == 32  # the 64-d feature itself
+    assert set(res["search"]) >= {"kdl-darts", "darts"}
+    assert res["search"]["kdl-darts"]["depths"] == arch["depths"] == res["stage1"]["depths"]
+    assert res["feature_cache"]["speedup"] > 0
+    assert res["eval"]["n"] == 359 and res["eval"]["snrs_db"] == [-10.0, 0.0, 25.0]
+
+
+def test_eval_files_follow_the_contract(run):
+    wd, res = run
+    for m in METHODS:
+        for ch in ("awgn", "rayleigh"):
+            e = json.loads((wd / "eval" / f"{m}-{ch}.json").read_text())
+            assert e["channel"] == ch and e["bundle"] == str(wd / "bundles" / m)
+            assert [p["n"] for p in e["points"]] == [359, 359, 359]
+            assert e["points"] == res["methods"][m]["curves"][ch]
+    assert (wd / "eval" / "fig6.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bundles_verify_and_deploy_the_trained_modules(run):
+    """The ONNX edge part of each bundle computes what the trained torch encoder computes."""
+    from common.bundle.manifest import verify_bundle
+    from common.bundle.runtime import EdgeModel, load_bundle
+    from common.data.datasets import heldout_dataset
+    from common.train.baselines import load_jscc_parts
+    from common.train.distill import load_task_system
+    from common.train.presets import load_preset
+
+    wd, _ = run
+    x = torch.stack([heldout_dataset(load_preset("smoke", FAST))[i][0] for i in range(8)])
+    snr = torch.full((8,), 10.0)
+    for m in METHODS:
+        bundle_dir = wd / "bundles" / m
+        assert verify_bundle(bundle_dir) == []
+        b = load_bundle(bundle_dir)
+        assert b.manifest["provenance"]["method"] == m and b.manifest["provenance"]["seed"] == 0
+        got = EdgeModel(b).encode(x.numpy(), snr.numpy())
+        with torch.no_grad():
+            if m == "rkd-sc":
+                system, _ = load_task_system(wd / "stage2" / "digits")
+                want = system.cat_encoder(system.student(x), snr)
+                assert b.tasks["digits"].compression_ratio == 0.8
+            else:
+                encoder, _, _ = load_jscc_parts(wd / f"baseline-{m}" / "digits")
+                want = encoder(x)
+                assert b.tasks["digits"].compression_ratio == 0.0 and b.tasks["digits"].compact_dim == 64
+        np.testing.assert_allclose(got, want.numpy(), atol=2e-4, rtol=1e-3)
+
+
+def test_resume_skips_finished_steps(run, capsys):
+    from common.train.pipeline import cli
+
+    wd, res = run
+    capsys.readouterr()
+    assert cli(_args(wd) + ["--resume", "--no-cache-timing"]) == 0
+    out = capsys.readouterr().out
+    for what in ("search kdl-darts: reusing", "search darts: reusing", "stage 1 [digits]: reusing", "stage 2: reusing",
+                 "jscc-student [digits]: reusing", "jscc-teacher [digits]: reusing", "export rkd-sc: reusing"):
+        assert what in out, what
+    res2 = json.loads((wd / "results.json").read_text())
+    assert {m: res2["methods"][m]["curves"] for m in METHODS} == {m: res["methods"][m]["curves"] for m in METHODS}
+
+
+def test_export_size_limit_fails_loudly(run, tmp_path):
+    from common.train.export import export_from_workdir
+
+    wd, _ = run
+    with pytest.raises(RuntimeError, match="over the limit"):
+        export_from_workdir(wd, tmp_path / "b", "jscc-teacher", max_bytes=1000)
+
+
+def test_train_default_help(capsys):
+    from common.train.pipeline import cli_default
+
+    with pytest.raises(SystemExit) as e:
+        cli_default(["--help"])
+    assert e.value.code == 0
+    assert "deploy/bundle" in capsys.readouterr().out
