@@ -87,14 +87,18 @@ def prepare_images(data: str | None, bundle, task: str, n: int, work: Path) -> P
 
 
 def first_images(folder: Path, n: int):
-    """The first n readable images of the folder, in the order the edge client sends them."""
+    """The n images the edge client sends with ``limit = n`` (evenly spaced over the
+    class-sorted files, as ``edge.client.EdgeClient.run`` picks them) and their class names."""
     from common.data.images import list_images
 
-    listing = list_images(folder)
+    listing = list_images(folder, check=False)
     if not listing.paths:
         raise SystemExit(f"rkdsc bench: no readable images under {folder}")
     names = [listing.class_names[l] for l in listing.labels] if listing.labels is not None else [None] * len(listing)
-    return listing.paths[:n], names[:n]
+    keep = list(range(len(listing.paths)))
+    if n < len(keep):
+        keep = np.unique(np.linspace(0, len(keep) - 1, n).round().astype(int)).tolist()
+    return [listing.paths[i] for i in keep], [names[i] for i in keep]
 
 
 # ----------------------------------------------------------------------------- 1. in-process
@@ -361,6 +365,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         folder = prepare_images(data, bdl, task, images, work)
         paths, names = first_images(folder, images)
         threads = threads or os.cpu_count() or 1
+        load = os.getloadavg()[0]
         doc: dict[str, Any] = {
             "bundle": str(bundle_dir), "bundle_source": how, "task": task, "images_per_edge": len(paths),
             "image_folder": str(folder), "batch_size": batch_size, "snr_db": snr_db, "fading": fading,
@@ -369,8 +374,13 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
             "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                         "load_avg_1m": round(os.getloadavg()[0], 2), "onnxruntime": onnxruntime.__version__,
                         "python": platform.python_version()},
-            "notes": [],
+            "notes": ["in-process: read + preprocess + encode + channel + decode one batch after another in this "
+                      "process; networked: the same steps pipelined over edge, relay and server processes (gRPC on "
+                      "localhost), so on several cores it can be faster than the in-process loop"],
         }
+        if threads > 1 and load > (os.cpu_count() or 1):
+            doc["notes"].append(f"load average {load:.1f} exceeds the {os.cpu_count()} CPUs: the torch column with "
+                                f"{threads} threads is inflated by contention; --threads 1 is more stable")
         log(f"bench: in-process pipeline on {len(paths)} images ...")
         doc["inprocess"] = bench_inprocess(bdl, task, paths, names, batch_size, snr_db, fading)
         doc["networked"] = {}

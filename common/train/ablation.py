@@ -109,8 +109,10 @@ def run_ablation(preset, workdir: str | Path, ratios: Sequence[float] = DEFAULT_
             f"stage 2 for {n_epochs} epochs into {workdir / sub}")
         t0 = time.time()
         summary = run_stage2(p, workdir, resume=resume, out_name=sub, epochs=n_epochs, log=log)
-        system, spec = load_task_system(workdir / sub / task.name)
-        dev = next(system.parameters()).device
+        from common.train.common import pick_device
+
+        dev = pick_device()
+        system, spec = load_task_system(workdir / sub / task.name, device=dev)
         acc = evaluate_system(system, dataset, snr_db, channels, noise_draws, preset.seed,
                               preset.stage2.batch_size, dev)
         cd = compact_dim(int(spec["cat"]["feature_dim"]), float(spec["cat"]["compression_ratio"]))

@@ -28,7 +28,6 @@ self-contained for export). Several presets = several tasks, each trained on its
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -147,6 +146,8 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
     logger = JsonlLogger(out / "log.jsonl") if ctx.is_main else None
     state = load_checkpoint(out / "checkpoint", {"system": system}, {"opt": opt, "sched": sched}) if resume else None
     start, t_prev = (int(state["epoch"]), float(state["time_s"])) if state else (0, 0.0)
+    if state is None and logger:
+        logger.path.unlink(missing_ok=True)  # no checkpoint: the log starts over too
     trained = ("student encoder + head" if kind == "jscc-student"
                else "head only (teacher frozen, features from the cache)")
     log(f"{kind} [{task.name}]: trains {trained}; {count_params(system, trainable_only=True):,} trainable params, "
@@ -230,8 +231,6 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
 
 def load_jscc_parts(task_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict]:
     """(encoder, head, spec) of a trained baseline task folder, in eval mode."""
-    from common.models.heads import ClassifierHead
-
     task_dir = Path(task_dir)
     spec = _read_json(task_dir / "model.json")
     if spec is None:

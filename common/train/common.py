@@ -208,11 +208,23 @@ def load_checkpoint(path: str | Path, models: dict[str, nn.Module], optimizers: 
     return json.loads((path / "state.json").read_text(encoding="utf-8"))
 
 
+def set_threads(n: int | None = None) -> int:
+    """Intra-op CPU threads: `n`, else $RKDSC_THREADS, else torch's default. Small models on
+    shared cores run much faster with 1 thread (OpenMP threads spin-wait when oversubscribed)."""
+    raw = n if n is not None else os.environ.get("RKDSC_THREADS", "")
+    if raw not in ("", None):
+        k = int(raw)
+        if k < 1:
+            raise ValueError(f"threads: expected an int >= 1, got {raw!r}")
+        torch.set_num_threads(k)
+    return torch.get_num_threads()
+
+
 def num_threads_note() -> str:
     return f"torch threads {torch.get_num_threads()}, python {sys.version.split()[0]}, torch {torch.__version__}"
 
 
 __all__ = [
     "seed_everything", "cosine_lr", "pick_device", "progress", "make_loader", "JsonlLogger", "write_json",
-    "file_sha256", "save_weights", "load_weights", "state_dict_for_save", "save_checkpoint", "load_checkpoint",
+    "file_sha256", "set_threads", "save_weights", "load_weights", "state_dict_for_save", "save_checkpoint", "load_checkpoint",
 ]

@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import shutil
 import sys
 import time
@@ -377,6 +376,7 @@ def run_stage1(preset, workdir: str | Path, arch: Any = None, teacher=None, *, t
         start, t_prev = 0, 0.0
         mse0 = feature_mse(student, val_ds, feats_va, s1.batch_size, dev)
         if logger:
+            logger.path.unlink(missing_ok=True)  # no checkpoint: the log starts over too
             logger.log(stage=1, task=task.name, epoch=0, val_mse=mse0, time_s=0.0)
     log(f"stage 1 [{task.name}]: student depths {task.depths} ({count_params(student):,} params, from "
         f"{task.arch_source}), {len(train_ds)} train / {len(val_ds)} val images, {s1.epochs} epochs, "
@@ -518,6 +518,8 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
     start, t_prev = (int(state["epoch"]), float(state["time_s"])) if state else (0, 0.0)
     if state:
         log(f"stage 2: resuming after epoch {start}/{n_epochs}")
+    elif logger:
+        logger.path.unlink(missing_ok=True)  # no checkpoint: the log starts over too
     mode = "joint" if train_encoder and noise else f"ablation(train_encoder={train_encoder}, noise={noise})"
     log(f"stage 2 ({mode}): tasks {[it.task.name for it in items]}, {n_epochs} epochs, SNR {s2.snr_db_range} dB, "
         f"channels {s2.channels}, lambdas kd/re/task {s2.lambda_kd}/{s2.lambda_re}/{s2.lambda_task}, device {dev}")

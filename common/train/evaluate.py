@@ -189,7 +189,7 @@ def plot_curves(curves: Sequence[dict], path: str | os.PathLike, title: str | No
         ax.set_title(names.get(ch, ch))
         ax.set_ylim(0, 100)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

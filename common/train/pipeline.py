@@ -29,7 +29,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from common.train.evaluate import DEFAULT_SNRS_DB
 
@@ -148,7 +148,7 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
     plot_curves(curves, workdir / "eval" / "fig6.png", title=f"{preset.name}: accuracy vs SNR ({curves[0]['data']})")
 
     # feature cache timing (optional) ------------------------------------------------------------
-    cache = None
+    cache = (_read(workdir / "results.json") or {}).get("feature_cache")  # kept when not re-measured
     if time_cache:
         done = step("feature-cache timing")
         try:

@@ -226,6 +226,7 @@ def _median_per_image_ms(run: Callable[[], Any], batch: int, warmup: int, repeat
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {"per_image_ms": med * 1e3 / batch, "batch_ms": med * 1e3, "runs": len(times),
+            "min_per_image_ms": min(times) * 1e3 / batch,
             "images_per_s": batch / med if med > 0 else float("inf")}
 
 
@@ -334,7 +335,7 @@ def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path,
         "compression_ratio": spec.compression_ratio if method == "rkd-sc" else None,
         "params": params, "params_m": params["encoder"] / 1e6,
         "params_without_cat_m": params["student"] / 1e6,
-        "flops": flops, "gflops": flops / 1e9, "feature_dim": out_dim, "symbols_per_image": (out_dim + 1) // 2,
+        "flops": flops, "gflops": flops / 1e9, "gmacs": flops / 2e9, "feature_dim": out_dim, "symbols_per_image": (out_dim + 1) // 2,
         "threads": threads, "latency_ms": {}, "notes": [],
     }
     lat = row["latency_ms"]
@@ -481,7 +482,7 @@ def markdown_table(doc: dict) -> str:
     """Table II layout, measured here, plus large-batch and onnxruntime columns."""
     batches = doc["settings"]["batches"]
     b0, bl = batches[0], batches[-1]
-    head = ["Method", "Source", "Input", "Params (M)", "Params w/o CAT (M)", "GFLOPs", "GPU (µs)",
+    head = ["Method", "Source", "Input", "Params (M)", "Params w/o CAT (M)", "GFLOPs", "GMACs", "GPU (µs)",
             f"CPU torch b{b0} (ms)", f"CPU ORT b{b0} (ms)"]
     if bl != b0:
         head += [f"CPU torch b{bl} (ms/img)", f"CPU ORT b{bl} (ms/img)"]
@@ -490,14 +491,22 @@ def markdown_table(doc: dict) -> str:
     for r in doc["rows"]:
         lat = r["latency_ms"]
 
-        def per(key: str) -> str:
-            return _f(lat[key]["per_image_ms"], ".3f") if key in lat else "n/a"
+        def per(engine: str, b: int) -> str:
+            key = f"{engine}_cpu_b{b}"
+            if key in lat:
+                return _f(lat[key]["per_image_ms"], ".3f")
+            # a row timed at other batch sizes (the teacher's --teacher-batches): its largest one
+            own = sorted(int(k.rsplit("b", 1)[1]) for k in lat if k.startswith(f"{engine}_cpu_b"))
+            if b != b0 and own and own[-1] != b0:
+                return f"{lat[f'{engine}_cpu_b{own[-1]}']['per_image_ms']:.3f} (b{own[-1]})"
+            return "n/a"
 
         cells = [r["method"], r["source"], str(r["input_size"]), _f(r["params_m"], ".3f"),
-                 _f(r["params_without_cat_m"], ".3f"), _f(r["gflops"], ".4f"), _f(r["gpu_us"], ".2f"),
-                 per(f"torch_cpu_b{b0}"), per(f"ort_cpu_b{b0}")]
+                 _f(r["params_without_cat_m"], ".3f"), _f(r["gflops"], ".4f"),
+                 _f(None if r.get("gflops") is None else r["gflops"] / 2, ".4f"), _f(r["gpu_us"], ".2f"),
+                 per("torch", b0), per("ort", b0)]
         if bl != b0:
-            cells += [per(f"torch_cpu_b{bl}"), per(f"ort_cpu_b{bl}")]
+            cells += [per("torch", bl), per("ort", bl)]
         cells += [_f(r["iot_ms"], ".2f"), _f(r["iot_scaled_ms"], ".2f"), str(r["feature_dim"])]
         lines.append("| " + " | ".join(cells) + " |")
     m = doc["machine"]
@@ -507,7 +516,9 @@ def markdown_table(doc: dict) -> str:
     lines.append(f"CPU: {m['processor']} ({m['threads']} threads for torch and onnxruntime; measured matmul "
                  f"{m['matmul_gflops']:.1f} GFLOPS; load average {m.get('load_avg_1m', 'n/a')} at the start). GPU: {m['gpu'] or 'none'}. Times are medians per image. "
                  f"IoT paper formula = CPU torch b{b0} x {PAPER_CPU_GFLOPS}/{PI_GFLOPS:g} (871.49 GFLOPS is the "
-                 f"paper's CPU); IoT scaled = CPU torch b{b0} x {m['matmul_gflops']:.1f}/{PI_GFLOPS:g}.")
+                 f"paper's CPU); IoT scaled = CPU torch b{b0} x {m['matmul_gflops']:.1f}/{PI_GFLOPS:g}. GFLOPs count 2 "
+                 f"FLOPs per multiply-accumulate; the paper's GFLOPs column matches MAC counts (its ViT-B/16 "
+                 f"teacher: 17.587, i.e. ~17.5 GMACs), so compare it with the GMACs column.")
     return "\n".join(lines)
 
 

@@ -426,14 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="final selection rule (default: alpha-beta for kdl-darts, alpha for darts)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/search-METHOD/checkpoint")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU intra-op threads (default: $RKDSC_THREADS, else torch's default)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     return p
 
 
 def cli(argv: list[str] | None = None) -> int:
+    from common.train.common import set_threads
     from common.train.presets import PresetError, load_preset, parse_set_args
 
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     try:
         overrides = parse_set_args(args.overrides)
         if args.epochs is not None:

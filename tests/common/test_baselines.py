@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.common.test_distill import QUIET, log_records, one_thread, smoke, workdir_with_teacher  # noqa: F401
+from tests.common.test_distill import QUIET, log_records, one_thread, smoke, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
 
 EPOCHS = {"baseline.epochs": 3, "baseline.lr": 2e-3, "baseline.lr_min": 5e-4}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.common.test_distill import OVERRIDES, QUIET, one_thread, workdir_with_teacher  # noqa: F401
+from tests.common.test_distill import OVERRIDES, one_thread, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
 
 FAST = {**OVERRIDES, "search.epochs": 1, "stage1.epochs": 2, "stage2.epochs": 2, "baseline.epochs": 1}
 METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
