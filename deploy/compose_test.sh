@@ -309,7 +309,6 @@ for svc in edge-near edge-mid edge-far report; do
 done
 log "edge devices and report finished (exit 0) in ${TIMES[edges]} s"
 
-if [ "$(id -u)" = 0 ]; then chown -R 0:0 "$OUT"; fi
 curl_metrics() { "$PY" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$1"; }
 curl_metrics "http://127.0.0.1:$RKDSC_PUBLISH_SERVER_METRICS/metrics" >"$OUT/server.metrics" || die "cannot scrape the server's /metrics"
 curl_metrics "http://127.0.0.1:$RKDSC_PUBLISH_RELAY_METRICS/metrics" >"$OUT/relay.metrics" || die "cannot scrape the relay's /metrics"
@@ -419,6 +418,30 @@ sys.exit(0 if not problems else 1)
 PYEOF
 log "checks passed: every image answered, accuracies within $TOL of the local demo, metrics consistent"
 
+# scaled edge devices: `--profile scale --scale edge=2` -> transmitters edge-1, edge-2 (pool links)
+t=$(now)
+dc --profile scale up --no-color --scale edge=2 edge 2>&1 | grep -E 'edge-[0-9]+ +\|' | sed 's/^/    /' || true
+for cid in $(dc --profile scale ps -aq edge); do
+  code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
+  [ "$code" = 0 ] || die "scaled edge container $cid exited with $code"
+done
+if [ "$(id -u)" = 0 ]; then chown -R 0:0 "$OUT"; fi   # the results, written as uid 10001, back to root
+"$PY" - "$OUT" <<'PYEOF' || die "scaled edge devices: results incomplete"
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+n = len(list(pathlib.Path("runs/samples/digits").rglob("*.png")))
+rows = [json.loads((out / f"edge-{i}" / "summary.json").read_text()) for i in (1, 2)]
+bad = [r["id"] for r in rows if not (r["images"] == r["answered"] == n and r["errors"] == 0)]
+report = json.loads((out / "report.json").read_text())
+report["scale"] = [{k: r[k] for k in ("id", "snr_db", "fading", "images", "answered", "accuracy")} for r in rows]
+(out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+for r in rows:
+    print(f"    {r['id']:<10} {r['snr_db']:6.1f} {r['fading']:<9} {r['answered']:4d}/{r['images']:<4d} {r['accuracy']:.4f}")
+sys.exit(1 if bad else 0)
+PYEOF
+TIMES[scale]=$(since "$t")
+log "scaled edge devices edge-1, edge-2 answered every image (${TIMES[scale]} s)"
+
 t=$(now)
 dc --profile scale down -v --remove-orphans -t 10 >/dev/null 2>&1 || die "compose down failed"
 COMPOSE_UP=0
@@ -433,11 +456,11 @@ if [ -n "$STARTED_PID" ] && [ "${RKDSC_KEEP_ENGINE:-0}" != 1 ]; then
   STARTED_PID=""
 fi
 TIMES[total]=$(since "$T0")
-"$PY" - "$OUT/report.json" "${TIMES[teardown]}" "${TIMES[total]}" <<'PYEOF'
+"$PY" - "$OUT/report.json" "${TIMES[teardown]}" "${TIMES[total]}" "${TIMES[scale]}" <<'PYEOF'
 import json, sys
 path, teardown, total = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 report = json.load(open(path))
-report["timings_s"].update(teardown=teardown, total=total)
+report["timings_s"].update(teardown=teardown, total=total, scale=float(sys.argv[4]))
 open(path, "w").write(json.dumps(report, indent=2) + "\n")
 PYEOF
 log "passed in ${TIMES[total]} s; report $OUT/report.json"

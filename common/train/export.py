@@ -112,6 +112,16 @@ def export_from_workdir(workdir: str | Path, out: str | Path, method: str, prove
     return out
 
 
+def add_metrics(bundle: str | Path, metrics: dict) -> None:
+    """Merge ``metrics`` into the bundle's ``provenance.metrics`` (rewrites manifest.json; the
+    component checksums are recomputed and must still match)."""
+    from common.bundle.manifest import read_manifest, write_manifest
+
+    manifest = read_manifest(bundle)
+    manifest.setdefault("provenance", {}).setdefault("metrics", {}).update(metrics)
+    write_manifest(bundle, manifest)
+
+
 def bundle_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 

@@ -145,6 +145,13 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
             evals[m][ch] = c
             curves.append(c)
         done()
+    from common.train.export import add_metrics
+
+    for m in methods:  # the deployed bundle carries its own evaluation
+        add_metrics(bundles[m], {f"eval_{ch}": {f"{p['snr_db']:g}dB": round(p["accuracy"], 4)
+                                                for p in evals[m][ch]["points"]}
+                                 for ch in EVAL_CHANNELS} | {"eval_split": curves[0]["data"],
+                                                             "eval_n": curves[0]["points"][0]["n"]})
     plot_curves(curves, workdir / "eval" / "fig6.png", title=f"{preset.name}: accuracy vs SNR ({curves[0]['data']})")
 
     # feature cache timing (optional) ------------------------------------------------------------
@@ -275,6 +282,10 @@ def train_default(out: str | Path, workdir: str | Path | None = None, resume: bo
         ev = run_evaluation([str(out)], None, ch, [-10.0, 0.0, 10.0, 20.0], preset=preset, seed=preset.seed)
         res["heldout"][ch] = ev["points"]
     res["wall_s"] = round(time.time() - t0, 1)
+    from common.train.export import add_metrics
+
+    add_metrics(out, {f"heldout_{ch}": {f"{p['snr_db']:g}dB": round(p["accuracy"], 4) for p in pts}
+                      for ch, pts in res["heldout"].items()} | {"heldout_n": res["heldout"]["awgn"][0]["n"]})
     (workdir / "train-default.json").write_text(json.dumps(res, indent=2) + "\n")
     pts = "  ".join(f"{p['snr_db']:g} dB {p['accuracy']:.3f}" for p in res["heldout"]["awgn"])
     log(f"default bundle -> {out} ({size / 1e6:.2f} MB); held-back digits accuracy (AWGN): {pts}; "

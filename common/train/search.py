@@ -57,6 +57,8 @@ Outputs in ``workdir/search-<method>/``: ``arch.json`` (see ``run_search``), ``s
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -444,12 +446,14 @@ def cli(argv: list[str] | None = None) -> int:
             overrides["search.epochs"] = args.epochs
         preset = load_preset(args.preset, overrides)
     except PresetError as e:
-        print(f"rkdsc search: {e}", file=__import__("sys").stderr)
+        print(f"rkdsc search: {e}", file=sys.stderr)
         return 2
     workdir = args.workdir or preset.workdir_default
     log = (lambda _m: None) if args.quiet else print
     res = run_search(preset, args.method, workdir, log=log, selection=args.selection, resume=args.resume,
                      device=args.device)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 reports
     print(f"{args.method}: depths {res['depths']} ({res['selected_params']:,} params), val acc "
           f"{res['val_acc'] if res['val_acc'] is not None else float('nan'):.4f} -> "
           f"{Path(workdir) / f'search-{args.method}' / 'arch.json'}")

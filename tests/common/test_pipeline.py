@@ -76,14 +76,16 @@ def test_bundles_verify_and_deploy_the_trained_modules(run):
     from common.train.distill import load_task_system
     from common.train.presets import load_preset
 
-    wd, _ = run
+    wd, res = run
     x = torch.stack([heldout_dataset(load_preset("smoke", FAST))[i][0] for i in range(8)])
     snr = torch.full((8,), 10.0)
     for m in METHODS:
         bundle_dir = wd / "bundles" / m
         assert verify_bundle(bundle_dir) == []
         b = load_bundle(bundle_dir)
-        assert b.manifest["provenance"]["method"] == m and b.manifest["provenance"]["seed"] == 0
+        prov = b.manifest["provenance"]
+        assert prov["method"] == m and prov["seed"] == 0 and prov["preset"] == "smoke"
+        assert prov["metrics"]["eval_awgn"]["25dB"] == pytest.approx(res["methods"][m]["accuracy"]["awgn"]["25"], abs=1e-4)
         got = EdgeModel(b).encode(x.numpy(), snr.numpy())
         with torch.no_grad():
             if m == "rkd-sc":
