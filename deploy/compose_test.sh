@@ -447,6 +447,9 @@ dc --profile scale down -v --remove-orphans -t 10 >/dev/null 2>&1 || die "compos
 COMPOSE_UP=0
 TIMES[teardown]=$(since "$t")
 log "compose down -v in ${TIMES[teardown]} s"
+if [ "$ENGINE_MODE" != existing ]; then
+  docker image prune -f >/dev/null 2>&1 || true   # superseded rkdsc-* builds in our own engine only
+fi
 if [ -n "$STARTED_PID" ] && [ "${RKDSC_KEEP_ENGINE:-0}" != 1 ]; then
   t=$(now)
   kill "$STARTED_PID"

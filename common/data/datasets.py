@@ -18,8 +18,8 @@
   have no test split: ``heldout_dataset`` returns the validation split for them.
 * cifar100 comes through ``torchvision.datasets.CIFAR100(download=False)``.
 
-Decoded image folders are cached per process (``_FOLDER_CACHE``) so that several training
-steps in one process decode the JPEGs once.
+Decoded image folders and upscaled digits are cached per process (``_FOLDER_CACHE``,
+``_DIGITS_CACHE``) so that several training steps in one process decode the images once.
 """
 
 from __future__ import annotations
