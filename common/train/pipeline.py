@@ -326,6 +326,9 @@ def cli(argv: list[str] | None = None) -> int:
     from common.train.evaluate import join_negative_values
 
     args = build_parser().parse_args(join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    from common.train.common import set_threads
+
+    set_threads()  # $RKDSC_THREADS, else torch's default
     if args.device:
         os.environ["RKDSC_DEVICE"] = args.device
     try:
@@ -361,6 +364,9 @@ def cli_default(argv: list[str] | None = None) -> int:
     from common.train.presets import PresetError
 
     args = build_default_parser().parse_args(argv)
+    from common.train.common import set_threads
+
+    set_threads()  # $RKDSC_THREADS, else torch's default
     if args.device:
         os.environ["RKDSC_DEVICE"] = args.device
     try:
