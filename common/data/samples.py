@@ -46,6 +46,7 @@ def write_samples(out_dir: str | os.PathLike, count: int | None = None, size: in
     rgb = upscale_rgb(images[held], size)  # [N, size, size, 3] uint8
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; the folder is meant to be shared (containers)
     try:
         for name in DIGITS_CLASS_NAMES:
             (tmp / name).mkdir()
