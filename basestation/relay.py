@@ -47,7 +47,7 @@ from common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 from server.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, ServiceHandle,
-                            add_health_and_reflection, check_finite, check_symbols, grpc_options,
+                            add_health_and_reflection, check_finite, check_symbols, grpc_options, handler_threads,
                             invalid, serve, set_health, setup_logging)
 
 log = logging.getLogger("rkdsc.relay")
@@ -262,6 +262,7 @@ class RelayServicer(pb_grpc.RelayServicer):
         fwd: queue.Queue = queue.Queue()     # (deliver_at, ChannelFrame) / _END for the server
         inflight: dict[tuple[str, int], list] = {}  # key -> [LinkState, perf_counter at send]
         lock = threading.Lock()
+        closing = threading.Event()          # this handler cancels the upstream call itself
 
         def upstream_requests():
             while True:
@@ -288,6 +289,13 @@ class RelayServicer(pb_grpc.RelayServicer):
                         self._reject(frame, exc)
                         out.put(_Abort(exc.code, exc.message))
                         return
+                    except Exception as exc:  # noqa: BLE001 - a bug must end the stream with an
+                        # error, never silently (the edge would wait for the frame's result)
+                        log.exception("relay: frame %s of %r failed", frame.frame_id, frame.transmitter_id)
+                        self.metrics.frames.labels(self._tx_label(frame.transmitter_id), "failed").inc()
+                        out.put(_Abort(grpc.StatusCode.INTERNAL,
+                                       f"relay: frame {frame.frame_id} failed: {type(exc).__name__}: {exc}"))
+                        return
                     with lock:
                         inflight[(cf.transmitter_id, cf.frame_id)] = [state, time.perf_counter()]
                     fwd.put((deliver_at, cf))
@@ -306,13 +314,21 @@ class RelayServicer(pb_grpc.RelayServicer):
                         _sleep_until(arrived + self.propagation_s)
                     state, sent = (entry if entry is not None else (None, None))
                     out.put(self._finish(res, state, None if sent is None else time.perf_counter() - sent))
-                out.put(_UPSTREAM_DONE)
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.CANCELLED:
-                    out.put(_UPSTREAM_DONE)
-                    return
                 with lock:
                     lost = len(inflight)
+                if lost:  # the server ended its stream OK without answering every frame
+                    for _ in range(lost):
+                        self.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
+                    out.put(_Abort(grpc.StatusCode.UNAVAILABLE,
+                                   f"server: the decode stream ended with {lost} frame(s) unanswered"))
+                    return
+                out.put(_UPSTREAM_DONE)
+            except grpc.RpcError as exc:
+                with lock:
+                    lost = len(inflight)
+                if exc.code() == grpc.StatusCode.CANCELLED and (closing.is_set() or not lost):
+                    out.put(_UPSTREAM_DONE)
+                    return
                 for _ in range(lost):
                     self.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
                 out.put(_Abort(exc.code(), f"server: {exc.details()}"))
@@ -330,10 +346,12 @@ class RelayServicer(pb_grpc.RelayServicer):
                 if item is _UPSTREAM_DONE:
                     return
                 if isinstance(item, _Abort):
+                    closing.set()
                     call.cancel()
                     context.abort(item.code, item.message)
                 yield item
         finally:
+            closing.set()
             fwd.put(_END)
             call.cancel()
             self._leave()
@@ -401,13 +419,15 @@ class RelayServicer(pb_grpc.RelayServicer):
 
 
 def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
-                  max_workers: int = 64) -> tuple[ServiceHandle, int]:
+                  max_workers: int | None = None) -> tuple[ServiceHandle, int]:
     """Build the relay: servicer, gRPC server bound to ``basestation.host:port`` (0 = free
     port), metrics endpoint, and a (lazy) channel to ``basestation.server_addr``."""
     bs = cfg.basestation
     metrics = RelayMetrics()
     upstream = grpc.insecure_channel(bs.server_addr, options=grpc_options(bs.max_message_bytes))
     servicer = RelayServicer(cfg, upstream, metrics, rng_factory)
+    if max_workers is None:  # one thread per open Transmit stream, plus room for unary calls
+        max_workers = handler_threads(cfg, 64)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="relay"),
                          options=grpc_options(bs.max_message_bytes))
     pb_grpc.add_RelayServicer_to_server(servicer, server)

@@ -11,7 +11,7 @@ Sections (every key optional unless marked)::
     [basestation] host port metrics_port server_addr symbol_rate_hz propagation_delay_ms
                   max_message_bytes
     [[transmitters]] id (required) task snr_db fading path_gain_db seed images batch_size
-                  initial_snr_estimate_db limit max_in_flight
+                  initial_snr_estimate_db limit max_in_flight result_timeout_s
 
 **Relative paths** (``bundle.path``, ``transmitters[i].images``) resolve against ``root``;
 ``root`` itself resolves against the folder of the config file and defaults to that folder.
@@ -97,6 +97,8 @@ class TransmitterConfig:
                                      # (None: the configured snr_db + path_gain_db)
     limit: int = 0                   # at most this many images (0 = all)
     max_in_flight: int = 32          # frames sent but not yet answered (flow control)
+    result_timeout_s: float = 60.0   # a frame without a result this long after it was sent is
+                                     # an error (DEADLINE_EXCEEDED) and the edge stops waiting
 
     @property
     def effective_snr_db(self) -> float:
@@ -289,7 +291,8 @@ def _parse_transmitter(t: _Section, root: Path) -> TransmitterConfig:
         seed=t.integer("seed", d.seed, 0, 2**63 - 1), images=images,
         batch_size=t.integer("batch_size", d.batch_size, 1, 4096),
         initial_snr_estimate_db=t.number("initial_snr_estimate_db", None, -100.0, 100.0),
-        limit=t.integer("limit", d.limit, 0), max_in_flight=t.integer("max_in_flight", d.max_in_flight, 1, 100_000))
+        limit=t.integer("limit", d.limit, 0), max_in_flight=t.integer("max_in_flight", d.max_in_flight, 1, 100_000),
+        result_timeout_s=t.number("result_timeout_s", d.result_timeout_s, 0.001, 86_400.0))
 
 
 def _apply_env(cfg: Config, env: Mapping[str, str]) -> None:

@@ -153,12 +153,20 @@ def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges:
 
 def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int, snr_db: float,
                     fading: str, work: Path, timeout_s: float) -> dict:
-    from edge.demo import run_demo
+    from edge.demo import DemoError, run_demo
 
     out = work / f"net-{edges}"
     cfg = write_topology(work / f"topology-{edges}.toml", bundle_dir, images, task, edges, n, batch_size, snr_db, fading)
     t0 = time.perf_counter()
-    summary = run_demo(cfg, out, timeout_s=timeout_s, limit=n, quiet=True)
+    failure = None
+    try:
+        summary = run_demo(cfg, out, timeout_s=timeout_s, limit=n, quiet=True)
+    except DemoError as exc:  # e.g. an edge gave up on results (result timeout): report, do not hang
+        failure = str(exc)
+        try:
+            summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = {"transmitters": [], "ok": False}
     total_s = time.perf_counter() - t0
     rows = summary["transmitters"]
     lat: list[float] = []
@@ -173,7 +181,8 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
     labelled = [r for r in rows if r.get("accuracy") is not None]
     return {
         "edges": edges, "images": sum(r["images"] for r in rows), "answered": answered,
-        "errors": sum(r["errors"] for r in rows), "ok": summary.get("ok"),
+        "errors": sum(r["errors"] for r in rows), "ok": summary.get("ok") and failure is None,
+        "failure": failure,
         "images_per_s": answered / edge_wall if edge_wall > 0 else None,
         "per_edge_images_per_s": [r.get("images_per_s") for r in rows],
         "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},
@@ -447,6 +456,11 @@ def format_table(doc: dict) -> str:
     for e, res in doc["networked"].items():
         lines.append(f"| networked, {e} edge(s) | {_f(res['images_per_s'], '.1f')} | {_f(res['latency_ms']['p50'])} | "
                      f"{_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
+    for e, res in doc["networked"].items():
+        if res.get("failure") or res.get("errors"):
+            first = (res.get("failure") or "").strip().splitlines()[:1]
+            lines.append(f"networked, {e} edge(s): {res.get('errors', 0)} of {res.get('images', 0)} images "
+                         f"without a result" + (f"; failed: {first[0]}" if first else ""))
     enc = doc["encoder"]
     lines += ["", f"edge encoder ({enc['threads']} threads; torch: {enc['torch_source']}):",
               "| batch | torch ms/img | onnxruntime ms/img | ORT speed-up |", "|---|---|---|---|"]
@@ -519,6 +533,11 @@ def cli(argv: list[str] | None = None) -> int:
             return 2
         raise
     print(format_table(doc))
+    failed = [e for e, res in doc["networked"].items() if res.get("failure")]
+    if failed:
+        print(f"rkdsc bench: networked run(s) with {', '.join(failed)} edge(s) failed; see the note above",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,7 +9,10 @@ Per image: read (``common.data.images``), preprocess per the bundle manifest, ba
 stream. The CAT encoder is conditioned on the link SNR the relay feeds back in every
 Result (``link.effective_snr_db``); before the first feedback it uses
 ``initial_snr_estimate_db`` (default: the configured ``snr_db + path_gain_db``). At most
-``max_in_flight`` frames are unanswered at a time (flow control).
+``max_in_flight`` frames are unanswered at a time (flow control). A frame without a result
+``result_timeout_s`` after it was queued for sending is recorded as an error
+(``DEADLINE_EXCEEDED: no result within N s``), the stream is cancelled and the run ends with
+``stream_error`` set (exit status 1), so a lost result never makes the device wait forever.
 
 Outputs in ``out_dir``: ``results.jsonl`` (one record per image, in file order: file,
 transmitter, predicted class, score, label, correct, latency_ms, error, ...) and
@@ -190,10 +193,14 @@ class EdgeClient:
         stub = pb_grpc.RelayStub(chan)
         send: queue.Queue = queue.Queue()
         window = threading.Semaphore(self.tx.max_in_flight)
-        failed = threading.Event()
+        failed = threading.Event()      # the stream failed, ended early, or a result timed out
+        ended = threading.Event()       # the receiver is done (the response stream is over)
+        sent_all = threading.Event()    # every frame was handed to the stream (half-close follows)
         error: list[str] = []
-        by_id: dict[int, _Entry] = {}
+        by_id: dict[int, _Entry] = {}   # frames handed to the stream, not answered yet
+        waiting_since: dict[int, float] = {}  # frame id -> perf_counter when it was queued
         lock = threading.Lock()
+        timeout_s = float(self.tx.result_timeout_s)
         bar = _progress(len(entries), self.tx.id, self.progress)
 
         def requests():
@@ -210,6 +217,12 @@ class EdgeClient:
 
         call = stub.Transmit(requests(), wait_for_ready=True)
 
+        def fail(message: str) -> None:
+            with lock:
+                if not error:
+                    error.append(message)
+            failed.set()
+
         def receive():
             try:
                 for res in call:
@@ -220,21 +233,54 @@ class EdgeClient:
                         self.snr_estimate_db = float(res.link.effective_snr_db)
                     with lock:
                         e = by_id.pop(res.frame_id, None)
-                    window.release()
-                    if e is None:
-                        log.warning("edge %s: result for unknown frame %d", self.tx.id, res.frame_id)
+                        waiting_since.pop(res.frame_id, None)
+                    if e is None:  # unknown, or already given up on (result timeout)
+                        log.warning("edge %s: result for unknown or timed-out frame %d", self.tx.id, res.frame_id)
                         continue
+                    window.release()
                     self._fill(e, res, now)
                     bar.update(1)
+                with lock:
+                    unanswered = len(by_id)
+                if unanswered:  # the relay closed the stream with OK but frames are missing
+                    fail(f"stream ended with {unanswered} frame(s) unanswered")
+                elif not sent_all.is_set():
+                    fail("stream ended before every frame was sent")
             except grpc.RpcError as exc:
-                error.append(f"{exc.code().name}: {exc.details()}")
-                failed.set()
+                fail(f"{exc.code().name}: {exc.details()}")
+            except Exception as exc:  # noqa: BLE001 - never leave the sender waiting on the window
+                log.exception("edge %s: receiving results failed", self.tx.id)
+                fail(f"INTERNAL: receiving results failed: {type(exc).__name__}: {exc}")
+            finally:
+                ended.set()
+
+        def expire() -> bool:
+            """Give up on the frames waiting longer than result_timeout_s: they become errors
+            (DEADLINE_EXCEEDED), the call is cancelled. True when that happened."""
+            now = time.perf_counter()
+            with lock:
+                if not waiting_since or now - min(waiting_since.values()) < timeout_s:
+                    return False
+                lost = [by_id.pop(fid) for fid in list(by_id)]
+                waiting_since.clear()
+            message = f"DEADLINE_EXCEEDED: no result within {timeout_s:g} s"
+            for e in lost:
+                e.record["error"] = message
+                e.done = True
+            bar.update(len(lost))
+            log.error("edge %s: %d frame(s) without a result after %g s; giving up", self.tx.id, len(lost), timeout_s)
+            fail(f"{message} for {len(lost)} frame(s) (result_timeout_s)")
+            call.cancel()
+            return True
+
+        def stop_sending() -> bool:
+            return failed.is_set() or ended.is_set() or expire()
 
         receiver = threading.Thread(target=receive, name=f"edge-{self.tx.id}-recv", daemon=True)
         receiver.start()
         try:
             for start in range(0, len(entries), self.tx.batch_size):
-                if failed.is_set():
+                if stop_sending():
                     break
                 chunk = entries[start:start + self.tx.batch_size]
                 t_enc = time.perf_counter()
@@ -249,17 +295,26 @@ class EdgeClient:
                     e.t_encode = t_enc
                     e.record["frame_id"] = frame.frame_id
                     e.record["encoder_snr_db"] = snr
-                    while not window.acquire(timeout=0.5):
-                        if failed.is_set():
+                    acquired = False
+                    while not (acquired := window.acquire(timeout=0.25)):
+                        if stop_sending():
                             break
-                    if failed.is_set():
+                    if not acquired or stop_sending():
+                        if acquired:
+                            window.release()
                         break
                     with lock:
                         by_id[frame.frame_id] = e
+                        waiting_since[frame.frame_id] = time.perf_counter()
                     send.put((e, frame))
+            sent_all.set()
         finally:
             send.put(_END)
-            receiver.join()
+            # wait for the results still due, but never longer than result_timeout_s per frame
+            while not ended.wait(0.25):
+                if expire():
+                    ended.wait(5.0)  # the cancelled call ends the receiver promptly
+                    break
             bar.close()
         return error[0] if error else None
 
@@ -326,7 +381,8 @@ def cli(argv: list[str] | None = None) -> int:
         "bundle's edge part (student + CAT encoder), stream the channel symbols to the "
         "base-station relay, and write results.jsonl + summary.json. The relay address "
         "comes from RKDSC_RELAY_ADDR or the [basestation] section. Exit status: 0 when the "
-        "stream completed (unreadable images are reported per file), 1 when it failed, 2 "
+        "stream completed (unreadable images are reported per file), 1 when it failed or a "
+        "result did not come within the result timeout, 2 "
         "for a bad config or bundle."))
     p.add_argument("--config", required=True, help="topology TOML file")
     p.add_argument("--id", required=True, help="transmitter id ([[transmitters]] id) to run as")
@@ -339,6 +395,10 @@ def cli(argv: list[str] | None = None) -> int:
                    help="onnxruntime intra-op threads of the edge model (default 1: one small edge CPU)")
     p.add_argument("--frame-id-base", type=int, default=None,
                    help="first frame id (default: derived from the clock, unique across runs)")
+    p.add_argument("--result-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up on a frame without a result after this many seconds: it is recorded as "
+                        "an error (DEADLINE_EXCEEDED) and the run exits with status 1 (overrides the "
+                        "transmitter's result_timeout_s, default 60)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when stderr is not a tty)")
     p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     args = p.parse_args(argv)
@@ -349,6 +409,10 @@ def cli(argv: list[str] | None = None) -> int:
         if args.bundle:
             cfg.bundle.path = Path(args.bundle).resolve()
         tx = cfg.transmitter(args.id)
+        if args.result_timeout is not None:
+            if not args.result_timeout > 0:
+                raise ValueError(f"--result-timeout: expected a number of seconds > 0, got {args.result_timeout}")
+            tx.result_timeout_s = float(args.result_timeout)
         client = EdgeClient(cfg, tx, relay_addr=args.relay, progress=not args.no_progress,
                             intra_op_threads=args.threads, frame_id_base=args.frame_id_base)
         images = Path(args.images) if args.images else tx.images

@@ -348,7 +348,13 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
                 self.metrics.frames.labels(tx_label, task_label, "failed").inc()
                 out.set_result(self._error_result(cf, grpc.StatusCode.INTERNAL, f"decode failed: {exc}"))
                 return
-            out.set_result(self._result(cf, rt, decoded, tx_label))
+            try:
+                result = self._result(cf, rt, decoded, tx_label)
+            except Exception as exc:  # noqa: BLE001 - the frame must get an answer, never none
+                log.exception("building the result failed for %s/%s", cf.transmitter_id, cf.frame_id)
+                self.metrics.frames.labels(tx_label, task_label, "failed").inc()
+                result = self._error_result(cf, grpc.StatusCode.INTERNAL, f"result failed: {exc}")
+            out.set_result(result)
 
         inner.add_done_callback(done)
         return out
@@ -388,6 +394,12 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
                         fut = self.submit(cf)
                     except FrameRejected as exc:
                         out.put(_Abort(exc.code, exc.message))
+                        return
+                    except Exception as exc:  # noqa: BLE001 - end the stream with an error, never
+                        # silently: the relay and the edge would wait for this frame's result
+                        log.exception("Decode: frame %s of %r failed", cf.frame_id, cf.transmitter_id)
+                        out.put(_Abort(grpc.StatusCode.INTERNAL,
+                                       f"server: frame {cf.frame_id} failed: {type(exc).__name__}: {exc}"))
                         return
                     with lock:
                         state["pending"] += 1
@@ -462,16 +474,30 @@ def status_code_from_value(value: int) -> grpc.StatusCode:
 
 # ============================================================================ create / main
 
-def create_server(cfg: Config, bundle=None, max_workers: int = 32,
+def handler_threads(cfg: Config, base: int) -> int:
+    """gRPC handler threads for a service of this topology.
+
+    A bidirectional stream (``Relay.Transmit``, ``EdgeServer.Decode``) holds one handler thread
+    for its whole lifetime, and a stream arriving when every thread is taken waits, unserved,
+    until another stream ends. So the pool keeps ``base`` threads for unary calls (health,
+    GetInfo, SetLink, ...) plus two per transmitter of the topology (its stream, and a
+    reconnecting or overlapping second one)."""
+    return int(base) + 2 * len(cfg.transmitters)
+
+
+def create_server(cfg: Config, bundle=None, max_workers: int | None = None,
                   models: dict[str, Any] | None = None) -> tuple[ServiceHandle, int]:
     """Load (and verify) the bundle, build the servicer, bind ``server.host:port`` (0 = free
     port) and the metrics endpoint (``server.metrics_port``; 0 = free port, -1 = none).
+    ``max_workers`` (handler threads) defaults to ``handler_threads(cfg, 32)``.
     ``models`` (task -> object with ``spec`` and ``decode``) replaces the ServerModels.
     Raises BundleError naming the file when the bundle fails verification."""
     if bundle is None:
         bundle = bundle_lib.load_bundle(cfg.bundle.path, verify=True)
     metrics = ServerMetrics()
     servicer = EdgeServerServicer(bundle, cfg, metrics, models=models)
+    if max_workers is None:
+        max_workers = handler_threads(cfg, 32)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="edge-server"),
                          options=grpc_options(4 * 1024 * 1024))
     pb_grpc.add_EdgeServerServicer_to_server(servicer, server)
