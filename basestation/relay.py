@@ -33,7 +33,6 @@ import queue
 import sys
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -47,7 +46,7 @@ from common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 from server.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, ServiceHandle,
-                            add_health_and_reflection, check_finite, check_symbols, grpc_options, handler_threads,
+                            build_grpc_server, check_finite, check_symbols, grpc_options, handler_threads,
                             invalid, serve, set_health, setup_logging)
 
 log = logging.getLogger("rkdsc.relay")
@@ -428,14 +427,13 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     servicer = RelayServicer(cfg, upstream, metrics, rng_factory)
     if max_workers is None:  # one thread per open Transmit stream, plus room for unary calls
         max_workers = handler_threads(cfg, 64)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="relay"),
-                         options=grpc_options(bs.max_message_bytes))
-    pb_grpc.add_RelayServicer_to_server(servicer, server)
-    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
-    port = server.add_insecure_port(cfg.relay_bind)
-    if port == 0:
+    try:
+        server, health_servicer, port = build_grpc_server(
+            pb_grpc.add_RelayServicer_to_server, servicer, bind=cfg.relay_bind, service_name=SERVICE_NAME,
+            max_workers=max_workers, max_message_bytes=bs.max_message_bytes, thread_prefix="relay")
+    except OSError:
         upstream.close()
-        raise OSError(f"relay: cannot bind {cfg.relay_bind} (address in use or not available)")
+        raise
     endpoint = MetricsEndpoint(metrics.registry, bs.metrics_port, bs.host) if bs.metrics_port >= 0 else None
     stop_info = threading.Event()
 

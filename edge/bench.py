@@ -40,8 +40,20 @@ from typing import Any, Callable
 
 import numpy as np
 
+from common.bench_format import bench_markdown
+from common.cliargs import int_list
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = REPO_ROOT / "deploy" / "bundle"
+
+
+def _shown(path: str | Path) -> str:
+    """A path as the reports show it: relative to the working directory when under it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -220,7 +232,7 @@ def torch_edge_from_bundle(bundle, task: str):
 
                 if (Path(wd) / "stage2" / task / "model.json").is_file():
                     system, _ = load_task_system(Path(wd) / "stage2" / task)
-                    return EdgePart(system.student, system.cat_encoder).eval(), f"trained weights from {wd}/stage2/{task}"
+                    return EdgePart(system.student, system.cat_encoder).eval(), f"trained weights from {_shown(Path(wd) / 'stage2' / task)}"
             else:
                 from common.train.baselines import load_jscc_parts
                 from common.train.export import task_dirs
@@ -228,7 +240,7 @@ def torch_edge_from_bundle(bundle, task: str):
                 for tdir in task_dirs(Path(wd), method):
                     encoder, _, s = load_jscc_parts(tdir)
                     if s.get("task") == task:
-                        return JSCCEdgePart(encoder).eval(), f"trained weights from {tdir}"
+                        return JSCCEdgePart(encoder).eval(), f"trained weights from {_shown(tdir)}"
         except Exception as exc:  # noqa: BLE001 - fall through to an architecture-only rebuild
             why = f"loading {wd} failed: {type(exc).__name__}: {exc}"
     # (b) a random test bundle: same seed, same construction order -> the same weights
@@ -387,6 +399,11 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                       "process; networked: the same steps pipelined over edge, relay and server processes (gRPC on "
                       "localhost), so on several cores it can be faster than the in-process loop"],
         }
+        if len(paths) < images:
+            msg = (f"--images {images}: the image folder {folder} holds {len(paths)} images, so each run uses "
+                   f"{len(paths)}")
+            doc["notes"].append(msg)
+            log("bench: " + msg)
         if threads > 1 and load > (os.cpu_count() or 1):
             doc["notes"].append(f"load average {load:.1f} exceeds the {os.cpu_count()} CPUs: the torch column with "
                                 f"{threads} threads is inflated by contention; --threads 1 is more stable")
@@ -442,54 +459,6 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
     return doc
 
 
-def _f(v: Any, spec: str = ".2f") -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def format_table(doc: dict) -> str:
-    lines = [f"bundle {doc['bundle']} ({doc['bundle_source']}), task {doc['task']}, {doc['images_per_edge']} images per "
-             f"edge, batch {doc['batch_size']}, {doc['fading']} {doc['snr_db']:g} dB", "",
-             "| path | images/s | p50 ms | p99 ms | accuracy |", "|---|---|---|---|---|"]
-    ip = doc["inprocess"]
-    lines.append(f"| in-process | {_f(ip['images_per_s'], '.1f')} | {_f(ip['latency_ms']['p50'])} | "
-                 f"{_f(ip['latency_ms']['p99'])} | {_f(ip['accuracy'], '.3f')} |")
-    for e, res in doc["networked"].items():
-        lines.append(f"| networked, {e} edge(s) | {_f(res['images_per_s'], '.1f')} | {_f(res['latency_ms']['p50'])} | "
-                     f"{_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
-    for e, res in doc["networked"].items():
-        if res.get("failure") or res.get("errors"):
-            first = (res.get("failure") or "").strip().splitlines()[:1]
-            lines.append(f"networked, {e} edge(s): {res.get('errors', 0)} of {res.get('images', 0)} images "
-                         f"without a result" + (f"; failed: {first[0]}" if first else ""))
-    enc = doc["encoder"]
-    lines += ["", f"edge encoder ({enc['threads']} threads; torch: {enc['torch_source']}):",
-              "| batch | torch ms/img | onnxruntime ms/img | ORT speed-up |", "|---|---|---|---|"]
-    for b, res in enc["batches"].items():
-        lines.append(f"| {b} | {_f(res.get('torch_ms_per_image'), '.3f')} | {_f(res['ort_ms_per_image'], '.3f')} | "
-                     f"{_f(res.get('ort_speedup'))} |")
-    ch = doc["channel"]
-    lines += ["", f"channel.simulate ({ch['symbols_per_frame']} symbols/frame): "
-              + "; ".join(f"{f}: {ch[f]['batched_ns_per_symbol']:.1f} ns/symbol batched, "
-                          f"{ch[f]['per_frame_ns_per_symbol']:.1f} ns/symbol one frame per call"
-                          for f in ("awgn", "rayleigh") if f in ch)]
-    wi = doc["wire"]
-    lines.append(f"wire: {_f(wi['uplink_bytes_per_image'], '.0f')} bytes/image uplink vs {wi['raw_image_bytes']} raw "
-                 f"image bytes ({_f(wi['raw_over_wire'])}x) and {wi['image_file_bytes_mean']:.0f} file bytes")
-    for n in doc["notes"]:
-        lines.append(f"note: {n}")
-    return "\n".join(lines)
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return vals
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkdsc bench",
@@ -508,8 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per encode batch (edges and in-process)")
     p.add_argument("--snr", type=float, default=10.0, help="link SNR in dB")
     p.add_argument("--fading", default="awgn", choices=("awgn", "rayleigh"), help="link channel")
-    p.add_argument("--edges", type=_ints, default=(1, 3), help="comma-separated edge-device counts to run")
-    p.add_argument("--encoder-batches", type=_ints, default=(1, 32), help="batch sizes of the encoder comparison")
+    p.add_argument("--edges", type=int_list(min_value=1), default=(1, 3), help="comma-separated edge-device counts to run")
+    p.add_argument("--encoder-batches", type=int_list(min_value=1), default=(1, 32), help="batch sizes of the encoder comparison")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads = onnxruntime intra-op threads for the encoder comparison (default: all CPUs)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds each networked run may take")
@@ -532,7 +501,7 @@ def cli(argv: list[str] | None = None) -> int:
             print(f"rkdsc bench: error: {exc}", file=sys.stderr)
             return 2
         raise
-    print(format_table(doc))
+    print(bench_markdown(doc))
     failed = [e for e, res in doc["networked"].items() if res.get("failure")]
     if failed:
         print(f"rkdsc bench: networked run(s) with {', '.join(failed)} edge(s) failed; see the note above",

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import Config, ConfigError, load_config
+from common.process import PARENT_PID_ENV
 
 READY_TIMEOUT_S = 120.0   # service start (model loading) limit
 STOP_TIMEOUT_S = 20.0     # graceful stop limit before SIGKILL
@@ -54,8 +55,10 @@ class Child:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        # no preexec_fn: it would force fork() and run grpc's at-fork handlers here, which can
+        # deadlock this process; the child arms its own parent-death signal (common.process)
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**env, PARENT_PID_ENV: str(os.getpid())}, stdin=subprocess.DEVNULL)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -84,17 +87,6 @@ class Child:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
-
-
-def _die_with_parent() -> None:
-    """In the child (Linux): get SIGTERM when the demo process dies, even by SIGKILL, so no
-    service outlives it. Elsewhere a no-op (the demo's finally-block still stops children)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
 
 
 def _child_env(overrides: dict[str, str]) -> dict[str, str]:

@@ -143,6 +143,26 @@ def set_health(health_servicer: health.HealthServicer, service_name: str, servin
         health_servicer.set(name, status)
 
 
+def build_grpc_server(add_servicer: Callable[[Any, grpc.Server], None], servicer: Any, *, bind: str,
+                      service_name: str, max_workers: int, max_message_bytes: int,
+                      thread_prefix: str) -> tuple[grpc.Server, health.HealthServicer, int]:
+    """The part every service shares: thread pool, message limits, servicer, health (NOT_SERVING
+    until set) and reflection, bound to ``bind``. Raises OSError naming the address when the
+    port cannot be bound (the caller releases what it built)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_prefix),
+                         options=grpc_options(max_message_bytes))
+    add_servicer(servicer, server)
+    health_servicer = add_health_and_reflection(server, service_name)
+    try:  # grpcio raises RuntimeError on a failed bind (older versions returned port 0)
+        port = server.add_insecure_port(bind)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        server.stop(None)
+        raise OSError(f"{thread_prefix}: cannot bind {bind} (address in use or not available)")
+    return server, health_servicer, port
+
+
 def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     return [("grpc.max_receive_message_length", int(max_message_bytes)),
             ("grpc.max_send_message_length", int(max_message_bytes)),
@@ -498,15 +518,14 @@ def create_server(cfg: Config, bundle=None, max_workers: int | None = None,
     servicer = EdgeServerServicer(bundle, cfg, metrics, models=models)
     if max_workers is None:
         max_workers = handler_threads(cfg, 32)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="edge-server"),
-                         options=grpc_options(4 * 1024 * 1024))
-    pb_grpc.add_EdgeServerServicer_to_server(servicer, server)
-    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
-    port = server.add_insecure_port(cfg.server_bind)
-    if port == 0:
+    try:
+        server, health_servicer, port = build_grpc_server(
+            pb_grpc.add_EdgeServerServicer_to_server, servicer, bind=cfg.server_bind, service_name=SERVICE_NAME,
+            max_workers=max_workers, max_message_bytes=4 * 1024 * 1024, thread_prefix="server")
+    except OSError:
         for rt in servicer.tasks.values():
             rt.batcher.close(drain=False)
-        raise OSError(f"server: cannot bind {cfg.server_bind} (address in use or not available)")
+        raise
     endpoint = MetricsEndpoint(metrics.registry, cfg.server.metrics_port, cfg.server.host) \
         if cfg.server.metrics_port >= 0 else None
     handle = ServiceHandle(server, port, SERVICE_NAME, health_servicer, endpoint, servicer,

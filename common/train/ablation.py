@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from common.cliargs import float_list, str_list
+
 DEFAULT_RATIOS = (0.1, 0.2, 0.5, 0.8, 0.9)
 # The paper's Fig. 8 endpoints (accuracy in % at -10 dB, lowest -> highest compression ratio).
 PAPER_FIG8 = {"cifar10": (11.73, 63.80), "cifar100": (47.32, 16.15), "tinyimagenet": (12.76, 7.47)}
@@ -169,16 +171,6 @@ def plot_fig8(docs: Sequence[dict], out_png: str | Path, title: str | None = Non
     return out_png
 
 
-def _ratios(text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ratios like 0.1,0.5,0.9, got {text!r}") from None
-    if not vals or any(not 0.0 <= v < 1.0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected ratios in [0, 1), got {text!r}")
-    return vals
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkdsc ablation",
@@ -193,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "DIR/results.json or DIR/stage1/stage1.json)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a preset value (TOML literal), e.g. --set stage2.batch_size=64")
-    p.add_argument("--ratios", type=_ratios, default=list(DEFAULT_RATIOS),
+    p.add_argument("--ratios", type=float_list(lo=0.0, hi=1.0, hi_open=True, example="0.1,0.5,0.9"), default=list(DEFAULT_RATIOS),
                    help="comma-separated CAT compression ratios in [0, 1)")
     p.add_argument("--snr", type=float, default=-10.0, help="evaluation SNR in dB (Es/N0 per complex symbol)")
     p.add_argument("--channels", default="awgn",
@@ -212,7 +204,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.device:
         os.environ["RKDSC_DEVICE"] = args.device
-    channels = [c.strip() for c in args.channels.split(",") if c.strip()]
+    channels = str_list(args.channels)
     if args.noise_draws < 1:
         print("rkdsc ablation: --noise-draws must be >= 1", file=sys.stderr)
         return 2

@@ -190,6 +190,7 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
         "preset": preset.name, "seed": preset.seed, "workdir": str(workdir.resolve()),
         "device": str(getattr(teacher, "device", None) or next(teacher.parameters()).device),
         "torch_threads": torch.get_num_threads(),
+        "preset_config": preset.to_dict(),  # with any --set overrides applied (the report turns them back into flags)
         "teacher": {"name": preset.teacher.name, "source": preset.teacher.checkpoint or "self-trained",
                     "val_acc": tmeta.get("val_acc"), "params": count_params(teacher)},
         "search": search,

@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from common.cliargs import int_list, str_list
+
 PAPER_CPU_GFLOPS = 871.49  # the paper's CPU (i9-14900KF), measured by its authors
 PI_GFLOPS = 32.0  # Raspberry Pi 4 B peak (CPU-Monkey), as in the paper
 METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
@@ -250,6 +252,41 @@ def time_torch(module, input_size: int, batch: int, device: str = "cpu", warmup:
     return out
 
 
+def time_torch_interleaved(modules: dict[str, Any], input_size: int, batch: int, warmup: int = 3,
+                           repeats: int = 20, budget_s: float = 3.0, rounds: int = 10) -> dict[str, dict]:
+    """Time several CPU modules in alternation: each of `rounds` rounds runs every module for its
+    share of `repeats` (and of `budget_s`), so that load from other jobs on a shared machine falls
+    on all of them alike and their ratios stay meaningful. Per module: the median over all its runs."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    img = torch.randn(batch, 3, input_size, input_size, generator=gen)
+    snr = torch.full((batch,), 10.0)
+    for m in modules.values():
+        m.to("cpu").eval()
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    per_round = max(1, -(-repeats // rounds))
+    with torch.inference_mode():
+        for m in modules.values():
+            for _ in range(warmup):
+                m(img, snr)
+        for _ in range(rounds):
+            for name, m in modules.items():
+                start = time.perf_counter()
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    m(img, snr)
+                    times[name].append(time.perf_counter() - t0)
+                    if time.perf_counter() - start > budget_s / rounds:
+                        break
+    out = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        out[name] = {"per_image_ms": med * 1e3 / batch, "batch_ms": med * 1e3, "runs": len(ts), "rounds": rounds,
+                     "min_per_image_ms": min(ts) * 1e3 / batch, "images_per_s": batch / med if med > 0 else float("inf")}
+    return out
+
+
 def time_ort(onnx_path: str | Path, input_size: int, batch: int, threads: int, warmup: int = 3,
              repeats: int = 20, budget_s: float = 3.0) -> dict:
     import numpy as np
@@ -310,6 +347,7 @@ class ProfileOptions:
     teacher_batches: tuple[int, ...] | None = None  # batch sizes for the teacher (default: batches)
     gpu: bool = True  # time on CUDA when available
     ort: bool = True  # time with onnxruntime (exports an ONNX file per method)
+    interleave_rounds: int = 10  # torch CPU batch-1 times of one source's methods re-timed in alternation (0: off)
 
 
 def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path, gflops_here: float,
@@ -398,6 +436,31 @@ def machine_info(threads: int, gflops_here: float) -> dict:
     return info
 
 
+def _interleave_b0(rows: list[dict], spec: ArchSpec, opts: ProfileOptions, gflops_here: float,
+                   log: Callable[[str], None] = print) -> None:
+    """Re-time the torch CPU single-image latency of the rows of one source in alternation and make it
+    the rows' ``cpu_ms`` (the sequential measurement stays as ``torch_cpu_b<N>_sequential``)."""
+    b0 = opts.batches[0]
+    rows = [r for r in rows if f"torch_cpu_b{b0}" in r["latency_ms"]]
+    if opts.interleave_rounds < 1 or len(rows) < 2:
+        return
+    import torch
+
+    torch.set_num_threads(opts.threads or torch.get_num_threads())
+    log(f"  {', '.join(r['method'] for r in rows)} [{spec.label}] torch cpu batch {b0}, "
+        f"interleaved over {opts.interleave_rounds} rounds ...")
+    modules = {r["method"]: build_encoder(r["method"], spec)[0] for r in rows}
+    timed = time_torch_interleaved(modules, spec.input_size, b0, opts.warmup, opts.repeats, opts.budget_s,
+                                   opts.interleave_rounds)
+    for r in rows:
+        lat = r["latency_ms"]
+        lat[f"torch_cpu_b{b0}_sequential"] = lat[f"torch_cpu_b{b0}"]
+        lat[f"torch_cpu_b{b0}"] = timed[r["method"]]
+        r["cpu_ms"] = timed[r["method"]]["per_image_ms"]
+        r["iot_ms"] = iot_ms(r["cpu_ms"])
+        r["iot_scaled_ms"] = iot_ms(r["cpu_ms"], gflops_here)
+
+
 def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bundles: list[str] | None = None,
             log: Callable[[str], None] = print) -> dict:
     """Profile every (spec, method); returns the JSON document (see module docstring)."""
@@ -424,13 +487,17 @@ def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bun
                     teacher_done.add(key)
                 log(f"profiling {method} [{spec.label}] at {spec.input_size}x{spec.input_size} ...")
                 rows.append(profile_method(method, spec, opts, tmp, gflops_here, log))
+            _interleave_b0([r for r in rows if r["source"] == spec.label], spec, opts, gflops_here, log)
         for b in bundles or []:
             rows.extend(profile_bundle(b, opts, threads, gflops_here, log))
     return {
         "machine": machine_info(threads, gflops_here),
         "settings": {"batches": list(opts.batches), "teacher_batches": list(opts.teacher_batches or opts.batches),
                      "warmup": opts.warmup, "repeats": opts.repeats, "budget_s": opts.budget_s,
-                     "statistic": "median over timed runs, divided by the batch size"},
+                     "interleave_rounds": opts.interleave_rounds,
+                     "statistic": "median over timed runs, divided by the batch size"
+                                  + ("; the torch CPU single-image times of one source's methods are timed in "
+                                     f"alternation over {opts.interleave_rounds} rounds" if opts.interleave_rounds else "")},
         "iot": {"formula": "t_IoT = t_CPU * GFLOPS_CPU / GFLOPS_Pi",
                 "paper_cpu_gflops": PAPER_CPU_GFLOPS, "pi_gflops": PI_GFLOPS,
                 "note": ("iot_ms applies the paper's footnote with 871.49 GFLOPS, the peak of the paper's "
@@ -510,11 +577,14 @@ def markdown_table(doc: dict) -> str:
         cells += [_f(r["iot_ms"], ".2f"), _f(r["iot_scaled_ms"], ".2f"), str(r["feature_dim"])]
         lines.append("| " + " | ".join(cells) + " |")
     m = doc["machine"]
+    rounds = doc["settings"].get("interleave_rounds", 0)
     lines.append("")
     for n in doc.get("notes") or []:
         lines.append(f"Note: {n}.")
     lines.append(f"CPU: {m['processor']} ({m['threads']} threads for torch and onnxruntime; measured matmul "
-                 f"{m['matmul_gflops']:.1f} GFLOPS; load average {m.get('load_avg_1m', 'n/a')} at the start). GPU: {m['gpu'] or 'none'}. Times are medians per image. "
+                 f"{m['matmul_gflops']:.1f} GFLOPS; load average {m.get('load_avg_1m', 'n/a')} at the start). GPU: {m['gpu'] or 'none'}. Times are medians per image"
+                 + (f"; CPU torch b{b0} of one source's methods timed in alternation over {rounds} rounds" if rounds else "")
+                 + ". "
                  f"IoT paper formula = CPU torch b{b0} x {PAPER_CPU_GFLOPS}/{PI_GFLOPS:g} (871.49 GFLOPS is the "
                  f"paper's CPU); IoT scaled = CPU torch b{b0} x {m['matmul_gflops']:.1f}/{PI_GFLOPS:g}. GFLOPs count 2 "
                  f"FLOPs per multiply-accumulate; the paper's GFLOPs column matches MAC counts (its ViT-B/16 "
@@ -529,16 +599,6 @@ def paper_table_markdown() -> str:
         lines.append(f"| {r['method']} | {r['dataset']} | {r['params_m']} | {r['gflops']} | {r['gpu_us']} | "
                      f"{r['cpu_ms']} | {r['iot_ms']} | {r['feature_dim']} |")
     return "\n".join(lines)
-
-
-def _parse_batches(text: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 1,64, got {text!r}") from None
-    if not out or any(b < 1 for b in out):
-        raise argparse.ArgumentTypeError(f"expected positive batch sizes, got {text!r}")
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -569,9 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated methods among " + ", ".join(METHODS))
     p.add_argument("--skip-teacher", action="store_true", help="do not profile jscc-teacher (it is slow on a CPU)")
-    p.add_argument("--batches", type=_parse_batches, default=(1, 64),
+    p.add_argument("--batches", type=int_list(min_value=1, example="1,64"), default=(1, 64),
                    help="comma-separated batch sizes to time; the first is the single-image latency")
-    p.add_argument("--teacher-batches", type=_parse_batches, default=None,
+    p.add_argument("--teacher-batches", type=int_list(min_value=1, example="1,64"), default=None,
                    help="batch sizes for the teacher (default: --batches)")
     p.add_argument("--threads", type=int, default=0,
                    help="intra-op threads for both torch and onnxruntime (0: torch's default)")
@@ -579,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="at most this many timed runs per measurement")
     p.add_argument("--budget-s", type=float, default=3.0,
                    help="seconds after which a measurement stops (always at least 3 timed runs)")
+    p.add_argument("--interleave-rounds", type=int, default=10,
+                   help="re-time the torch CPU single-image latency of one source's methods in alternation over "
+                        "this many rounds, so that their ratios survive load from other jobs (0: off)")
     p.add_argument("--no-ort", action="store_true", help="skip the onnxruntime columns (no ONNX export)")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU column even when CUDA is available")
     p.add_argument("--out", default=None, metavar="FILE.json", help="write the JSON document here")
@@ -589,7 +652,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.interleave_rounds < 0:
+        print(f"rkdsc profile: --interleave-rounds must be >= 0, got {args.interleave_rounds}", file=sys.stderr)
+        return 2
+    methods = str_list(args.methods)
     bad = [m for m in methods if m not in METHODS]
     if bad:
         print(f"rkdsc profile: --methods: unknown {bad}; choose from {list(METHODS)}", file=sys.stderr)
@@ -619,7 +685,7 @@ def cli(argv: list[str] | None = None) -> int:
             s.teacher_name, s.teacher_img_size, s.teacher_kwargs = args.teacher, None, {}
     opts = ProfileOptions(batches=args.batches, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
                           budget_s=args.budget_s, teacher_batches=args.teacher_batches, gpu=not args.no_gpu,
-                          ort=not args.no_ort)
+                          ort=not args.no_ort, interleave_rounds=args.interleave_rounds)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     doc = profile(specs, methods, opts, bundles=args.bundle, log=log)
     table = markdown_table(doc)

@@ -407,6 +407,97 @@ def _rel(path: str | Path, md_path: Path) -> str:
     return os.path.relpath(Path(path).resolve(), md_path.parent.resolve()).replace(os.sep, "/")
 
 
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_literal(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))  # a TOML basic string
+
+
+def _set_flags(preset_name: str | None, recorded: dict | None) -> list[str]:
+    """``--set`` flags that turn the built-in preset into the recorded one (empty when unknown or equal)."""
+    if not preset_name or not recorded:
+        return []
+    try:
+        from common.train.presets import load_preset
+
+        base = load_preset(preset_name).to_dict()
+    except Exception:  # noqa: BLE001 - a preset file that moved or changed: no flags rather than no report
+        return []
+    flags = []
+    for section, values in recorded.items():
+        if section in ("name", "description", "workdir_default"):
+            continue
+        if not isinstance(values, dict):
+            if base.get(section) != values:
+                flags.append("--set " + shlex.quote(f"{section}={_toml_literal(values)}"))
+            continue
+        for key, value in values.items():
+            if (base.get(section) or {}).get(key) != value:
+                flags.append("--set " + shlex.quote(f"{section}.{key}={_toml_literal(value)}"))
+    return flags
+
+
+def regenerate_section(runs: list[dict], command: str, benches: list[dict] = ()) -> str:
+    """The commands that made each run's inputs, from what the run recorded (preset, threads, profile
+    and ablation settings), then the report command itself."""
+    lines = ["## How these runs were made", "",
+             "Reconstructed from each run's recorded settings (`results.json`, `profile.json`, "
+             "`ablation/ablation.json`); `RKDSC_THREADS` sets the torch threads of every step.", "", "```bash"]
+    for run in runs:
+        d, res = run["dir"], run["results"] or {}
+        if not run["exists"]:
+            continue
+        if res.get("preset"):
+            env = f"RKDSC_THREADS={res['torch_threads']} " if res.get("torch_threads") else ""
+            dev = f" --device {res['device']}" if res.get("device") else ""
+            flags = "".join(" " + f for f in _set_flags(res["preset"], res.get("preset_config")))
+            lines.append(f"{env}rkdsc train --preset {res['preset']} --workdir {d}{dev}{flags}")
+        prof = run.get("profile")
+        if prof:
+            st, mach = prof.get("settings") or {}, prof.get("machine") or {}
+            cmd = f"rkdsc profile --workdir {d} --out {d}/profile.json"
+            if mach.get("threads"):
+                cmd += f" --threads {mach['threads']}"
+            if st.get("batches"):
+                cmd += " --batches " + ",".join(str(b) for b in st["batches"])
+            if st.get("teacher_batches") and st.get("teacher_batches") != st.get("batches"):
+                cmd += " --teacher-batches " + ",".join(str(b) for b in st["teacher_batches"])
+            for flag, key, default in (("--repeats", "repeats", 20), ("--budget-s", "budget_s", 3.0),
+                                       ("--interleave-rounds", "interleave_rounds", 10)):
+                if st.get(key) is not None and st[key] != default:
+                    cmd += f" {flag} {st[key]:g}"
+            lines.append(cmd)
+        abl = run.get("ablation")
+        if abl:
+            ratios = ",".join(f"{pt['compression_ratio']:g}" for pt in abl.get("points") or [])
+            cmd = f"rkdsc ablation --workdir {d} --ratios {ratios}"
+            for flag, key, default in (("--epochs", "epochs", None), ("--noise-draws", "noise_draws", 3),
+                                       ("--snr", "snr_db", -10.0)):
+                if abl.get(key) is not None and abl.get(key) != default:
+                    cmd += f" {flag} {abl[key]:g}" if isinstance(abl[key], float) else f" {flag} {abl[key]}"
+            if abl.get("channels") and list(abl["channels"]) != ["awgn"]:
+                cmd += " --channels " + ",".join(abl["channels"])
+            lines.append(cmd)
+    for doc in benches:
+        cmd = f"rkdsc bench --images {doc['images_per_edge']} --edges {','.join(str(e) for e in doc['networked'])}"
+        enc = doc.get("encoder") or {}
+        if enc.get("batches"):
+            cmd += " --encoder-batches " + ",".join(str(b) for b in enc["batches"])
+        if enc.get("threads"):
+            cmd += f" --threads {enc['threads']}"
+        if doc.get("source_file"):
+            cmd += f" --out {doc['source_file']}"
+        lines.append(cmd)
+    lines += [command or "rkdsc report", "```"]
+    return "\n".join(lines)
+
+
 def recipe_section() -> str:
     """The full-scale `paper` recipe with its expected cost."""
     lines = ["## Full-scale recipe (`paper` preset, one GPU)", ""]
@@ -506,8 +597,25 @@ def _flop_estimate(preset, n_train: int = 45_000, assumed_tflops: float = 25.0) 
             "assumed_tflops": assumed_tflops}
 
 
+def bench_section(benches: list[dict]) -> list[str]:
+    """The `rkdsc bench` results (the paper has no networked measurement to set them against)."""
+    from common.bench_format import bench_markdown
+
+    lines = ["## Networked emulator (`rkdsc bench`)", "",
+             "The paper evaluates its system in simulation only, so these numbers have no counterpart there: "
+             "in one run, side by side, the in-process pipeline (ONNX edge + numpy channel + ONNX server) against "
+             "the networked topology (server, relay and 1 or 3 edge processes over localhost gRPC), the edge encoder "
+             "with torch against onnxruntime, and the relay's channel cost per symbol. Ratios within a run are the "
+             "figures to compare; absolute times are from a shared 2-core CPU.", ""]
+    if not benches:
+        return lines + ["_not run: give `--bench FILE.json` (`rkdsc bench --out FILE.json`)._", ""]
+    for doc in benches:
+        lines += [bench_markdown(doc), ""]
+    return lines
+
+
 def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], out_md: Path, fig_dir: Path,
-           command: str = "") -> tuple[str, dict]:
+           command: str = "", benches: list[dict] | None = None) -> tuple[str, dict]:
     """The Markdown text and the machine-readable summary (claims) of the report."""
     from common.train import analysis
     from common.train.ablation import plot_fig8
@@ -624,21 +732,29 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
             "(input missing).", "",
             "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".", "",
             "## Claims", "", claims_table(claims), ""]
-    text = "\n".join(head + body + t2 + t3 + [recipe_section(), ""])
+    text = "\n".join(head + body + t2 + bench_section(benches or []) + t3
+                     + [regenerate_section(runs, command, benches or []), "", recipe_section(), ""])
     summary = {"generated": now, "command": command, "runs": [r["dir"] for r in runs], "claims": claims,
                "verdict_counts": counts}
     return text, summary
 
 
 def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | None = None,
-             profiles: Iterable[str] = (), ablations: Iterable[str] = (), command: str = "") -> dict:
+             profiles: Iterable[str] = (), ablations: Iterable[str] = (), command: str = "",
+             benches: Iterable[str] = ()) -> dict:
     """Write the report and its figures; returns the summary (also written next to it as JSON)."""
     out_md = Path(out_md)
     fig_dir = Path(fig_dir) if fig_dir else out_md.parent / "figures"
     runs = [collect_run(d) for d in run_dirs]
     prof_docs = [d for d in (_read_json(Path(p)) for p in profiles) if d]
     abl_docs = [d for d in (_read_json(Path(p)) for p in ablations) if d]
-    text, summary = render(runs, prof_docs, abl_docs, out_md, fig_dir, command)
+    bench_docs = []
+    for b in benches:
+        doc = _read_json(Path(b))
+        if doc:
+            doc["source_file"] = str(b)
+            bench_docs.append(doc)
+    text, summary = render(runs, prof_docs, abl_docs, out_md, fig_dir, command, bench_docs)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(text, encoding="utf-8")
     out_md.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
@@ -661,6 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra `rkdsc profile` JSON (RUN/profile.json is picked up automatically); repeatable")
     p.add_argument("--ablation", action="append", default=[], metavar="FILE.json",
                    help="extra `rkdsc ablation` JSON (RUN/ablation/ablation.json is automatic); repeatable")
+    p.add_argument("--bench", action="append", default=[], metavar="FILE.json",
+                   help="`rkdsc bench --out` JSON: the networked-emulator section; repeatable")
     return p
 
 
@@ -671,11 +789,16 @@ def cli(argv: list[str] | None = None) -> int:
 
         return analysis.cli(argv[1:], prog="rkdsc report search")
     args = build_parser().parse_args(argv)
-    if not args.runs and not args.profile and not args.ablation:
+    for flag, files in (("--profile", args.profile), ("--ablation", args.ablation), ("--bench", args.bench)):
+        for f in files:
+            if not isinstance(_read_json(Path(f)), dict):
+                print(f"rkdsc report: {flag} {f}: not a readable JSON document", file=sys.stderr)
+                return 2
+    if not args.runs and not args.profile and not args.ablation and not args.bench:
         print("rkdsc report: give --runs DIR [DIR ...] (and/or --profile / --ablation files)", file=sys.stderr)
         return 2
     command = "rkdsc report " + " ".join(shlex.quote(a) for a in argv)
-    summary = generate(args.runs, args.out, args.figures, args.profile, args.ablation, command)
+    summary = generate(args.runs, args.out, args.figures, args.profile, args.ablation, command, args.bench)
     counts = summary["verdict_counts"]
     print(f"wrote {summary['markdown']} ({', '.join(f'{n} {v}' for v, n in counts.items() if n)})")
     return 0

@@ -37,6 +37,48 @@ def test_rows_have_positive_measurements(doc):
     assert doc["machine"]["matmul_gflops"] > 0
 
 
+def test_single_image_time_is_the_interleaved_one(doc):
+    for r in doc["rows"]:
+        lat = r["latency_ms"]
+        assert lat["torch_cpu_b1"]["rounds"] == FAST.interleave_rounds
+        assert lat["torch_cpu_b1"]["runs"] >= FAST.interleave_rounds
+        assert lat["torch_cpu_b1_sequential"]["per_image_ms"] > 0 and "rounds" not in lat["torch_cpu_b1_sequential"]
+    assert doc["settings"]["interleave_rounds"] == FAST.interleave_rounds
+    assert "in alternation over 10 rounds" in prof.markdown_table(doc)
+
+
+class _Sleeper:
+    """A stand-in encoder whose forward pass takes a known time."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.calls = seconds, 0
+
+    def to(self, _device):
+        return self
+
+    def eval(self):
+        return self
+
+    def __call__(self, img, snr):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return img
+
+
+def test_interleaved_timer_alternates_and_ranks():
+    slow, fast = _Sleeper(0.004), _Sleeper(0.001)
+    out = prof.time_torch_interleaved({"slow": slow, "fast": fast}, input_size=8, batch=2, warmup=1, repeats=8,
+                                      budget_s=10.0, rounds=4)
+    assert out["slow"]["runs"] == out["fast"]["runs"] == 8  # 4 rounds x 2 runs, plus 1 untimed warm-up each
+    assert slow.calls == fast.calls == 9
+    # sleep() never returns early: the slow module's median is at least its sleep, and above the fast one's
+    assert out["slow"]["batch_ms"] >= 4.0 and out["fast"]["batch_ms"] >= 1.0
+    assert out["slow"]["per_image_ms"] == pytest.approx(out["slow"]["batch_ms"] / 2)
+    assert out["slow"]["batch_ms"] > out["fast"]["batch_ms"]
+
+
 def test_cat_adds_parameters_and_compresses(doc):
     rows = {r["method"]: r for r in doc["rows"]}
     rkd, stu = rows["rkd-sc"], rows["jscc-student"]

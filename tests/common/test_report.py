@@ -151,3 +151,71 @@ def test_cli_empty_runs_never_crash(tmp_path, capsys):
     md = out.read_text()
     assert "not run" in md and "## Claims" in md
     assert report.cli([]) == 2
+
+
+def test_regenerate_section_from_recorded_settings(generated):
+    _, out = generated
+    md = out.read_text()
+    section = md.split("## How these runs were made", 1)[1].split("```", 2)[1]
+    c10 = [ln for ln in section.splitlines() if "cifar10-cpu" in ln]
+    assert c10[0].startswith("RKDSC_THREADS=2 rkdsc train --preset cifar10-cpu --workdir ") and c10[0].endswith(
+        "--device cpu")
+    assert c10[1].endswith("profile.json --threads 2 --batches 1,64")
+    # ablation: the ratios of its points, the non-default epochs and noise draws
+    assert re.search(r"rkdsc ablation --workdir \S+cifar10-cpu --ratios 0\.1,0\.5,0\.9 --epochs 1 --noise-draws 1$",
+                     c10[2]), c10[2]
+    assert "rkdsc train --preset tinyimagenet-cpu" in section
+    assert "missing" not in section  # a run dir that does not exist has no commands
+
+
+def test_set_flags_round_trip_through_the_cli_parser():
+    import shlex
+
+    from common.train.presets import load_preset, parse_set_args, with_overrides
+
+    changed = with_overrides(load_preset("cifar10-cpu"), {
+        "seed": 3, "search.epochs": 1, "stage2.channels": ["awgn"], "teacher.checkpoint": "/a b/c.safetensors",
+        "teacher.timm_kwargs": {"patch_size": 8, "depth": 2, "num_classes": 256}})
+    flags = report._set_flags("cifar10-cpu", changed.to_dict())
+    assert len(flags) == 5
+    items = [shlex.split(f)[1] for f in flags]
+    rebuilt = with_overrides(load_preset("cifar10-cpu"), parse_set_args(items))
+    assert rebuilt.to_dict() == changed.to_dict()
+    assert report._set_flags("cifar10-cpu", load_preset("cifar10-cpu").to_dict()) == []
+
+
+def _bench_doc() -> dict:
+    net = {e: {"edges": e, "images": 64 * e, "answered": 64 * e, "errors": 0, "images_per_s": rate,
+               "latency_ms": {"p50": p50, "p99": 2 * p50}, "accuracy": 0.98}
+           for e, rate, p50 in ((1, 250.0, 40.0), (3, 400.0, 90.0))}
+    return {"bundle": "b", "bundle_source": "default deploy/bundle", "task": "digits", "images_per_edge": 64,
+            "batch_size": 16, "snr_db": 10.0, "fading": "awgn", "notes": ["shared machine"],
+            "inprocess": {"images_per_s": 1000.0, "latency_ms": {"p50": 10.0, "p99": 12.0}, "accuracy": 0.99},
+            "networked": net,
+            "encoder": {"threads": 1, "torch_source": "trained weights",
+                        "batches": {"1": {"torch_ms_per_image": 2.0, "ort_ms_per_image": 0.5, "ort_speedup": 4.0,
+                                          "max_abs_diff": 1e-6}}},
+            "channel": {"symbols_per_frame": 26, "awgn": {"batched_ns_per_symbol": 40.0,
+                                                          "per_frame_ns_per_symbol": 2000.0}},
+            "wire": {"uplink_bytes_per_image": 288.0, "symbol_payload_bytes": 208, "raw_image_bytes": 3072,
+                     "image_file_bytes_mean": 1100.0, "raw_over_wire": 3072 / 288, "file_over_wire": 1100 / 288}}
+
+
+def test_bench_section_and_its_command(tmp_path, capsys):
+    bench_json = tmp_path / "bench.json"
+    _write(bench_json, _bench_doc())
+    out = tmp_path / "r.md"
+    assert report.cli(["--runs", str(tmp_path / "nope"), "--bench", str(bench_json), "--out", str(out)]) == 0
+    md = out.read_text()
+    section = md.split("## Networked emulator (`rkdsc bench`)", 1)[1].split("\n## ", 1)[0]
+    assert "| in-process | 1000.0 | 1.00 | 10.00 | 12.00 | 0.990 |" in section
+    assert "| networked, 3 edge(s) | 400.0 | 0.40 | 90.00 | 180.00 | 0.980 |" in section
+    assert "| 1 | 2.000 | 0.500 | 4.00 | 1.0e-06 |" in section
+    assert "| awgn | 40.0 | 2000.0 | 50.0 |" in section
+    assert "10.67x less" in section and "Note: shared machine" in section
+    assert f"rkdsc bench --images 64 --edges 1,3 --encoder-batches 1 --threads 1 --out {bench_json}" in md
+    # a named input that cannot be read is an error naming the flag and the path
+    assert report.cli(["--runs", str(tmp_path / "nope"), "--bench", str(tmp_path / "absent.json"),
+                       "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--bench" in err and "absent.json" in err

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from common.bench_format import bench_markdown
 from edge import bench
 
 
@@ -60,4 +61,8 @@ def test_channel_cost_and_wire_bytes(doc):
     h, w_ = doc["input_size"]
     assert w["raw_image_bytes"] == 3 * h * w_
     assert w["raw_over_wire"] == pytest.approx(w["raw_image_bytes"] / w["uplink_bytes_per_image"])
-    assert "| in-process |" in bench.format_table(doc)
+    md = bench_markdown(doc)
+    assert "| in-process |" in md
+    for e, res in doc["networked"].items():  # throughput ratio to in-process, as the bench measured it
+        ratio = res["images_per_s"] / doc["inprocess"]["images_per_s"]
+        assert f"| networked, {e} edge(s) | {res['images_per_s']:.1f} | {ratio:.2f} |" in md

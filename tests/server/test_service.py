@@ -232,3 +232,20 @@ def test_server_refuses_to_start_on_a_bundle_that_fails_verification(make_config
     err = capsys.readouterr().err
     assert rc != 0
     assert victim.name in err and "sha256" in err
+
+
+def test_create_server_on_taken_port_names_the_address(make_config, bundle):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg, _ = make_config(server={"port": port})
+        with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{port}"):
+            create_server(cfg, bundle=bundle)
+        # the relay shares the skeleton: same error, its upstream channel released
+        from basestation import relay
+        cfg, _ = make_config(basestation={"port": port}, name="relay.toml")
+        with pytest.raises(OSError, match=f"relay: cannot bind 127.0.0.1:{port}"):
+            relay.create_server(cfg)
