@@ -13,15 +13,22 @@ def bench_markdown(doc: dict) -> str:
     channel cost and the bytes on the wire, followed by the document's notes."""
     ip = doc["inprocess"]
     base = ip.get("images_per_s")
+    rounds = int(doc.get("rounds") or 1)
+    ratios = doc.get("ratios") or {}
+    how = (f" The in-process and networked runs alternated over {rounds} rounds: images/s and latencies are "
+           "medians over the rounds, and 'x in-process' is the median of the per-round ratios (range in brackets)."
+           if rounds > 1 else "")
     lines = [f"Bundle `{doc['bundle_source']}`, task `{doc['task']}`, {doc['images_per_edge']} images per edge, "
-             f"batch {doc['batch_size']}, {doc['fading']} {doc['snr_db']:g} dB.", "",
+             f"batch {doc['batch_size']}, {doc['fading']} {doc['snr_db']:g} dB.{how}", "",
              "| path | images/s | x in-process | p50 ms | p99 ms | accuracy |", "|---|---|---|---|---|---|",
              f"| in-process | {_f(base, '.1f')} | 1.00 | {_f(ip['latency_ms']['p50'])} | "
              f"{_f(ip['latency_ms']['p99'])} | {_f(ip['accuracy'], '.3f')} |"]
     for e, res in doc["networked"].items():
         rate = res.get("images_per_s")
-        ratio = rate / base if rate and base else None
-        lines.append(f"| networked, {e} edge(s) | {_f(rate, '.1f')} | {_f(ratio)} | {_f(res['latency_ms']['p50'])} | "
+        ratio = ratios.get(f"networked_{e}_over_inprocess_throughput", rate / base if rate and base else None)
+        spread = ratios.get(f"networked_{e}_over_inprocess_throughput_rounds") or []
+        cell = _f(ratio) + (f" ({min(spread):.2f}-{max(spread):.2f})" if len(spread) > 1 else "")
+        lines.append(f"| networked, {e} edge(s) | {_f(rate, '.1f')} | {cell} | {_f(res['latency_ms']['p50'])} | "
                      f"{_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
     for e, res in doc["networked"].items():
         if res.get("failure") or res.get("errors"):

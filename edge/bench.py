@@ -164,11 +164,12 @@ def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges:
 
 
 def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int, snr_db: float,
-                    fading: str, work: Path, timeout_s: float) -> dict:
+                    fading: str, work: Path, timeout_s: float, tag: str = "") -> dict:
     from edge.demo import DemoError, run_demo
 
-    out = work / f"net-{edges}"
-    cfg = write_topology(work / f"topology-{edges}.toml", bundle_dir, images, task, edges, n, batch_size, snr_db, fading)
+    out = work / f"net-{edges}{tag}"
+    cfg = write_topology(work / f"topology-{edges}{tag}.toml", bundle_dir, images, task, edges, n, batch_size, snr_db,
+                         fading)
     t0 = time.perf_counter()
     failure = None
     try:
@@ -364,17 +365,46 @@ def bench_channel(symbols_per_frame: int, frames: int = 4096, per_frame_calls: i
 
 # ----------------------------------------------------------------------------- all
 
+def _merge_rounds(results: list[dict]) -> dict:
+    """One result from several rounds of the same measurement: images/s and latency percentiles are the
+    medians over the rounds (each round's own values kept under "rounds"); counts are summed."""
+    med = lambda vals: float(statistics.median(vals)) if vals else None  # noqa: E731
+    merged = dict(results[-1])
+    for key in ("images_per_s", "compute_images_per_s"):
+        if key in merged:
+            merged[key] = med([r[key] for r in results if r.get(key)])
+    merged["latency_ms"] = {q: med([r["latency_ms"][q] for r in results if r["latency_ms"].get(q) is not None])
+                            for q in ("p50", "p99")}
+    for key in ("answered", "errors"):
+        if key in merged:
+            merged[key] = sum(r.get(key, 0) for r in results)
+    if "images" in merged and "answered" in merged:
+        merged["images"] = sum(r.get("images", 0) for r in results)
+    if "ok" in merged:
+        merged["ok"] = all(r.get("ok") for r in results)
+        merged["failure"] = next((r["failure"] for r in results if r.get("failure")), None)
+    merged["rounds"] = [{"images_per_s": r.get("images_per_s"), "p50_ms": r["latency_ms"].get("p50"),
+                         "p99_ms": r["latency_ms"].get("p99")} for r in results]
+    return merged
+
+
 def run_bench(bundle: str | None = None, images: int = 128, out: str | None = None, data: str | None = None,
               task: str | None = None, batch_size: int = 16, snr_db: float = 10.0, fading: str = "awgn",
               edges: tuple[int, ...] = (1, 3), encoder_batches: tuple[int, ...] = (1, 32), threads: int | None = None,
-              timeout_s: float = 600.0, work_dir: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run every benchmark; returns the JSON document (also written to ``out``)."""
+              timeout_s: float = 600.0, work_dir: str | None = None, log: Callable[[str], None] = print,
+              rounds: int = 3) -> dict:
+    """Run every benchmark; returns the JSON document (also written to ``out``). The in-process and
+    networked runs are repeated ``rounds`` times in alternation (in-process, 1 edge, 3 edges, again ...),
+    so each round's networked / in-process ratio is measured side by side; the document gives the
+    median over the rounds and each round's values."""
     import onnxruntime
 
     from common.bundle import load_bundle
 
     if images < 1:
         raise ValueError(f"--images: expected an integer >= 1, got {images}")
+    if rounds < 1:
+        raise ValueError(f"--rounds: expected an integer >= 1, got {rounds}")
     tmp = tempfile.TemporaryDirectory(prefix="rkdsc-bench-") if work_dir is None else None
     work = Path(work_dir or tmp.name)
     work.mkdir(parents=True, exist_ok=True)
@@ -407,13 +437,19 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         if threads > 1 and load > (os.cpu_count() or 1):
             doc["notes"].append(f"load average {load:.1f} exceeds the {os.cpu_count()} CPUs: the torch column with "
                                 f"{threads} threads is inflated by contention; --threads 1 is more stable")
-        log(f"bench: in-process pipeline on {len(paths)} images ...")
-        doc["inprocess"] = bench_inprocess(bdl, task, paths, names, batch_size, snr_db, fading)
-        doc["networked"] = {}
-        for e in edges:
-            log(f"bench: networked topology with {e} edge device(s) x {len(paths)} images ...")
-            doc["networked"][str(e)] = bench_networked(Path(bundle_dir), folder, task, e, len(paths), batch_size,
-                                                       snr_db, fading, work, timeout_s)
+        doc["rounds"] = rounds
+        inproc: list[dict] = []
+        net: dict[str, list[dict]] = {str(e): [] for e in edges}
+        for k in range(rounds):
+            at = f" (round {k + 1}/{rounds})" if rounds > 1 else ""
+            log(f"bench: in-process pipeline on {len(paths)} images{at} ...")
+            inproc.append(bench_inprocess(bdl, task, paths, names, batch_size, snr_db, fading))
+            for e in edges:
+                log(f"bench: networked topology with {e} edge device(s) x {len(paths)} images{at} ...")
+                net[str(e)].append(bench_networked(Path(bundle_dir), folder, task, e, len(paths), batch_size,
+                                                   snr_db, fading, work, timeout_s, tag=f"-r{k + 1}"))
+        doc["inprocess"] = _merge_rounds(inproc)
+        doc["networked"] = {e: _merge_rounds(res) for e, res in net.items()}
         log("bench: edge encoder, torch vs onnxruntime ...")
         doc["encoder"] = bench_encoder(bdl, task, tuple(encoder_batches), threads)
         if not doc["encoder"]["torch"]:
@@ -422,8 +458,8 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         doc["channel"] = bench_channel(spec.symbols_per_image)
         # bytes on the wire
         h, w = bdl.input.size
-        net = next(iter(doc["networked"].values()), {})
-        up = net.get("uplink_bytes_per_image")
+        first = next(iter(doc["networked"].values()), {})
+        up = first.get("uplink_bytes_per_image")
         files = [p.stat().st_size for p in paths]
         doc["wire"] = {"uplink_bytes_per_image": up, "symbol_payload_bytes": 8 * spec.symbols_per_image,
                        "raw_image_bytes": 3 * h * w, "input_tensor_bytes": 4 * 3 * h * w,
@@ -431,15 +467,21 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                        "raw_over_wire": (3 * h * w / up) if up else None,
                        "file_over_wire": (float(np.mean(files)) / up) if up else None}
         # ratios
-        ip = doc["inprocess"]["images_per_s"]
         r: dict[str, Any] = {}
-        for e, res in doc["networked"].items():
-            if res["images_per_s"] and ip:
-                r[f"networked_{e}_over_inprocess_throughput"] = res["images_per_s"] / ip
-            if res["latency_ms"]["p50"] and doc["inprocess"]["latency_ms"]["p50"]:
-                r[f"networked_{e}_over_inprocess_p50_latency"] = res["latency_ms"]["p50"] / doc["inprocess"]["latency_ms"]["p50"]
-        if "1" in doc["networked"] and "3" in doc["networked"] and doc["networked"]["1"]["images_per_s"]:
-            r["networked_3_over_1_throughput"] = doc["networked"]["3"]["images_per_s"] / doc["networked"]["1"]["images_per_s"]
+        for e, res in net.items():  # per round, side by side; then the median and the range over rounds
+            per_round = [n["images_per_s"] / i["images_per_s"] for n, i in zip(res, inproc)
+                         if n.get("images_per_s") and i.get("images_per_s")]
+            if per_round:
+                r[f"networked_{e}_over_inprocess_throughput"] = float(statistics.median(per_round))
+                r[f"networked_{e}_over_inprocess_throughput_rounds"] = per_round
+            p50, p50_ip = doc["networked"][e]["latency_ms"]["p50"], doc["inprocess"]["latency_ms"]["p50"]
+            if p50 and p50_ip:
+                r[f"networked_{e}_over_inprocess_p50_latency"] = p50 / p50_ip
+        if "1" in net and "3" in net:
+            per_round = [b["images_per_s"] / a["images_per_s"] for a, b in zip(net["1"], net["3"])
+                         if a.get("images_per_s") and b.get("images_per_s")]
+            if per_round:
+                r["networked_3_over_1_throughput"] = float(statistics.median(per_round))
         for b, res in doc["encoder"]["batches"].items():
             if "ort_speedup" in res:
                 r[f"encoder_ort_speedup_b{b}"] = res["ort_speedup"]
@@ -481,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-batches", type=int_list(min_value=1), default=(1, 32), help="batch sizes of the encoder comparison")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads = onnxruntime intra-op threads for the encoder comparison (default: all CPUs)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="repeat the in-process and networked runs this many times in alternation; the ratios are "
+                        "per round, side by side, and the JSON gives their median and every round")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds each networked run may take")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep the generated images, topologies and demo outputs here (default: a temp dir)")
@@ -493,7 +538,8 @@ def cli(argv: list[str] | None = None) -> int:
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     try:
         doc = run_bench(args.bundle, args.images, args.out, args.data, args.task, args.batch_size, args.snr,
-                        args.fading, args.edges, args.encoder_batches, args.threads, args.timeout, args.work_dir, log)
+                        args.fading, args.edges, args.encoder_batches, args.threads, args.timeout, args.work_dir, log,
+                        rounds=args.rounds)
     except Exception as exc:  # noqa: BLE001 - report any failure with its type, exit non-zero
         from common.bundle import BundleError
 

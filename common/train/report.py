@@ -491,6 +491,8 @@ def regenerate_section(runs: list[dict], command: str, benches: list[dict] = ())
             cmd += " --encoder-batches " + ",".join(str(b) for b in enc["batches"])
         if enc.get("threads"):
             cmd += f" --threads {enc['threads']}"
+        if doc.get("rounds") and doc["rounds"] != 3:
+            cmd += f" --rounds {doc['rounds']}"
         if doc.get("source_file"):
             cmd += f" --out {doc['source_file']}"
         lines.append(cmd)
