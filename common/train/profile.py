@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -563,7 +564,7 @@ def markdown_table(doc: dict) -> str:
             if key in lat:
                 return _f(lat[key]["per_image_ms"], ".3f")
             # a row timed at other batch sizes (the teacher's --teacher-batches): its largest one
-            own = sorted(int(k.rsplit("b", 1)[1]) for k in lat if k.startswith(f"{engine}_cpu_b"))
+            own = sorted(int(m.group(1)) for m in (re.fullmatch(rf"{engine}_cpu_b(\d+)", k) for k in lat) if m)
             if b != b0 and own and own[-1] != b0:
                 return f"{lat[f'{engine}_cpu_b{own[-1]}']['per_image_ms']:.3f} (b{own[-1]})"
             return "n/a"
@@ -688,10 +689,12 @@ def cli(argv: list[str] | None = None) -> int:
                           ort=not args.no_ort, interleave_rounds=args.interleave_rounds)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     doc = profile(specs, methods, opts, bundles=args.bundle, log=log)
+    if args.out:  # the measurements first: nothing is lost if the table cannot be rendered
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(doc)
     doc["markdown"] = table
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

@@ -305,7 +305,7 @@ def profile_claims(doc: dict, other_teachers: list[dict] | None = None) -> list[
         over = (100.0 * (rkd["cpu_ms"] / stu["cpu_ms"] - 1)) if rkd and stu and rkd.get("cpu_ms") and stu.get("cpu_ms") else None
         limit = max(MARGINAL_OVERHEAD_PCT, p_over)
         out.append(_claim("cat_latency_overhead", "the CAT adds only a marginal CPU encode delay (RKD-SC vs "
-                          f"JSCC-student, torch batch 1, % extra time; paper {key})", ds or "?", round(p_over, 2),
+                          f"JSCC-student, torch batch 1, % extra time; paper {key})", ds or key, round(p_over, 2),
                           over, "%", judge(over, limit, higher_is_better=False),
                           f"holds if <= {limit:.1f}% (the larger of {MARGINAL_OVERHEAD_PCT:g}% and the paper's overhead)",
                           src))
@@ -316,7 +316,7 @@ def profile_claims(doc: dict, other_teachers: list[dict] | None = None) -> list[
             borrowed = teacher is not None
         slow = teacher["cpu_ms"] / rkd["cpu_ms"] if teacher and rkd and rkd.get("cpu_ms") else None
         out.append(_claim("teacher_slowdown", "JSCC-teacher's encoder is this many times slower than RKD-SC's "
-                          f"(CPU, batch 1; paper {key})", ds or "?", round(p_slow, 2), slow, "x",
+                          f"(CPU, batch 1; paper {key})", ds or key, round(p_slow, 2), slow, "x",
                           judge(slow, p_slow, None if slow is None else slow > 1),
                           "holds if >= the paper's ratio; qualitatively if slower at all"
                           + ("; teacher timed in another profile run at the same input size" if borrowed else ""), src))
@@ -443,7 +443,24 @@ def _set_flags(preset_name: str | None, recorded: dict | None) -> list[str]:
     return flags
 
 
-def regenerate_section(runs: list[dict], command: str, benches: list[dict] = ()) -> str:
+def _profile_flags(prof: dict) -> str:
+    """The `rkdsc profile` options that reproduce a profile document's recorded settings."""
+    st, mach = prof.get("settings") or {}, prof.get("machine") or {}
+    cmd = ""
+    if mach.get("threads"):
+        cmd += f" --threads {mach['threads']}"
+    if st.get("batches"):
+        cmd += " --batches " + ",".join(str(b) for b in st["batches"])
+    if st.get("teacher_batches") and st.get("teacher_batches") != st.get("batches"):
+        cmd += " --teacher-batches " + ",".join(str(b) for b in st["teacher_batches"])
+    for flag, key, default in (("--repeats", "repeats", 20), ("--budget-s", "budget_s", 3.0),
+                               ("--interleave-rounds", "interleave_rounds", 10)):
+        if st.get(key) is not None and st[key] != default:
+            cmd += f" {flag} {st[key]:g}"
+    return cmd
+
+
+def regenerate_section(runs: list[dict], command: str, benches: list[dict] = (), profiles: list[dict] = ()) -> str:
     """The commands that made each run's inputs, from what the run recorded (preset, threads, profile
     and ablation settings), then the report command itself."""
     lines = ["## How these runs were made", "",
@@ -460,19 +477,7 @@ def regenerate_section(runs: list[dict], command: str, benches: list[dict] = ())
             lines.append(f"{env}rkdsc train --preset {res['preset']} --workdir {d}{dev}{flags}")
         prof = run.get("profile")
         if prof:
-            st, mach = prof.get("settings") or {}, prof.get("machine") or {}
-            cmd = f"rkdsc profile --workdir {d} --out {d}/profile.json"
-            if mach.get("threads"):
-                cmd += f" --threads {mach['threads']}"
-            if st.get("batches"):
-                cmd += " --batches " + ",".join(str(b) for b in st["batches"])
-            if st.get("teacher_batches") and st.get("teacher_batches") != st.get("batches"):
-                cmd += " --teacher-batches " + ",".join(str(b) for b in st["teacher_batches"])
-            for flag, key, default in (("--repeats", "repeats", 20), ("--budget-s", "budget_s", 3.0),
-                                       ("--interleave-rounds", "interleave_rounds", 10)):
-                if st.get(key) is not None and st[key] != default:
-                    cmd += f" {flag} {st[key]:g}"
-            lines.append(cmd)
+            lines.append(f"rkdsc profile --workdir {d} --out {d}/profile.json" + _profile_flags(prof))
         abl = run.get("ablation")
         if abl:
             ratios = ",".join(f"{pt['compression_ratio']:g}" for pt in abl.get("points") or [])
@@ -484,6 +489,11 @@ def regenerate_section(runs: list[dict], command: str, benches: list[dict] = ())
             if abl.get("channels") and list(abl["channels"]) != ["awgn"]:
                 cmd += " --channels " + ",".join(abl["channels"])
             lines.append(cmd)
+    for prof in profiles:  # extra --profile documents: the paper-scale one, or presets
+        labels = [sp.get("label") for sp in prof.get("specs") or []]
+        specs = "".join(f" --preset {lb}" for lb in labels if lb and lb != "paper-scale")
+        out = f" --out {prof['source_file']}" if prof.get("source_file") else ""
+        lines.append(f"rkdsc profile{specs}{out}" + _profile_flags(prof))
     for doc in benches:
         cmd = f"rkdsc bench --images {doc['images_per_edge']} --edges {','.join(str(e) for e in doc['networked'])}"
         enc = doc.get("encoder") or {}
@@ -735,7 +745,7 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
             "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".", "",
             "## Claims", "", claims_table(claims), ""]
     text = "\n".join(head + body + t2 + bench_section(benches or []) + t3
-                     + [regenerate_section(runs, command, benches or []), "", recipe_section(), ""])
+                     + [regenerate_section(runs, command, benches or [], profiles), "", recipe_section(), ""])
     summary = {"generated": now, "command": command, "runs": [r["dir"] for r in runs], "claims": claims,
                "verdict_counts": counts}
     return text, summary
@@ -748,7 +758,12 @@ def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | 
     out_md = Path(out_md)
     fig_dir = Path(fig_dir) if fig_dir else out_md.parent / "figures"
     runs = [collect_run(d) for d in run_dirs]
-    prof_docs = [d for d in (_read_json(Path(p)) for p in profiles) if d]
+    prof_docs = []
+    for p in profiles:
+        doc = _read_json(Path(p))
+        if doc:
+            doc["source_file"] = str(p)
+            prof_docs.append(doc)
     abl_docs = [d for d in (_read_json(Path(p)) for p in ablations) if d]
     bench_docs = []
     for b in benches:

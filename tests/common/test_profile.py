@@ -102,7 +102,7 @@ def test_markdown_lists_every_row(doc):
 
 def test_cli_preset_json(tmp_path, capsys):
     out = tmp_path / "p.json"
-    rc = prof.cli(["--preset", "smoke", "--no-ort", "--batches", "1,2", "--repeats", "3",
+    rc = prof.cli(["--preset", "smoke", "--no-ort", "--batches", "1,2", "--teacher-batches", "1,4", "--repeats", "3",
                    "--budget-s", "0.05", "--warmup", "1", "--depths", "2", "1", "1", "1", "--out", str(out), "--quiet"])
     assert rc == 0
     doc = json.loads(out.read_text())
@@ -115,7 +115,11 @@ def test_cli_preset_json(tmp_path, capsys):
     assert tea["iot_ms"] == pytest.approx(tea["cpu_ms"] * 871.49 / 32, rel=1e-12)
     assert "ort_cpu_b1" not in tea["latency_ms"] and rows["rkd-sc"]["dataset"] == "digits"
     assert doc["iot"]["paper_cpu_gflops"] == 871.49 and doc["iot"]["pi_gflops"] == 32
-    assert "| rkd-sc | smoke |" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "| rkd-sc | smoke |" in out_text
+    # the teacher's own large batch (4) fills the b2 column, marked as such; every method was timed interleaved
+    assert "(b4)" in out_text.split("| jscc-teacher | smoke |", 1)[1].splitlines()[0]
+    assert all("torch_cpu_b1_sequential" in r["latency_ms"] for r in doc["rows"])
 
 
 def test_cli_rejects_unknown_method(capsys):

@@ -219,3 +219,20 @@ def test_bench_section_and_its_command(tmp_path, capsys):
                        "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "--bench" in err and "absent.json" in err
+
+
+def test_extra_profile_gets_its_command_and_claims(tmp_path):
+    runs = make_runs(tmp_path)
+    prof = json.loads((runs[0] / "profile.json").read_text())
+    for row in prof["rows"]:
+        row["source"], row["dataset"] = "paper-scale", None  # the paper-scale profile has no data set
+    prof["specs"] = [{"label": "paper-scale"}]
+    prof["settings"].update({"teacher_batches": [1, 8], "repeats": 50})
+    extra = tmp_path / "paper-scale.json"
+    _write(extra, prof)
+    out = tmp_path / "r.md"
+    assert report.cli(["--runs", str(tmp_path / "nope"), "--profile", str(extra), "--out", str(out)]) == 0
+    md = out.read_text()
+    assert f"rkdsc profile --out {extra} --threads 2 --batches 1,64 --teacher-batches 1,8 --repeats 50" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| the CAT adds") and "paper-scale" in ln)
+    assert "| CIFAR10 | paper-scale | 0.78% | 100.00% | **does not hold** |" in row  # 2.0 ms vs 1.0 ms
