@@ -751,6 +751,17 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
     return text, summary
 
 
+def _read_docs(paths: Iterable[str]) -> list[dict]:
+    """The readable JSON documents among ``paths``, each remembering its file (``source_file``)."""
+    docs = []
+    for path in paths:
+        doc = _read_json(Path(path))
+        if isinstance(doc, dict):
+            doc["source_file"] = str(path)
+            docs.append(doc)
+    return docs
+
+
 def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | None = None,
              profiles: Iterable[str] = (), ablations: Iterable[str] = (), command: str = "",
              benches: Iterable[str] = ()) -> dict:
@@ -758,19 +769,7 @@ def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | 
     out_md = Path(out_md)
     fig_dir = Path(fig_dir) if fig_dir else out_md.parent / "figures"
     runs = [collect_run(d) for d in run_dirs]
-    prof_docs = []
-    for p in profiles:
-        doc = _read_json(Path(p))
-        if doc:
-            doc["source_file"] = str(p)
-            prof_docs.append(doc)
-    abl_docs = [d for d in (_read_json(Path(p)) for p in ablations) if d]
-    bench_docs = []
-    for b in benches:
-        doc = _read_json(Path(b))
-        if doc:
-            doc["source_file"] = str(b)
-            bench_docs.append(doc)
+    prof_docs, abl_docs, bench_docs = _read_docs(profiles), _read_docs(ablations), _read_docs(benches)
     text, summary = render(runs, prof_docs, abl_docs, out_md, fig_dir, command, bench_docs)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(text, encoding="utf-8")
