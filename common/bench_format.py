@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+DEFAULT_ROUNDS = 3  # `rkdsc bench --rounds`: in-process / networked runs alternated this many times
+
 
 def _f(v: Any, spec: str = ".2f") -> str:
     return "n/a" if v is None else format(v, spec)

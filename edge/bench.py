@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from common.bench_format import bench_markdown
+from common.bench_format import DEFAULT_ROUNDS, bench_markdown
 from common.cliargs import int_list
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -392,7 +392,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
               task: str | None = None, batch_size: int = 16, snr_db: float = 10.0, fading: str = "awgn",
               edges: tuple[int, ...] = (1, 3), encoder_batches: tuple[int, ...] = (1, 32), threads: int | None = None,
               timeout_s: float = 600.0, work_dir: str | None = None, log: Callable[[str], None] = print,
-              rounds: int = 3) -> dict:
+              rounds: int = DEFAULT_ROUNDS) -> dict:
     """Run every benchmark; returns the JSON document (also written to ``out``). The in-process and
     networked runs are repeated ``rounds`` times in alternation (in-process, 1 edge, 3 edges, again ...),
     so each round's networked / in-process ratio is measured side by side; the document gives the
@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-batches", type=int_list(min_value=1), default=(1, 32), help="batch sizes of the encoder comparison")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads = onnxruntime intra-op threads for the encoder comparison (default: all CPUs)")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help="repeat the in-process and networked runs this many times in alternation; the ratios are "
                         "per round, side by side, and the JSON gives their median and every round")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds each networked run may take")

@@ -229,28 +229,23 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
     rows: list[dict] = []
     server_metrics = relay_metrics = ""
     try:
-        # ---- server
-        env = {} if config_ports else {"RKDSC_SERVER_BIND": "127.0.0.1:0", "RKDSC_SERVER_METRICS_PORT": "0"}
-        server_ready = out / "run" / "server.json"
-        server = Child("server", [py, "-m", "server", "--config", str(config), "--ready-file", str(server_ready)],
-                       _child_env(env), logs / "server.log")
-        children.append(server)
-        sinfo = _wait_ready(server, server_ready, READY_TIMEOUT_S)
-        server_addr = f"127.0.0.1:{sinfo['port']}"
-        wait_serving(server_addr, server)
-        say(f"server   pid {server.proc.pid} on {server_addr} (metrics :{sinfo['metrics_port']})")
-        # ---- relay
-        env = {"RKDSC_SERVER_ADDR": server_addr}
-        if not config_ports:
-            env.update({"RKDSC_RELAY_BIND": "127.0.0.1:0", "RKDSC_RELAY_METRICS_PORT": "0"})
-        relay_ready = out / "run" / "relay.json"
-        relay = Child("relay", [py, "-m", "basestation", "--config", str(config), "--ready-file", str(relay_ready)],
-                      _child_env(env), logs / "relay.log")
-        children.append(relay)
-        rinfo = _wait_ready(relay, relay_ready, READY_TIMEOUT_S)
-        relay_addr = f"127.0.0.1:{rinfo['port']}"
-        wait_serving(relay_addr, relay)
-        say(f"relay    pid {relay.proc.pid} on {relay_addr} (metrics :{rinfo['metrics_port']})")
+        def start_service(name: str, module: str, env: dict[str, str], bind_prefix: str) -> tuple[Child, str, dict]:
+            """Start `python -m module`, wait for its ready file and health; (child, address, ready info)."""
+            if not config_ports:  # ephemeral ports, read back from the ready file
+                env = {**env, f"{bind_prefix}_BIND": "127.0.0.1:0", f"{bind_prefix}_METRICS_PORT": "0"}
+            ready = out / "run" / f"{name}.json"
+            child = Child(name, [py, "-m", module, "--config", str(config), "--ready-file", str(ready)],
+                          _child_env(env), logs / f"{name}.log")
+            children.append(child)
+            info = _wait_ready(child, ready, READY_TIMEOUT_S)
+            addr = f"127.0.0.1:{info['port']}"
+            wait_serving(addr, child)
+            say(f"{name:<8} pid {child.proc.pid} on {addr} (metrics :{info['metrics_port']})")
+            return child, addr, info
+
+        server, server_addr, sinfo = start_service("server", "server", {}, "RKDSC_SERVER")
+        relay, relay_addr, rinfo = start_service("relay", "basestation", {"RKDSC_SERVER_ADDR": server_addr},
+                                                 "RKDSC_RELAY")
         # ---- edges
         edges: list[tuple[Any, Child]] = []
         for t in cfg.transmitters:

@@ -352,7 +352,8 @@ class ProfileOptions:
 
 
 def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path, gflops_here: float,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, modules: dict[str, Any] | None = None) -> dict:
+    """One Table II row; the encoder it built is left in ``modules[method]`` when a dict is given."""
     import torch
 
     from common.models import count_flops
@@ -361,6 +362,8 @@ def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path,
     torch.set_num_threads(threads)
     module, params = build_encoder(method, spec)
     module.eval()
+    if modules is not None:
+        modules[method] = module
     with torch.no_grad():
         img = torch.zeros(1, 3, spec.input_size, spec.input_size)
         snr = torch.full((1,), 10.0)
@@ -438,7 +441,7 @@ def machine_info(threads: int, gflops_here: float) -> dict:
 
 
 def _interleave_b0(rows: list[dict], spec: ArchSpec, opts: ProfileOptions, gflops_here: float,
-                   log: Callable[[str], None] = print) -> None:
+                   modules: dict[str, Any], log: Callable[[str], None] = print) -> None:
     """Re-time the torch CPU single-image latency of the rows of one source in alternation and make it
     the rows' ``cpu_ms`` (the sequential measurement stays as ``torch_cpu_b<N>_sequential``)."""
     b0 = opts.batches[0]
@@ -450,9 +453,8 @@ def _interleave_b0(rows: list[dict], spec: ArchSpec, opts: ProfileOptions, gflop
     torch.set_num_threads(opts.threads or torch.get_num_threads())
     log(f"  {', '.join(r['method'] for r in rows)} [{spec.label}] torch cpu batch {b0}, "
         f"interleaved over {opts.interleave_rounds} rounds ...")
-    modules = {r["method"]: build_encoder(r["method"], spec)[0] for r in rows}
-    timed = time_torch_interleaved(modules, spec.input_size, b0, opts.warmup, opts.repeats, opts.budget_s,
-                                   opts.interleave_rounds)
+    timed = time_torch_interleaved({r["method"]: modules[r["method"]] for r in rows}, spec.input_size, b0,
+                                   opts.warmup, opts.repeats, opts.budget_s, opts.interleave_rounds)
     for r in rows:
         lat = r["latency_ms"]
         lat[f"torch_cpu_b{b0}_sequential"] = lat[f"torch_cpu_b{b0}"]
@@ -480,6 +482,7 @@ def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bun
     with tempfile.TemporaryDirectory(prefix="rkdsc-profile-") as tmpdir:
         tmp = Path(tmpdir)
         for spec in specs:
+            modules: dict[str, Any] = {}  # this spec's encoders, timed again side by side below
             for method in methods:
                 if method == "jscc-teacher":
                     key = (spec.teacher_name, spec.teacher_img_size, json.dumps(spec.teacher_kwargs, sort_keys=True))
@@ -487,8 +490,8 @@ def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bun
                         continue  # dataset independent: profile each teacher once
                     teacher_done.add(key)
                 log(f"profiling {method} [{spec.label}] at {spec.input_size}x{spec.input_size} ...")
-                rows.append(profile_method(method, spec, opts, tmp, gflops_here, log))
-            _interleave_b0([r for r in rows if r["source"] == spec.label], spec, opts, gflops_here, log)
+                rows.append(profile_method(method, spec, opts, tmp, gflops_here, log, modules))
+            _interleave_b0([r for r in rows if r["source"] == spec.label], spec, opts, gflops_here, modules, log)
         for b in bundles or []:
             rows.extend(profile_bundle(b, opts, threads, gflops_here, log))
     return {

@@ -31,7 +31,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from common.train.profile import PAPER_CPU_GFLOPS, PAPER_TABLE_II, PI_GFLOPS
+from common.bench_format import DEFAULT_ROUNDS
+from common.cliargs import str_list
+from common.train.profile import PAPER_CPU_GFLOPS, PAPER_TABLE_II, PI_GFLOPS, ProfileOptions
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
@@ -453,8 +455,9 @@ def _profile_flags(prof: dict) -> str:
         cmd += " --batches " + ",".join(str(b) for b in st["batches"])
     if st.get("teacher_batches") and st.get("teacher_batches") != st.get("batches"):
         cmd += " --teacher-batches " + ",".join(str(b) for b in st["teacher_batches"])
-    for flag, key, default in (("--repeats", "repeats", 20), ("--budget-s", "budget_s", 3.0),
-                               ("--interleave-rounds", "interleave_rounds", 10)):
+    defaults = ProfileOptions()
+    for flag, key, default in (("--repeats", "repeats", defaults.repeats), ("--budget-s", "budget_s", defaults.budget_s),
+                               ("--interleave-rounds", "interleave_rounds", defaults.interleave_rounds)):
         if st.get(key) is not None and st[key] != default:
             cmd += f" {flag} {st[key]:g}"
     return cmd
@@ -466,6 +469,9 @@ def regenerate_section(runs: list[dict], command: str, benches: list[dict] = (),
     lines = ["## How these runs were made", "",
              "Reconstructed from each run's recorded settings (`results.json`, `profile.json`, "
              "`ablation/ablation.json`); `RKDSC_THREADS` sets the torch threads of every step.", "", "```bash"]
+    from common.train.ablation import build_parser
+
+    ablation_cli = build_parser()  # its defaults are the options a command can leave out
     for run in runs:
         d, res = run["dir"], run["results"] or {}
         if not run["exists"]:
@@ -482,11 +488,11 @@ def regenerate_section(runs: list[dict], command: str, benches: list[dict] = (),
         if abl:
             ratios = ",".join(f"{pt['compression_ratio']:g}" for pt in abl.get("points") or [])
             cmd = f"rkdsc ablation --workdir {d} --ratios {ratios}"
-            for flag, key, default in (("--epochs", "epochs", None), ("--noise-draws", "noise_draws", 3),
-                                       ("--snr", "snr_db", -10.0)):
-                if abl.get(key) is not None and abl.get(key) != default:
+            for flag, key, dest in (("--epochs", "epochs", "epochs"), ("--noise-draws", "noise_draws", "noise_draws"),
+                                    ("--snr", "snr_db", "snr")):
+                if abl.get(key) is not None and abl.get(key) != ablation_cli.get_default(dest):
                     cmd += f" {flag} {abl[key]:g}" if isinstance(abl[key], float) else f" {flag} {abl[key]}"
-            if abl.get("channels") and list(abl["channels"]) != ["awgn"]:
+            if abl.get("channels") and list(abl["channels"]) != str_list(ablation_cli.get_default("channels")):
                 cmd += " --channels " + ",".join(abl["channels"])
             lines.append(cmd)
     for prof in profiles:  # extra --profile documents: the paper-scale one, or presets
@@ -501,7 +507,7 @@ def regenerate_section(runs: list[dict], command: str, benches: list[dict] = (),
             cmd += " --encoder-batches " + ",".join(str(b) for b in enc["batches"])
         if enc.get("threads"):
             cmd += f" --threads {enc['threads']}"
-        if doc.get("rounds") and doc["rounds"] != 3:
+        if doc.get("rounds") and doc["rounds"] != DEFAULT_ROUNDS:
             cmd += f" --rounds {doc['rounds']}"
         if doc.get("source_file"):
             cmd += f" --out {doc['source_file']}"
