@@ -7,7 +7,7 @@ with the link state as feedback.
 
 Per transmitter (``[[transmitters]]`` of the topology) the relay keeps a ``Link``:
 ``snr_db``, ``fading``, ``path_gain_db`` and its own ``numpy.random.Generator`` seeded
-with ``seed``. Every frame is one ``common.channel.simulate(z [1, K], snr_db +
+with ``seed``. Every frame is one ``rkdsc.common.channel.simulate(z [1, K], snr_db +
 path_gain_db, fading, rng, equalize=True)`` call, in arrival order, under the link's lock:
 the k-th frame of a transmitter sees the k-th draw of ``default_rng(seed)``, exactly like
 ``InProcessPipeline(seed=seed).run`` called once per image (batch of 1) in the same order.
@@ -39,13 +39,13 @@ from typing import Callable
 import grpc
 import numpy as np
 
-from common import channel
-from common.config import FADINGS, Config, ConfigError, load_config
-from common.metrics import UNKNOWN_LABEL, MetricsEndpoint, RelayMetrics
-from common.wire import encode_tensor
+from rkdsc.common import channel
+from rkdsc.common.config import FADINGS, Config, ConfigError, load_config
+from rkdsc.common.metrics import UNKNOWN_LABEL, MetricsEndpoint, RelayMetrics
+from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
-from server.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, ServiceHandle,
+from rkdsc.server.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, ServiceHandle,
                             build_grpc_server, check_finite, check_symbols, grpc_options, handler_threads,
                             invalid, serve, set_health, setup_logging)
 

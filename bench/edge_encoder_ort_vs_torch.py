@@ -3,7 +3,7 @@
 The edge part is the paper's: Student (Table I template, 224x224, depths 1,2,2,2 by
 default) + CAT encoder (F = 512, 8 heads, d_ff 2048, ratio 0.8 -> 102 values), randomly
 initialised (weights do not change the speed). It is exported with the project's exporter
-(``common.bundle.export.export_part``) and timed with ``torch.set_num_threads(T)`` and an
+(``rkdsc.common.bundle.export.export_part``) and timed with ``torch.set_num_threads(T)`` and an
 onnxruntime session with ``intra_op_num_threads = T``. Per batch size: a few warm-up runs
 of each, then N rounds that time torch and onnxruntime alternately (so drifting machine
 load hits both alike); medians are reported. Prints one JSON line.
@@ -28,12 +28,12 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from common.bundle.export import export_part  # noqa: E402
-from common.bundle.runtime import make_session  # noqa: E402
-from common.models.cat import CATConfig, CATEncoder  # noqa: E402
-from common.models.complexity import count_params  # noqa: E402
-from common.models.student import Student, StudentConfig  # noqa: E402
-from common.models.system import EdgePart  # noqa: E402
+from rkdsc.common.bundle.export import export_part  # noqa: E402
+from rkdsc.common.bundle.runtime import make_session  # noqa: E402
+from rkdsc.common.models.cat import CATConfig, CATEncoder  # noqa: E402
+from rkdsc.common.models.complexity import count_params  # noqa: E402
+from rkdsc.common.models.student import Student, StudentConfig  # noqa: E402
+from rkdsc.common.models.system import EdgePart  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ the in-process pipeline, in one run; prints one JSON document.
 * in-process: ``InProcessPipeline`` over the same image files in batches of
   ``--batch-size`` (read + preprocess + encode + channel + decode in one process, onnxruntime
   with its default thread count); per-image latency = its batch's wall time.
-* networked: ``edge.demo.run_demo`` with 1 and with 3 edge devices (each sends all N
+* networked: ``rkdsc.common.experiments.demo.run_demo`` with 1 and with 3 edge devices (each sends all N
   images; one onnxruntime thread per edge device, the server with its default); throughput
   = answered images / the longest edge wall time (service start-up excluded, reported
   apart); per-image latency = the edge client's ``latency_ms`` (start of encoding the
@@ -42,8 +42,8 @@ def pct(values, q):
 
 
 def in_process(bundle, task: str, images: Path, batch_size: int, snr_db: float, fading: str) -> dict:
-    from common.bundle import InProcessPipeline
-    from common.data.images import list_images, load_rgb, preprocess
+    from rkdsc.common.bundle import InProcessPipeline
+    from rkdsc.common.data.images import list_images, load_rgb, preprocess
 
     pipe = InProcessPipeline(bundle, task, seed=1)
     paths = list_images(images, check=False).paths
@@ -63,7 +63,7 @@ def in_process(bundle, task: str, images: Path, batch_size: int, snr_db: float, 
 
 def networked(bundle_dir: Path, task: str, images: Path, n: int, edges: int, batch_size: int, snr_db: float,
               fading: str, work: Path, max_in_flight: int = 32, name: str | None = None) -> dict:
-    from edge.demo import run_demo
+    from rkdsc.common.experiments.demo import run_demo
 
     lines = [f'[bundle]\npath = "{bundle_dir.as_posix()}"', "[server]\nport = 0\nmetrics_port = 0",
              "[basestation]\nport = 0\nmetrics_port = 0"]
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
 
-    from common.bundle import load_bundle
-    from common.data.samples import write_samples
+    from rkdsc.common.bundle import load_bundle
+    from rkdsc.common.data.samples import write_samples
 
     with tempfile.TemporaryDirectory(prefix="rkdsc-bench-") as tmp:
         work = Path(tmp)
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         elif (ROOT / "deploy" / "bundle" / "manifest.json").exists():
             bundle_dir = ROOT / "deploy" / "bundle"
         else:
-            from common.bundle import build_random_bundle
+            from rkdsc.common.bundle import build_random_bundle
 
             bundle_dir = Path(build_random_bundle(work / "bundle")).resolve()
         bundle = load_bundle(bundle_dir)

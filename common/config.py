@@ -45,7 +45,7 @@ __all__ = ["ConfigError", "FADINGS", "DEFAULT_SAMPLES_DIR", "BundleSection", "Se
            "BaseStationConfig", "TransmitterConfig", "Config", "load_config", "parse_config",
            "split_hostport", "ENV_KEYS"]
 
-FADINGS = ("awgn", "rayleigh", "rayleigh_fast", "rician")  # = common.channel.FADINGS (a test checks)
+FADINGS = ("awgn", "rayleigh", "rayleigh_fast", "rician")  # = rkdsc.common.channel.FADINGS (a test checks)
 DEFAULT_SAMPLES_DIR = "runs/samples"  # under root; per task: runs/samples/<task>
 ENV_KEYS = ("RKDSC_SERVER_BIND", "RKDSC_SERVER_METRICS_PORT", "RKDSC_SERVER_ADDR",
             "RKDSC_RELAY_BIND", "RKDSC_RELAY_METRICS_PORT", "RKDSC_RELAY_ADDR")

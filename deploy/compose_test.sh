@@ -224,7 +224,7 @@ pick_bundle() {
     BUNDLE=runs/bundles/compose-random
     log "deploy/bundle has no manifest.json (make bundle): using a small random bundle in $BUNDLE"
     if [ ! -f "$BUNDLE/manifest.json" ]; then
-      "$PY" -c "import sys; from common.bundle.export import build_random_bundle; build_random_bundle(sys.argv[1])" \
+      "$PY" -c "import sys; from rkdsc.common.bundle.export import build_random_bundle; build_random_bundle(sys.argv[1])" \
         "$BUNDLE" >/dev/null || die "could not build a random bundle"
     fi
   fi

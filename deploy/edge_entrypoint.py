@@ -1,4 +1,4 @@
-"""Entry point of the edge image: choose the transmitter id, then run `python -m edge`.
+"""Entry point of the edge image: choose the transmitter id, then run `python -m rkdsc.edge`.
 
     python deploy/edge_entrypoint.py [extra `rkdsc edge` flags ...]
 
@@ -14,7 +14,7 @@ The relay only accepts transmitter ids of its topology, so the images' compose t
 (deploy/topology.compose.toml, made by deploy/Dockerfile) adds a pool of ``edge-1`` ..
 ``edge-<SCALE_POOL>`` transmitters with default link settings.
 
-Then it execs ``python -m edge --config $RKDSC_CONFIG --id ID --out $RKDSC_OUT/ID`` plus the
+Then it execs ``python -m rkdsc.edge --config $RKDSC_CONFIG --id ID --out $RKDSC_OUT/ID`` plus the
 arguments given. Standard library only.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     tid = transmitter_id()
     config = os.environ.get("RKDSC_CONFIG", "deploy/topology.toml")
     out = os.path.join(os.environ.get("RKDSC_OUT", "runs/compose"), tid)
-    cmd = [sys.executable, "-m", "edge", "--config", config, "--id", tid, "--out", out, *argv]
+    cmd = [sys.executable, "-m", "rkdsc.edge", "--config", config, "--id", tid, "--out", out, *argv]
     print(f"edge entrypoint: transmitter id {tid!r}: {' '.join(cmd[1:])}", flush=True)
     os.execv(sys.executable, cmd)
 

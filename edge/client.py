@@ -3,7 +3,7 @@
     client = EdgeClient(cfg, cfg.transmitter("edge-near"))
     summary = client.run(out_dir="runs/edge-near")   # results.jsonl + summary.json
 
-Per image: read (``common.data.images``), preprocess per the bundle manifest, batch,
+Per image: read (``rkdsc.common.data.images``), preprocess per the bundle manifest, batch,
 ``EdgeModel.encode(images, snr_estimate)`` -> ``real_to_complex`` -> ``normalize_power``
 -> one ``Frame`` (complex64 ``[K]``) per image on one bidirectional ``Relay.Transmit``
 stream. The CAT encoder is conditioned on the link SNR the relay feeds back in every
@@ -39,12 +39,12 @@ from typing import Any
 import grpc
 import numpy as np
 
-import common.bundle as bundle_lib
-from common import channel
-from common.bundle import BundleError
-from common.config import Config, ConfigError, TransmitterConfig, load_config
-from common.data.images import list_images, load_rgb, preprocess
-from common.wire import encode_tensor
+import rkdsc.common.bundle as bundle_lib
+from rkdsc.common import channel
+from rkdsc.common.bundle import BundleError
+from rkdsc.common.config import Config, ConfigError, TransmitterConfig, load_config
+from rkdsc.common.data.images import list_images, load_rgb, preprocess
+from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 

@@ -6,7 +6,7 @@
 
 Per frame: validate (transmitter, task, received symbols complex64 [K] or [1, K], h, SNR,
 label, frame id not seen before) -> ``complex_to_real(y, compact_dim)`` -> dynamic batch
-across transmitters (``server.batcher``) -> ``ServerModel.decode`` with the frame's SNR ->
+across transmitters (``rkdsc.server.batcher``) -> ``ServerModel.decode`` with the frame's SNR ->
 top-k softmax scores. A frame that breaks a rule ends its stream (or unary call) with
 INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for size, whose message starts with the field; a
 full queue or a draining server answers that frame with a Result whose ``error`` is set
@@ -14,7 +14,7 @@ full queue or a draining server answers that frame with a Result whose ``error``
 
 The gRPC plumbing shared with the relay (health + reflection, ``ServiceHandle``,
 signal-driven ``serve``, symbol validation) lives here too; importing this module does
-not import onnxruntime (``common.bundle`` loads its runtime lazily).
+not import onnxruntime (``rkdsc.common.bundle`` loads its runtime lazily).
 """
 from __future__ import annotations
 
@@ -38,15 +38,15 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-import common.bundle as bundle_lib
-from common import channel
-from common.bundle import BundleError
-from common.config import FADINGS, Config, ConfigError, load_config
-from common.metrics import UNKNOWN_LABEL, MetricsEndpoint, ServerMetrics
-from common.wire import WireError, decode_tensor
+import rkdsc.common.bundle as bundle_lib
+from rkdsc.common import channel
+from rkdsc.common.bundle import BundleError
+from rkdsc.common.config import FADINGS, Config, ConfigError, load_config
+from rkdsc.common.metrics import UNKNOWN_LABEL, MetricsEndpoint, ServerMetrics
+from rkdsc.common.wire import WireError, decode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
-from server.batcher import Decoded, Draining, DynamicBatcher, QueueFull
+from rkdsc.server.batcher import Decoded, Draining, DynamicBatcher, QueueFull
 
 log = logging.getLogger("rkdsc.server")
 
@@ -99,7 +99,7 @@ def check_symbols(t: pb.Tensor, field: str, k: int, *, shapes: Iterable[tuple[in
         power = float(np.mean(arr.real.astype(np.float64) ** 2 + arr.imag.astype(np.float64) ** 2))
         if abs(power - 1.0) > POWER_TOLERANCE:
             raise invalid(f"{field}: average power {power:.6g}, expected 1 (transmitters normalize "
-                          f"each frame to unit average power, common.channel.normalize_power)")
+                          f"each frame to unit average power, rkdsc.common.channel.normalize_power)")
     return arr
 
 
@@ -257,8 +257,8 @@ def setup_logging(level: str = "INFO") -> None:
 
 @dataclass
 class _TaskRuntime:
-    spec: Any               # common.bundle.TaskSpec
-    model: Any              # common.bundle.ServerModel
+    spec: Any               # rkdsc.common.bundle.TaskSpec
+    model: Any              # rkdsc.common.bundle.ServerModel
     batcher: DynamicBatcher
 
 

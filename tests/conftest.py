@@ -1,6 +1,6 @@
 """Shared fixtures: a small bundle, sample images, topology configs, running services.
 
-The bundle is a small randomly initialised one (``common.bundle.build_random_bundle``,
+The bundle is a small randomly initialised one (``rkdsc.common.bundle.build_random_bundle``,
 built once per session), or a real one when ``RKDSC_TEST_BUNDLE`` points to a bundle
 directory. Services run in-process on ephemeral ports (port 0) with real gRPC and real
 onnxruntime sessions.
@@ -71,7 +71,7 @@ def bundle_dir(request, tmp_path_factory) -> Path:
         return Path(env).resolve()
     import shutil
 
-    from common.bundle import build_random_bundle, verify_bundle
+    from rkdsc.common.bundle import build_random_bundle, verify_bundle
 
     built_here = lambda: Path(build_random_bundle(tmp_path_factory.mktemp("bundle") / "bundle", seed=0))  # noqa: E731
     cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
@@ -95,7 +95,7 @@ def bundle_dir(request, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundle(bundle_dir):
-    from common.bundle import load_bundle
+    from rkdsc.common.bundle import load_bundle
 
     return load_bundle(bundle_dir, verify=True)
 
@@ -103,7 +103,7 @@ def bundle(bundle_dir):
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory, bundle) -> Path:
     """24 held-back digits (class sub-folders) at the bundle's input size."""
-    from common.data.samples import write_samples
+    from rkdsc.common.data.samples import write_samples
 
     h, _ = bundle.input.size
     out = tmp_path_factory.mktemp("samples") / "digits"
@@ -124,7 +124,7 @@ def make_config(tmp_path, bundle_dir, sample_dir) -> Callable[..., Any]:
     """make_config(transmitters=None, server={}, basestation={}, env={}) -> (Config, toml path).
 
     Ports default to 0 (ephemeral) and metrics ports to 0; images default to sample_dir."""
-    from common.config import load_config
+    from rkdsc.common.config import load_config
 
     def make(transmitters: list[dict] | None = None, server: dict | None = None,
              basestation: dict | None = None, env: dict | None = None, name: str = "topology.toml"):
@@ -147,9 +147,9 @@ class Services:
     def __init__(self, cfg, bundle):
         import grpc
 
-        from basestation import relay
+        from rkdsc.basestation import relay
         from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
-        from server.service import create_server
+        from rkdsc.server.service import create_server
 
         self.cfg = cfg
         self.server, self.server_port = create_server(cfg, bundle=bundle)
@@ -166,7 +166,7 @@ class Services:
         self.wait_relay_serving()
 
     def wait_relay_serving(self, timeout_s: float = 30.0) -> None:
-        from edge.demo import wait_serving
+        from rkdsc.common.experiments.demo import wait_serving
 
         wait_serving(self.relay_addr, timeout_s=timeout_s)
 
@@ -174,7 +174,7 @@ class Services:
         """Parsed /metrics of 'server' or 'relay'."""
         import urllib.request
 
-        from common.metrics import parse_metrics
+        from rkdsc.common.metrics import parse_metrics
 
         port = (self.server if which == "server" else self.relay).metrics_port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
@@ -206,8 +206,8 @@ def make_frame(k: int, transmitter_id: str = "edge-near", frame_id: int = 0, tas
     """A valid Frame with K unit-power complex64 symbols (shape [K]); overrides set fields."""
     import numpy as np
 
-    from common.channel import normalize_power
-    from common.wire import encode_tensor
+    from rkdsc.common.channel import normalize_power
+    from rkdsc.common.wire import encode_tensor
     from rkdsc.v1 import emulator_pb2 as pb
 
     if symbols is None:

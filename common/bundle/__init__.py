@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from common.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, BundleError, InputSpec,
+from rkdsc.common.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, BundleError, InputSpec,
                                     TaskSpec, compact_dim_for, read_manifest, sha256_file,
                                     symbols_for, validate_manifest, verify_bundle,
                                     write_manifest)
@@ -27,6 +27,6 @@ __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "BundleError", "InputSpec", "TaskS
 
 def __getattr__(name: str):
     if name in _LAZY:
-        module = importlib.import_module(f"common.bundle.{_LAZY[name]}")
+        module = importlib.import_module(f"rkdsc.common.bundle.{_LAZY[name]}")
         return getattr(module, name)
-    raise AttributeError(f"module 'common.bundle' has no attribute {name!r}")
+    raise AttributeError(f"module 'rkdsc.common.bundle' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``rkdsc bundle info DIR`` and ``rkdsc bundle verify DIR`` (no torch; also
-``python -m common.bundle.cli ...``)."""
+``python -m rkdsc.common.bundle.cli ...``)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from common.bundle.manifest import (MANIFEST_NAME, BundleError, read_manifest, task_specs,
+from rkdsc.common.bundle.manifest import (MANIFEST_NAME, BundleError, read_manifest, task_specs,
                                     validate_manifest, verify_bundle)
 
 

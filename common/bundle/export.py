@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.bundle.manifest import (FORMAT_VERSION, BundleError, compact_dim_for, symbols_for,
+from rkdsc.common.bundle.manifest import (FORMAT_VERSION, BundleError, compact_dim_for, symbols_for,
                                     write_manifest)
 
 OPSET = 18  # ONNX opset of the exported graphs (>= 17 for LayerNormalization)
@@ -149,7 +149,7 @@ def export_part(module: nn.Module, path: str | os.PathLike, in_names: tuple[str,
 
 
 def _count_params(module: nn.Module) -> int:
-    from common.models.complexity import count_params
+    from rkdsc.common.models.complexity import count_params
     return int(count_params(module))
 
 
@@ -276,10 +276,10 @@ def build_random_parts(input_size: int = 32, feature_dim: int = 64, compression_
     """(EdgePart, ServerPart) of a small randomly initialised system built through the real
     model classes (Student + CATEncoder, CATDecoder + ClassifierHead), in eval mode.
     Deterministic for a given ``seed``; the global torch RNG is left untouched."""
-    from common.models.cat import CATConfig, CATDecoder, CATEncoder
-    from common.models.heads import ClassifierHead
-    from common.models.student import Student, StudentConfig
-    from common.models.system import EdgePart, ServerPart
+    from rkdsc.common.models.cat import CATConfig, CATDecoder, CATEncoder
+    from rkdsc.common.models.heads import ClassifierHead
+    from rkdsc.common.models.student import Student, StudentConfig
+    from rkdsc.common.models.system import EdgePart, ServerPart
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

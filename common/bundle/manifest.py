@@ -48,7 +48,7 @@ class BundleError(Exception):
 
 def compact_dim_for(feature_dim: int, compression_ratio: float) -> int:
     """CAT compact dimension: floor(feature_dim * (1 - compression_ratio)) (paper Table II),
-    guarded against float error exactly like ``common.models.cat.compact_dim``
+    guarded against float error exactly like ``rkdsc.common.models.cat.compact_dim``
     (512 * (1 - 0.8) = 102.39999... -> 102; 10 * (1 - 0.9) = 0.99999... -> 1)."""
     return int(math.floor(feature_dim * (1.0 - compression_ratio) + 1e-9))
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from common.bundle.manifest import (MANIFEST_NAME, BundleError, InputSpec, TaskSpec,
+from rkdsc.common.bundle.manifest import (MANIFEST_NAME, BundleError, InputSpec, TaskSpec,
                                     read_manifest, task_specs, validate_manifest, verify_bundle)
-from common.data.images import preprocess, preprocess_batch  # noqa: F401  (re-exported)
+from rkdsc.common.data.images import preprocess, preprocess_batch  # noqa: F401  (re-exported)
 
 
 class UnknownTaskError(KeyError, BundleError):
@@ -252,7 +252,7 @@ class InProcessPipeline:
 
     def __init__(self, bundle: Bundle, task: str | None = None, seed: int = 0,
                  intra_op_threads: int | None = None, use_cuda: bool = False) -> None:
-        from common import channel  # numpy twin of the channel (no torch)
+        from rkdsc.common import channel  # numpy twin of the channel (no torch)
 
         self._channel = channel
         self.bundle = bundle

@@ -1,10 +1,10 @@
 """Channel models: numpy API (relay, evaluation; importing this package never imports torch).
 
-The torch twin with the same names and conventions lives in `common.channel.torch_channel`
-(import it explicitly). Conventions: see `common.channel.numpy_channel`.
+The torch twin with the same names and conventions lives in `rkdsc.common.channel.torch_channel`
+(import it explicitly). Conventions: see `rkdsc.common.channel.numpy_channel`.
 """
 
-from common.channel.numpy_channel import (
+from rkdsc.common.channel.numpy_channel import (
     AWGN,
     EQUALIZERS,
     FADINGS,

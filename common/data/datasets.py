@@ -8,13 +8,13 @@
 * ``max_per_class`` subsamples each class deterministically (a seeded permutation of the
   class's sorted file list), then the validation split takes ``val_fraction`` of every class
   (stratified, seeded by ``preset.seed``). The same preset gives the same split on every machine.
-* digits: the 1,797 scikit-learn digits are first split by ``common.data.digits.split_indices``
+* digits: the 1,797 scikit-learn digits are first split by ``rkdsc.common.data.digits.split_indices``
   (fixed seed) into a train part and a held-back part; train/val come from the train part
   only, and the held-back part is NEVER used in training: ``heldout_dataset(preset)`` returns it
   for the final evaluation (it is also what the demo's sample images are made of).
 * cifar10 / tinyimagenet / folder read ``ROOT/<class>/<image>`` (class = sorted folder names,
   torchvision's ImageFolder convention), convert greyscale to RGB and resize to ``input_size``
-  with PIL bilinear, exactly like the edge's ``common.data.images.preprocess``. These folders
+  with PIL bilinear, exactly like the edge's ``rkdsc.common.data.images.preprocess``. These folders
   have no test split: ``heldout_dataset`` returns the validation split for them.
 * cifar100 comes through ``torchvision.datasets.CIFAR100(download=False)``.
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
+from rkdsc.common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
 
 _FOLDER_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

@@ -137,7 +137,7 @@ class _Spec:
 
 def _spec(input_spec) -> _Spec:
     """Accept the manifest's ``input`` dict or any object with size/mean/std attributes
-    (``common.bundle.manifest.InputSpec``); size is an int or (H, W)."""
+    (``rkdsc.common.bundle.manifest.InputSpec``); size is an int or (H, W)."""
     get = input_spec.get if isinstance(input_spec, dict) else (lambda k: getattr(input_spec, k))
     size, mean, std = get("size"), get("mean"), get("std")
     if isinstance(size, (int, np.integer)):

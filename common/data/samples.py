@@ -3,7 +3,7 @@
     rkdsc samples --out runs/samples/digits [--count N] [--size 32 | --bundle deploy/bundle]
 
 writes ``OUT/<digit>/NNNN.png`` (NNNN = the index in scikit-learn's digits set), one RGB
-PNG per held-back digit (``common.data.digits.split_indices``: the part training never
+PNG per held-back digit (``rkdsc.common.data.digits.split_indices``: the part training never
 sees), upscaled with PIL bilinear to the bundle's input size (32 by default). The output
 is deterministic: same arguments, same bytes. The folder is written next to the target
 and renamed into place, so a half-written folder is never taken for a complete one.
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
+from rkdsc.common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
 
 DEFAULT_SIZE = 32  # pixels, when no bundle is given
 
@@ -63,7 +63,7 @@ def write_samples(out_dir: str | os.PathLike, count: int | None = None, size: in
 
 
 def _bundle_size(bundle_dir: str) -> int:
-    from common.bundle.manifest import InputSpec, read_manifest
+    from rkdsc.common.bundle.manifest import InputSpec, read_manifest
 
     h, w = InputSpec.from_dict(read_manifest(bundle_dir)["input"]).size
     if h != w:

@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.train import ddp
-from common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, load_weights, make_loader, progress,
+from rkdsc.common.train import ddp
+from rkdsc.common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, load_weights, make_loader, progress,
                                  save_checkpoint, save_weights, seed_everything, write_json)
-from common.train.distill import (GRAD_CLIP, VAL_SNRS_DB, WEIGHT_DECAY, TaskSetup, _ctx, _fresh, _read_json,
+from rkdsc.common.train.distill import (GRAD_CLIP, VAL_SNRS_DB, WEIGHT_DECAY, TaskSetup, _ctx, _fresh, _read_json,
                                   _sync_note, add_common_args, build_student, draw_channel, epoch_seed,
                                   get_teacher_synced, input_spec, load_presets, make_tasks, student_config_dict,
                                   teacher_features, transmit)
@@ -56,7 +56,7 @@ class JSCCSystem(nn.Module):
 
     def __init__(self, encoder: nn.Module | None, feature_dim: int, num_classes: int, head_hidden: int):
         super().__init__()
-        from common.models.heads import ClassifierHead
+        from rkdsc.common.models.heads import ClassifierHead
 
         self.encoder = encoder
         self.head = ClassifierHead(feature_dim, num_classes, head_hidden)
@@ -109,9 +109,9 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
                  task: TaskSetup | None = None, resume: bool = False, ctx: ddp.DistContext | None = None,
                  log: Callable[[str], None] = print, stop_after_epochs: int | None = None) -> dict:
     """Train one JSCC baseline for one task; returns (and writes) its summary."""
-    from common.data.datasets import build_datasets
-    from common.models.complexity import count_params
-    from common.models.student import Student
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.models.complexity import count_params
+    from rkdsc.common.models.student import Student
 
     if kind not in KINDS:
         raise ValueError(f"baseline kind: expected one of {list(KINDS)}, got {kind!r}")
@@ -210,7 +210,7 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
             spec.update(depths=task.depths, student=student_config_dict(p.student_config()),
                         params={"encoder": count_params(system.encoder), "head": count_params(system.head)})
         else:
-            from common.train.teacher import teacher_build_kwargs
+            from rkdsc.common.train.teacher import teacher_build_kwargs
 
             spec.update(teacher={"name": p.teacher.name, "img_size": p.teacher.img_size, "feature_dim": fdim,
                                  "timm_kwargs": teacher_build_kwargs(p),
@@ -241,7 +241,7 @@ def load_jscc_parts(task_dir: str | Path, device: str | torch.device = "cpu") ->
         load_weights(task_dir / "model.safetensors", system)
         encoder = system.encoder
     else:
-        from common.models.teacher import build_teacher
+        from rkdsc.common.models.teacher import build_teacher
 
         t = spec["teacher"]
         encoder = build_teacher(t["name"], None, t["feature_dim"], t["img_size"], **t["timm_kwargs"])
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from common.train.common import set_threads
+    from rkdsc.common.train.common import set_threads
 
     set_threads()  # $RKDSC_THREADS, else torch's default
     ctx = ddp.init_distributed(args.device)

@@ -2,7 +2,7 @@
 
 Recipe (one machine, N processes; each process sees one GPU, or the CPU with gloo)::
 
-    torchrun --nproc_per_node 2 -m common.train.distill --preset cifar10-cpu --workdir runs/c10 --stage both
+    torchrun --nproc_per_node 2 -m rkdsc.common.train.distill --preset cifar10-cpu --workdir runs/c10 --stage both
 
 ``init_distributed()`` reads the launcher's environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``; ``MASTER_ADDR``/``MASTER_PORT`` are set by torchrun) and initialises the
@@ -71,7 +71,7 @@ def init_distributed(device: str | torch.device | None = None) -> DistContext:
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", 0)
     if world <= 1:  # a single process: the usual device choice ($RKDSC_DEVICE, else CUDA when available)
-        from common.train.common import pick_device
+        from rkdsc.common.train.common import pick_device
 
         return DistContext(0, 1, 0, pick_device(str(device) if device is not None else None), "")
     want_cpu = device is not None and torch.device(device).type == "cpu"

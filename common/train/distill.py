@@ -4,7 +4,7 @@ Stage 1 (Eqs. 23-25), per transmitter/task i: the compact semantic encoder f_the
 fixed-depth ``Student`` with the KDL-DARTS depths) is trained to reproduce the frozen teacher's
 feature: ``loss = MSE(student(x), h^Tea(x))`` (Eq. 23 is the mean over the N feature values,
 Eq. 24 the mean over samples). The teacher features come from the feature cache
-(``common.train.features``): computed once, the teacher never runs in the training loop.
+(``rkdsc.common.train.features``): computed once, the teacher never runs in the training loop.
 Validation metric: the same feature MSE on the validation split.
 
 Stage 2 (Eq. 26), all transmitters jointly; per task i and batch::
@@ -70,8 +70,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.train import ddp
-from common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, load_weights, make_loader,
+from rkdsc.common.train import ddp
+from rkdsc.common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, load_weights, make_loader,
                                  pick_device, progress, save_checkpoint, save_weights, seed_everything,
                                  write_json)
 
@@ -87,7 +87,7 @@ METHOD = "rkd-sc"
 class TaskSetup:
     """One transmitter of the paper's multi-transmitter setup."""
     name: str            # task name (bundle task name): the dataset name, or the preset name for folders
-    preset: Any          # common.train.presets.Preset defining its data, student, CAT ratio and head
+    preset: Any          # rkdsc.common.train.presets.Preset defining its data, student, CAT ratio and head
     workdir: Path        # where its teacher, searches, feature cache and stage-1 output live
     depths: list[int]    # the student's per-layer depths (Table I)
     arch_source: str     # where the depths came from (arch.json path or "preset search.depths")
@@ -157,8 +157,8 @@ class TaskSystem(nn.Module):
 
     def __init__(self, student: nn.Module, cat_cfg, num_classes: int, head_hidden: int):
         super().__init__()
-        from common.models.cat import CATDecoder, CATEncoder
-        from common.models.heads import ClassifierHead
+        from rkdsc.common.models.cat import CATDecoder, CATEncoder
+        from rkdsc.common.models.heads import ClassifierHead
 
         self.student = student
         self.cat_encoder = CATEncoder(cat_cfg)
@@ -187,7 +187,7 @@ def transmit(x: torch.Tensor, snr_db: torch.Tensor, fading_idx: torch.Tensor | N
     ``fading_idx`` [B] picks ``channels[fading_idx[b]]`` per sample (None: channels[0] for all).
     ``noise=False`` skips the channel (the symbols arrive as sent, still power-normalized).
     """
-    from common.channel.torch_channel import complex_to_real, normalize_power, real_to_complex, simulate
+    from rkdsc.common.channel.torch_channel import complex_to_real, normalize_power, real_to_complex, simulate
 
     n = x.shape[1]
     z = normalize_power(real_to_complex(x))  # [B, K]
@@ -220,7 +220,7 @@ def student_config_dict(cfg) -> dict:
 
 
 def build_student(spec: dict):
-    from common.models.student import Student, StudentConfig
+    from rkdsc.common.models.student import Student, StudentConfig
 
     cfg = dict(spec["student"])
     for k in ("stem_widths", "planes"):
@@ -230,7 +230,7 @@ def build_student(spec: dict):
 
 def build_task_system(spec: dict) -> TaskSystem:
     """Rebuild a TaskSystem from its model.json spec (weights not loaded)."""
-    from common.models.cat import CATConfig
+    from rkdsc.common.models.cat import CATConfig
 
     return TaskSystem(build_student(spec), CATConfig(**spec["cat"]), len(spec["class_names"]), spec["head"]["hidden"])
 
@@ -254,7 +254,7 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
 def teacher_features(preset, task_dir: Path, teacher, datasets: Sequence[Any], ctx: ddp.DistContext,
                      log: Callable[[str], None]) -> list[torch.Tensor]:
     """Cached teacher features of each dataset; rank 0 fills the cache, the others read it."""
-    from common.train.features import preset_teacher_features
+    from rkdsc.common.train.features import preset_teacher_features
 
     if ctx.is_main:
         feats = [preset_teacher_features(preset, task_dir, teacher, ds, log=log) for ds in datasets]
@@ -266,7 +266,7 @@ def teacher_features(preset, task_dir: Path, teacher, datasets: Sequence[Any], c
 
 def get_teacher_synced(preset, task_dir: Path, ctx: ddp.DistContext, log: Callable[[str], None]):
     """get_teacher on rank 0 first (it may train the teacher), then on the other ranks."""
-    from common.train.teacher import get_teacher
+    from rkdsc.common.train.teacher import get_teacher
 
     teacher = None
     if ctx.is_main:
@@ -280,7 +280,7 @@ def get_teacher_synced(preset, task_dir: Path, ctx: ddp.DistContext, log: Callab
 @torch.no_grad()
 def feature_mse(student: nn.Module, dataset, feats: torch.Tensor, batch_size: int, device: torch.device) -> float:
     """Eqs. (23)-(24) on a dataset: mean over samples of the per-sample feature MSE."""
-    from common.train.features import FeatureDataset
+    from rkdsc.common.train.features import FeatureDataset
 
     was = student.training
     student.eval()
@@ -346,10 +346,10 @@ def run_stage1(preset, workdir: str | Path, arch: Any = None, teacher=None, *, t
     a finished stage is reused and an interrupted one continues from its last checkpoint.
     ``stop_after_epochs`` ends this call after that many epochs (checkpoint kept; resume later).
     """
-    from common.data.datasets import build_datasets
-    from common.models.complexity import count_params
-    from common.models.student import Student
-    from common.train.features import FeatureDataset
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.models.complexity import count_params
+    from rkdsc.common.models.student import Student
+    from rkdsc.common.train.features import FeatureDataset
 
     ctx = _ctx(ctx)
     task = task or make_tasks([preset], workdir, [arch] if arch is not None else None)[0]
@@ -469,9 +469,9 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
     stage-1 encoder stays frozen and the CAT and head are trained with the same loss on
     noiseless symbols ("stage-1-only system"); write it under another ``out_name``.
     """
-    from common.data.datasets import build_datasets
-    from common.models.complexity import count_params
-    from common.train.features import FeatureDataset
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.models.complexity import count_params
+    from rkdsc.common.train.features import FeatureDataset
 
     ctx = _ctx(ctx)
     presets = list(presets) if isinstance(presets, (list, tuple)) else [presets]
@@ -503,7 +503,7 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
         train_ds, val_ds, class_names = build_datasets(p)
         f_tr, f_va = teacher_features(p, task.workdir, teacher, [train_ds, val_ds], ctx, log)
         torch.manual_seed(epoch_seed(p0.seed, 0, 0, stream=100 + i))  # CAT / head init
-        from common.models.student import Student
+        from rkdsc.common.models.student import Student
 
         student = Student(p.student_config(), task.depths)
         load_weights(s1_file, student)
@@ -649,7 +649,7 @@ def load_task_system(task_dir: str | Path, device: str | torch.device = "cpu") -
 # ----------------------------------------------------------------------------- CLI
 
 def load_presets(names: Sequence[str], sets: Sequence[str] | None) -> list[Any]:
-    from common.train.presets import load_preset, parse_set_args
+    from rkdsc.common.train.presets import load_preset, parse_set_args
 
     overrides = parse_set_args(list(sets or []))
     return [load_preset(n, overrides) for n in names]
@@ -687,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from common.train.common import set_threads
+    from rkdsc.common.train.common import set_threads
 
     set_threads()  # $RKDSC_THREADS, else torch's default
     ctx = ddp.init_distributed(args.device)

@@ -63,12 +63,12 @@ def export_from_workdir(workdir: str | Path, out: str | Path, method: str, prove
     """
     import torch
 
-    from common.bundle.export import export_bundle
-    from common.bundle.manifest import verify_bundle
-    from common.models.cat import compact_dim
-    from common.models.system import EdgePart, JSCCEdgePart, JSCCServerPart, ServerPart
-    from common.train.baselines import load_jscc_parts
-    from common.train.distill import load_task_system
+    from rkdsc.common.bundle.export import export_bundle
+    from rkdsc.common.bundle.manifest import verify_bundle
+    from rkdsc.common.models.cat import compact_dim
+    from rkdsc.common.models.system import EdgePart, JSCCEdgePart, JSCCServerPart, ServerPart
+    from rkdsc.common.train.baselines import load_jscc_parts
+    from rkdsc.common.train.distill import load_task_system
 
     workdir = Path(workdir)
     tasks, specs = [], []
@@ -115,7 +115,7 @@ def export_from_workdir(workdir: str | Path, out: str | Path, method: str, prove
 def add_metrics(bundle: str | Path, metrics: dict) -> None:
     """Merge ``metrics`` into the bundle's ``provenance.metrics`` (rewrites manifest.json; the
     component checksums are recomputed and must still match)."""
-    from common.bundle.manifest import read_manifest, write_manifest
+    from rkdsc.common.bundle.manifest import read_manifest, write_manifest
 
     manifest = read_manifest(bundle)
     manifest.setdefault("provenance", {}).setdefault("metrics", {}).update(metrics)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from common.train.common import make_loader, pick_device, progress, write_json
+from rkdsc.common.train.common import make_loader, pick_device, progress, write_json
 
 
 def dataset_sha256(dataset) -> str:
@@ -149,10 +149,10 @@ def time_feature_cache(preset, workdir: str | Path, max_batches: int = 20, log: 
     ``speedup = epoch_s_recompute / epoch_s_cached``."""
     import torch.nn.functional as F
 
-    from common.data.datasets import build_datasets
-    from common.models.student import Student
-    from common.train.common import seed_everything
-    from common.train.teacher import get_teacher
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.models.student import Student
+    from rkdsc.common.train.common import seed_everything
+    from rkdsc.common.train.teacher import get_teacher
 
     device = pick_device()
     teacher = get_teacher(preset, workdir, log=log, device=device)

@@ -5,7 +5,7 @@
 
 Steps (each writes under WORKDIR and, with --resume, is skipped when already finished):
 
- 1. teacher         common.train.teacher.get_teacher: the preset's checkpoint, or (no checkpoint)
+ 1. teacher         rkdsc.common.train.teacher.get_teacher: the preset's checkpoint, or (no checkpoint)
                     it trains its own teacher and says so             -> teacher/
  2. searches        KDL-DARTS and DARTS over the Table I depth space   -> search-kdl-darts/, search-darts/
  3. stage 1         MSE distillation of the KDL-DARTS architecture     -> stage1/
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from common.train.evaluate import DEFAULT_SNRS_DB
+from rkdsc.common.experiments.evaluate import DEFAULT_SNRS_DB
 
 DEFAULT_BUNDLE_MAX_BYTES = 20_000_000  # the embedded default bundle must stay <= 20 MB
 METHOD_LABELS = {"rkd-sc": "RKD-SC", "jscc-student": "JSCC-student", "jscc-teacher": "JSCC-teacher"}
@@ -55,13 +55,13 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
     """Run every step for ``preset`` in ``workdir``; returns the results.json content."""
     import torch
 
-    from common.models.complexity import count_params
-    from common.train.baselines import run_baseline
-    from common.train.distill import make_tasks, run_stage1, run_stage2
-    from common.train.evaluate import plot_curves, run_evaluation
-    from common.train.export import export_from_workdir
-    from common.train.search import run_search
-    from common.train.teacher import get_teacher
+    from rkdsc.common.models.complexity import count_params
+    from rkdsc.common.train.baselines import run_baseline
+    from rkdsc.common.train.distill import make_tasks, run_stage1, run_stage2
+    from rkdsc.common.experiments.evaluate import plot_curves, run_evaluation
+    from rkdsc.common.train.export import export_from_workdir
+    from rkdsc.common.train.search import run_search
+    from rkdsc.common.train.teacher import get_teacher
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
             evals[m][ch] = c
             curves.append(c)
         done()
-    from common.train.export import add_metrics
+    from rkdsc.common.train.export import add_metrics
 
     for m in methods:  # the deployed bundle carries its own evaluation
         add_metrics(bundles[m], {f"eval_{ch}": {f"{p['snr_db']:g}dB": round(p["accuracy"], 4)
@@ -159,7 +159,7 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
     if time_cache:
         done = step("feature-cache timing")
         try:
-            from common.train.features import time_feature_cache
+            from rkdsc.common.train.features import time_feature_cache
 
             cache = time_feature_cache(preset, workdir, max_batches=10, log=log)
         except Exception as exc:  # a timing aid must not fail the pipeline
@@ -167,7 +167,7 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
         done()
 
     # 8. summary ------------------------------------------------------------------------------------
-    from common.bundle.manifest import read_manifest
+    from rkdsc.common.bundle.manifest import read_manifest
 
     def method_summary(m: str) -> dict:
         man = read_manifest(bundles[m])
@@ -216,8 +216,8 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
 
 def bundle_up_to_date(workdir: Path, method: str, bundle: Path) -> bool:
     """True when ``bundle`` verifies and is newer than every trained weight file of ``method``."""
-    from common.bundle.manifest import verify_bundle
-    from common.train.export import task_dirs
+    from rkdsc.common.bundle.manifest import verify_bundle
+    from rkdsc.common.train.export import task_dirs
 
     manifest = bundle / "manifest.json"
     if not manifest.is_file() or verify_bundle(bundle):
@@ -253,12 +253,12 @@ def train_default(out: str | Path, workdir: str | Path | None = None, resume: bo
     Runs teacher, KDL-DARTS search, stage 1 and stage 2 (no DARTS, no baselines: only what the
     bundle needs), exports, checks the size, and evaluates the bundle on the held-back digits.
     """
-    from common.train.distill import make_tasks, run_stage1, run_stage2
-    from common.train.evaluate import run_evaluation
-    from common.train.export import bundle_bytes, export_from_workdir
-    from common.train.presets import load_preset, parse_set_args
-    from common.train.search import run_search
-    from common.train.teacher import get_teacher
+    from rkdsc.common.train.distill import make_tasks, run_stage1, run_stage2
+    from rkdsc.common.experiments.evaluate import run_evaluation
+    from rkdsc.common.train.export import bundle_bytes, export_from_workdir
+    from rkdsc.common.train.presets import load_preset, parse_set_args
+    from rkdsc.common.train.search import run_search
+    from rkdsc.common.train.teacher import get_teacher
 
     t0 = time.time()
     preset = load_preset("default", parse_set_args(sets))
@@ -283,7 +283,7 @@ def train_default(out: str | Path, workdir: str | Path | None = None, resume: bo
         ev = run_evaluation([str(out)], None, ch, [-10.0, 0.0, 10.0, 20.0], preset=preset, seed=preset.seed)
         res["heldout"][ch] = ev["points"]
     res["wall_s"] = round(time.time() - t0, 1)
-    from common.train.export import add_metrics
+    from rkdsc.common.train.export import add_metrics
 
     add_metrics(out, {f"heldout_{ch}": {f"{p['snr_db']:g}dB": round(p["accuracy"], 4) for p in pts}
                       for ch, pts in res["heldout"].items()} | {"heldout_n": res["heldout"]["awgn"][0]["n"]})
@@ -321,13 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv: list[str] | None = None) -> int:
     import os
 
-    from common.train.evaluate import parse_snrs
-    from common.train.presets import PresetError, load_preset, parse_set_args
+    from rkdsc.common.experiments.evaluate import parse_snrs
+    from rkdsc.common.train.presets import PresetError, load_preset, parse_set_args
 
-    from common.train.evaluate import join_negative_values
+    from rkdsc.common.experiments.evaluate import join_negative_values
 
     args = build_parser().parse_args(join_negative_values(list(sys.argv[1:] if argv is None else argv)))
-    from common.train.common import set_threads
+    from rkdsc.common.train.common import set_threads
 
     set_threads()  # $RKDSC_THREADS, else torch's default
     if args.device:
@@ -362,10 +362,10 @@ def build_default_parser() -> argparse.ArgumentParser:
 def cli_default(argv: list[str] | None = None) -> int:
     import os
 
-    from common.train.presets import PresetError
+    from rkdsc.common.train.presets import PresetError
 
     args = build_default_parser().parse_args(argv)
-    from common.train.common import set_threads
+    from rkdsc.common.train.common import set_threads
 
     set_threads()  # $RKDSC_THREADS, else torch's default
     if args.device:

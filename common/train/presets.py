@@ -164,8 +164,8 @@ class Preset:
 
     # -- conveniences for the training code ------------------------------------------------
     def student_config(self):
-        """`common.models.StudentConfig` of this preset (input_size from [data])."""
-        from common.models.student import StudentConfig
+        """`rkdsc.common.models.StudentConfig` of this preset (input_size from [data])."""
+        from rkdsc.common.models.student import StudentConfig
 
         s = self.student
         return StudentConfig(input_size=self.data.input_size, stem_widths=tuple(s.stem_widths),
@@ -173,8 +173,8 @@ class Preset:
                              feature_dim=s.feature_dim, heads=s.heads)
 
     def cat_config(self):
-        """`common.models.CATConfig` of this preset (width = teacher.feature_dim)."""
-        from common.models.cat import CATConfig
+        """`rkdsc.common.models.CATConfig` of this preset (width = teacher.feature_dim)."""
+        from rkdsc.common.models.cat import CATConfig
 
         return CATConfig(feature_dim=self.teacher.feature_dim, n_heads=self.cat.n_heads, d_ff=self.cat.d_ff,
                          compression_ratio=self.cat.compression_ratio)

@@ -174,7 +174,7 @@ def weight_step(student: nn.Module, head: nn.Module, opt_w: torch.optim.Optimize
 def evaluate_supernet(student: nn.Module, head: nn.Module, dataset, batch_size: int, device: torch.device
                       ) -> tuple[float, float]:
     """(accuracy, mean CE) of head(student(x)) with the current mixture, eval mode."""
-    from common.train.common import make_loader
+    from rkdsc.common.train.common import make_loader
 
     modes = student.training, head.training
     student.eval()
@@ -201,7 +201,7 @@ def _optimizer(kind: str, params, lr: float, wd: float, momentum: float, alpha: 
 
 def split_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified (weight half, architecture half) indices of a labelled set."""
-    from common.data.datasets import stratified_split
+    from rkdsc.common.data.datasets import stratified_split
 
     return stratified_split(labels, 0.5, seed + 7)
 
@@ -226,13 +226,13 @@ def run_search(preset, method: str, workdir: str | Path, teacher=None, log: Call
     "beta_normalization", "epochs", "steps_per_epoch", "images": {"weight_half", "arch_half",
     "val"}, "student", "teacher", "wall_s"}``.
     """
-    from common.data.datasets import build_datasets
-    from common.models.heads import ClassifierHead
-    from common.models.student import SearchableStudent
-    from common.train import ddp
-    from common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, make_loader, pick_device, progress,
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.models.heads import ClassifierHead
+    from rkdsc.common.models.student import SearchableStudent
+    from rkdsc.common.train import ddp
+    from rkdsc.common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, make_loader, pick_device, progress,
                                      save_checkpoint, seed_everything, write_json)
-    from common.train.features import FeatureDataset, preset_teacher_features
+    from rkdsc.common.train.features import FeatureDataset, preset_teacher_features
 
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
@@ -256,7 +256,7 @@ def run_search(preset, method: str, workdir: str | Path, teacher=None, log: Call
     teacher_info = None
     if kd_weight > 0:
         if teacher is None:
-            from common.train.teacher import get_teacher
+            from rkdsc.common.train.teacher import get_teacher
 
             if ctx.is_main:
                 teacher = get_teacher(preset, workdir, log=say, device=device)
@@ -435,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    from common.train.common import set_threads
-    from common.train.presets import PresetError, load_preset, parse_set_args
+    from rkdsc.common.train.common import set_threads
+    from rkdsc.common.train.presets import PresetError, load_preset, parse_set_args
 
     args = build_parser().parse_args(argv)
     set_threads(args.threads)

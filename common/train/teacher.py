@@ -1,6 +1,6 @@
 """The preset's teacher: a local checkpoint, or a small teacher the preset trains itself.
 
-``get_teacher(preset, workdir, log=print) -> Teacher`` (``common.models.teacher.Teacher``,
+``get_teacher(preset, workdir, log=print) -> Teacher`` (``rkdsc.common.models.teacher.Teacher``,
 frozen, eval mode):
 
 * ``[teacher] checkpoint`` given: ``build_teacher(name, checkpoint, feature_dim, img_size,
@@ -32,7 +32,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from common.train.common import (file_sha256, load_weights, make_loader, pick_device, progress, save_weights,
+from rkdsc.common.train.common import (file_sha256, load_weights, make_loader, pick_device, progress, save_weights,
                                  seed_everything, write_json)
 
 
@@ -50,7 +50,7 @@ def teacher_build_kwargs(preset) -> dict[str, Any]:
 
 
 def _build(preset, checkpoint: str | Path | None):
-    from common.models.teacher import build_teacher
+    from rkdsc.common.models.teacher import build_teacher
 
     t = preset.teacher
     return build_teacher(t.name, checkpoint, t.feature_dim, t.img_size, **teacher_build_kwargs(preset))
@@ -104,8 +104,8 @@ def get_teacher(preset, workdir: str | Path, log: Callable[[str], None] = print,
 def train_teacher(preset, out_dir: str | Path, log: Callable[[str], None] = print,
                   device: torch.device | None = None) -> dict[str, Any]:
     """Train the preset's own teacher (timm model + linear head, cross-entropy) -> out_dir files."""
-    from common.data.datasets import augment_batch, build_datasets
-    from common.models.heads import ClassifierHead
+    from rkdsc.common.data.datasets import augment_batch, build_datasets
+    from rkdsc.common.models.heads import ClassifierHead
 
     device = device or pick_device()
     out_dir = Path(out_dir)
@@ -195,7 +195,7 @@ def evaluate_teacher_head(teacher, head, dataset, batch_size: int = 256, device:
 
 def teacher_head(workdir: str | Path):
     """The self-trained teacher's linear classifier (ClassifierHead, hidden=0) from workdir/teacher/."""
-    from common.models.heads import ClassifierHead
+    from rkdsc.common.models.heads import ClassifierHead
 
     out = Path(workdir) / "teacher"
     meta_file = out / "teacher.json"

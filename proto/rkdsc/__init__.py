@@ -1,4 +1,7 @@
-"""Generated gRPC API of the RKD-SC emulator (source: proto/rkdsc/v1/emulator.proto).
+"""RKD-SC semantic-communication emulator: the one import namespace of the project.
 
-Installed as the top-level package ``rkdsc``; import ``from rkdsc.v1 import emulator_pb2``.
+Each folder of the repository is a subpackage (mapped in pyproject.toml):
+``rkdsc.common`` (common/: the library), ``rkdsc.edge``, ``rkdsc.basestation``,
+``rkdsc.server`` (one service each) and ``rkdsc.v1`` (generated gRPC code of
+proto/rkdsc/v1/emulator.proto). The map and the import rules: docs/architecture.md.
 """

@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from common.cliargs import float_list, int_list, str_list
+from rkdsc.common.cliargs import float_list, int_list, str_list
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def test_closed_upper_bound():
     ["rkdsc", "ablation", "--workdir", "x", "--ratios", "1.5"],
 ])
 def test_cli_rejects_bad_list(argv, capsys):
-    from common import cli
+    from rkdsc.common import cli
     with pytest.raises(SystemExit) as exc:
         cli.main(argv[1:])
     assert exc.value.code == 2

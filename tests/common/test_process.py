@@ -1,4 +1,4 @@
-"""common.process.die_with_parent: a service started by a parent that dies (even by SIGKILL) goes too."""
+"""rkdsc.common.process.die_with_parent: a service started by a parent that dies (even by SIGKILL) goes too."""
 from __future__ import annotations
 
 import os
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from common.process import PARENT_PID_ENV, die_with_parent
+from rkdsc.common.process import PARENT_PID_ENV, die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
-CHILD = "from common.process import die_with_parent; import time; print(die_with_parent(), flush=True); time.sleep(60)"
+CHILD = "from rkdsc.common.process import die_with_parent; import time; print(die_with_parent(), flush=True); time.sleep(60)"
 
 
 def _alive(pid: int) -> bool:

@@ -1,11 +1,11 @@
-"""Tests of the tensor wire encoding (common.wire)."""
+"""Tests of the tensor wire encoding (rkdsc.common.wire)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from common.wire import SUPPORTED_DTYPES, WireError, decode_tensor, encode_tensor
+from rkdsc.common.wire import SUPPORTED_DTYPES, WireError, decode_tensor, encode_tensor
 
 
 def sample(dtype: str, shape) -> np.ndarray:

@@ -22,7 +22,7 @@ import tomllib
 import yaml  # PyYAML (installed with the train extras through timm)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common.config import ENV_KEYS, load_config
+from rkdsc.common.config import ENV_KEYS, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

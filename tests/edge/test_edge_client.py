@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from edge.client import EdgeClient
-from edge.client import cli as edge_cli
+from rkdsc.edge.client import EdgeClient
+from rkdsc.edge.client import cli as edge_cli
 
 
 @pytest.fixture

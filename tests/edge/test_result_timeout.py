@@ -11,8 +11,8 @@ from concurrent import futures
 import grpc
 import pytest
 
-from edge.client import EdgeClient
-from edge.client import cli as edge_cli
+from rkdsc.edge.client import EdgeClient
+from rkdsc.edge.client import cli as edge_cli
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.bundle import InProcessPipeline
-from common.data.images import list_images, load_rgb, preprocess
-from edge.client import EdgeClient
+from rkdsc.common.bundle import InProcessPipeline
+from rkdsc.common.data.images import list_images, load_rgb, preprocess
+from rkdsc.edge.client import EdgeClient
 from tests.conftest import metric, write_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_airtime_and_propagation_emulation_keep_results_unchanged(make_config, b
 
 
 def test_demo_runs_the_topology_as_processes_and_writes_the_summary(bundle_dir, tmp_path):
-    from edge.demo import run_demo
+    from rkdsc.common.experiments.demo import run_demo
 
     # no `images`: the default samples folder runs/samples/digits (under root) is generated
     config = write_toml(tmp_path / "tiny.toml", {}, {"bundle": {"path": str(bundle_dir)},
@@ -145,7 +145,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
 def test_a_failing_demo_exits_non_zero_and_leaves_no_child_behind(bundle_dir, sample_dir, tmp_path):
-    from edge.demo import DemoError, run_demo
+    from rkdsc.common.experiments.demo import DemoError, run_demo
 
     config = write_toml(tmp_path / "t.toml", {}, {"bundle": {"path": str(bundle_dir)}}, [
         {"id": "a", "images": str(sample_dir)}, {"id": "b", "images": str(sample_dir)}])
@@ -157,7 +157,7 @@ def test_a_failing_demo_exits_non_zero_and_leaves_no_child_behind(bundle_dir, sa
 
 
 def test_demo_without_a_bundle_fails_with_a_clear_message(tmp_path, capsys):
-    from edge.demo import cli
+    from rkdsc.common.experiments.demo import cli
 
     config = write_toml(tmp_path / "t.toml", {}, {"bundle": {"path": "no-such-bundle"}}, [{"id": "a"}])
     assert cli(["--config", str(config), "--out", str(tmp_path / "o"), "--quiet"]) == 2

@@ -11,10 +11,10 @@ from concurrent import futures
 import grpc
 import pytest
 
-from basestation import relay
+from rkdsc.basestation import relay
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
-from server.service import handler_threads
+from rkdsc.server.service import handler_threads
 from tests.conftest import Services, make_frame
 
 OLD_SERVER_POOL = 32  # handler threads of the edge server before they were sized from the topology
@@ -101,7 +101,7 @@ def relay_before_a_dropping_server(make_config, bundle):
     handle, relay_port = relay.create_server(cfg)
     handle.start()
     chan = grpc.insecure_channel(f"127.0.0.1:{relay_port}")
-    from edge.demo import wait_serving
+    from rkdsc.common.experiments.demo import wait_serving
 
     wait_serving(f"127.0.0.1:{relay_port}", timeout_s=20)
     yield pb_grpc.RelayStub(chan), spec

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from server.batcher import Draining, DynamicBatcher, QueueFull
+from rkdsc.server.batcher import Draining, DynamicBatcher, QueueFull
 
 
 class Recorder:

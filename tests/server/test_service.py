@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common import channel
-from common.bundle import ServerModel, topk
-from common.wire import encode_tensor
+from rkdsc.common import channel
+from rkdsc.common.bundle import ServerModel, topk
+from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
-from server.service import cli as server_cli
-from server.service import create_server
+from rkdsc.server.service import cli as server_cli
+from rkdsc.server.service import create_server
 from tests.conftest import metric
 
 
@@ -171,7 +171,7 @@ def test_full_queue_answers_resource_exhausted_per_frame(make_config, bundle):
         values = handle.metrics.registry
         from prometheus_client import generate_latest
 
-        from common.metrics import parse_metrics
+        from rkdsc.common.metrics import parse_metrics
         m = parse_metrics(generate_latest(values).decode())
         assert metric(m, "rkdsc_frames_total", transmitter="edge-near", task="digits", outcome="rejected") == 2
         assert metric(m, "rkdsc_frames_total", transmitter="edge-near", task="digits", outcome="ok") == 3
@@ -245,7 +245,7 @@ def test_create_server_on_taken_port_names_the_address(make_config, bundle):
         with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{port}"):
             create_server(cfg, bundle=bundle)
         # the relay shares the skeleton: same error, its upstream channel released
-        from basestation import relay
+        from rkdsc.basestation import relay
         cfg, _ = make_config(basestation={"port": port}, name="relay.toml")
         with pytest.raises(OSError, match=f"relay: cannot bind 127.0.0.1:{port}"):
             relay.create_server(cfg)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.common.test_distill import OVERRIDES, log_records, workdir_with_teacher
+from tests.common.train.test_distill import OVERRIDES, log_records, workdir_with_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def test_distill_two_processes_stay_in_sync(tmp_path_factory):
     wd = workdir_with_teacher(tmp_path_factory, "ddp")
     sets = {**OVERRIDES, "stage1.epochs": 2, "stage2.epochs": 1}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "common.train.distill", "--preset", "smoke", "--workdir", str(wd), "--stage", "both",
+           "-m", "rkdsc.common.train.distill", "--preset", "smoke", "--workdir", str(wd), "--stage", "both",
            "--device", "cpu"] + [f"--set={k}={json.dumps(v)}" for k, v in sets.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RKDSC_PROGRESS": "0"}
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from common.models import (CATConfig, CATDecoder, CATEncoder, CheckpointError, ClassifierHead,  # noqa: E402
+from rkdsc.common.models import (CATConfig, CATDecoder, CATEncoder, CheckpointError, ClassifierHead,  # noqa: E402
                            EdgePart, JSCCEdgePart, JSCCServerPart, SearchableStudent, ServerPart, Student,
                            StudentConfig, build_teacher, count_flops, count_params, derive_student,
                            table_i_complexity)

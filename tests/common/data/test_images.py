@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.data.images import iter_batches, list_images, load_rgb, preprocess, preprocess_batch, to_rgb
+from rkdsc.common.data.images import iter_batches, list_images, load_rgb, preprocess, preprocess_batch, to_rgb
 
 SPEC = {"size": 4, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.5]}
 

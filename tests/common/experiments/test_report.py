@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from common.train import report
-from tests.common.test_analysis import _arch
+from rkdsc.common.experiments import report
+from tests.common.experiments.test_analysis import _arch
 
 SNRS = [-10.0, 0.0, 25.0]
 
@@ -171,7 +171,7 @@ def test_regenerate_section_from_recorded_settings(generated):
 def test_set_flags_round_trip_through_the_cli_parser():
     import shlex
 
-    from common.train.presets import load_preset, parse_set_args, with_overrides
+    from rkdsc.common.train.presets import load_preset, parse_set_args, with_overrides
 
     changed = with_overrides(load_preset("cifar10-cpu"), {
         "seed": 3, "search.epochs": 1, "stage2.channels": ["awgn"], "teacher.checkpoint": "/a b/c.safetensors",

@@ -9,7 +9,7 @@ Inputs per run directory (a ``rkdsc train`` work dir); anything missing becomes 
 * ``results.json`` (pipeline summary: teacher, methods with accuracy-vs-SNR curves and params)
   or, without it, ``eval/<method>-<channel>.json`` (``rkdsc evaluate`` output);
 * ``search-kdl-darts/arch.json``, ``search-darts/arch.json`` -> Fig. 7 and Table III
-  (``common.train.analysis``);
+  (``rkdsc.common.experiments.analysis``);
 * ``profile.json`` (``rkdsc profile --workdir RUN --out RUN/profile.json``) -> Table II, plus any
   ``--profile FILE``;
 * ``ablation/ablation.json`` (``rkdsc ablation --workdir RUN``) -> Fig. 8, plus any ``--ablation FILE``.
@@ -31,9 +31,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from common.bench_format import DEFAULT_ROUNDS
-from common.cliargs import str_list
-from common.train.profile import PAPER_CPU_GFLOPS, PAPER_TABLE_II, PI_GFLOPS, ProfileOptions
+from rkdsc.common.experiments.bench_format import DEFAULT_ROUNDS
+from rkdsc.common.cliargs import str_list
+from rkdsc.common.experiments.profile import PAPER_CPU_GFLOPS, PAPER_TABLE_II, PI_GFLOPS, ProfileOptions
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
@@ -124,7 +124,7 @@ def _dataset_of(run_dir: Path, results: dict | None) -> str:
     name = (results or {}).get("preset")
     if isinstance(name, str) and name:
         try:
-            from common.train.presets import load_preset
+            from rkdsc.common.train.presets import load_preset
 
             return load_preset(name).data.dataset
         except Exception:  # noqa: BLE001 - an unknown or custom preset: guess from the names below
@@ -160,7 +160,7 @@ def collect_run(run_dir: str | Path) -> dict:
             ev = _read_json(run_dir / "eval" / f"{m}-{ch}.json")
             if ev and ev.get("points"):
                 run["curves"].setdefault(m, {})[ch] = _points_to_map(ev["points"])
-    from common.train import analysis
+    from rkdsc.common.experiments import analysis
 
     for method, path in analysis.find_archs(run_dir).items():
         try:
@@ -237,7 +237,7 @@ def run_claims(run: dict) -> list[dict]:
                       ds, p, g, "%", judge(g, p, None if g is None else g > 0),
                       "holds if >= the paper's margin; qualitatively if RKD-SC is more accurate at all", name))
     # KDL-DARTS vs DARTS
-    from common.train import analysis
+    from rkdsc.common.experiments import analysis
 
     cmp = None
     if "kdl-darts" in run["archs"] and "darts" in run["archs"]:
@@ -381,7 +381,7 @@ def params_table(run: dict) -> str:
 
 
 def paper_table_iii_markdown() -> str:
-    from common.models.student import SearchableStudent, StudentConfig
+    from rkdsc.common.models.student import SearchableStudent, StudentConfig
 
     cand = SearchableStudent(StudentConfig()).candidate_params()
     lines = ["| Data set | Method | L1 | L2 | L3 | L4 | Total (printed) | inferred depths | total of the inferred depths (this code) |",
@@ -426,7 +426,7 @@ def _set_flags(preset_name: str | None, recorded: dict | None) -> list[str]:
     if not preset_name or not recorded:
         return []
     try:
-        from common.train.presets import load_preset
+        from rkdsc.common.train.presets import load_preset
 
         base = load_preset(preset_name).to_dict()
     except Exception:  # noqa: BLE001 - a preset file that moved or changed: no flags rather than no report
@@ -469,7 +469,7 @@ def regenerate_section(runs: list[dict], command: str, benches: list[dict] = (),
     lines = ["## How these runs were made", "",
              "Reconstructed from each run's recorded settings (`results.json`, `profile.json`, "
              "`ablation/ablation.json`); `RKDSC_THREADS` sets the torch threads of every step.", "", "```bash"]
-    from common.train.ablation import build_parser
+    from rkdsc.common.experiments.ablation import build_parser
 
     ablation_cli = build_parser()  # its defaults are the options a command can leave out
     for run in runs:
@@ -521,7 +521,7 @@ def recipe_section() -> str:
     lines = ["## Full-scale recipe (`paper` preset, one GPU)", ""]
     preset = None
     try:
-        from common.train.presets import load_preset
+        from rkdsc.common.train.presets import load_preset
 
         preset = load_preset("paper")
     except Exception as exc:  # noqa: BLE001 - the report must render without it
@@ -580,7 +580,7 @@ def _flop_estimate(preset, n_train: int = 45_000, assumed_tflops: float = 25.0) 
     try:
         import torch
 
-        from common.models import (CATDecoder, CATEncoder, SearchableStudent, Student, build_teacher,
+        from rkdsc.common.models import (CATDecoder, CATEncoder, SearchableStudent, Student, build_teacher,
                                    count_flops)
 
         s = preset.data.input_size
@@ -617,7 +617,7 @@ def _flop_estimate(preset, n_train: int = 45_000, assumed_tflops: float = 25.0) 
 
 def bench_section(benches: list[dict]) -> list[str]:
     """The `rkdsc bench` results (the paper has no networked measurement to set them against)."""
-    from common.bench_format import bench_markdown
+    from rkdsc.common.experiments.bench_format import bench_markdown
 
     lines = ["## Networked emulator (`rkdsc bench`)", "",
              "The paper evaluates its system in simulation only, so these numbers have no counterpart there: "
@@ -635,8 +635,8 @@ def bench_section(benches: list[dict]) -> list[str]:
 def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], out_md: Path, fig_dir: Path,
            command: str = "", benches: list[dict] | None = None) -> tuple[str, dict]:
     """The Markdown text and the machine-readable summary (claims) of the report."""
-    from common.train import analysis
-    from common.train.ablation import plot_fig8
+    from rkdsc.common.experiments import analysis
+    from rkdsc.common.experiments.ablation import plot_fig8
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     claims: list[dict] = []
@@ -676,7 +676,7 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
                    "points": [{"snr_db": s, "accuracy": a} for s, a in sorted(pts.items())]}
                   for m, chs in run["curves"].items() for ch, pts in chs.items()]
         if curves:
-            from common.train.evaluate import plot_curves
+            from rkdsc.common.experiments.evaluate import plot_curves
 
             png = fig_dir / f"fig6-{name}.png"
             plot_curves(curves, png, title=f"Fig. 6 ({name})")
@@ -712,7 +712,7 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
     t2 = ["## Table II: encoder complexity and encode latency", ""]
     all_profiles = profiles + [r["profile"] for r in runs if r.get("profile")]
     if all_profiles:
-        from common.train.profile import markdown_table
+        from rkdsc.common.experiments.profile import markdown_table
 
         teachers = [r for d in all_profiles for r in d.get("rows") or [] if r["method"] == "jscc-teacher" and r.get("cpu_ms")]
         for doc in all_profiles:
@@ -725,7 +725,7 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
                    "not run", "needs a profile JSON", "-"),
             _claim("teacher_slowdown", "JSCC-teacher's encoder is much slower than RKD-SC's", "?", None, None, "x",
                    "not run", "needs a profile JSON", "-")]
-    from common.train.profile import paper_table_markdown
+    from rkdsc.common.experiments.profile import paper_table_markdown
 
     t2 += ["The paper's Table II (GPU: RTX 4090; CPU: i9-14900KF; IoT: Raspberry Pi 4 B estimated as "
            f"t_CPU x {PAPER_CPU_GFLOPS}/{PI_GFLOPS:g}):", "", paper_table_markdown(), ""]
@@ -807,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "search":
-        from common.train import analysis
+        from rkdsc.common.experiments import analysis
 
         return analysis.cli(argv[1:], prog="rkdsc report search")
     args = build_parser().parse_args(argv)

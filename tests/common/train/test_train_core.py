@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.train.presets import (PresetError, available_presets, load_preset, parse_set_args, with_overrides)
+from rkdsc.common.train.presets import (PresetError, available_presets, load_preset, parse_set_args, with_overrides)
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -32,7 +32,7 @@ def smoke():
 @pytest.fixture(scope="module")
 def teacher_workdir(tmp_path_factory, smoke):
     """A work dir holding the smoke preset's self-trained teacher (trained once per module)."""
-    from common.train.teacher import get_teacher
+    from rkdsc.common.train.teacher import get_teacher
 
     wd = tmp_path_factory.mktemp("teacher")
     lines: list[str] = []
@@ -101,8 +101,8 @@ def test_overrides_and_set_args():
 # -- datasets -------------------------------------------------------------------------------
 
 def test_digits_datasets_shapes_determinism_and_heldout_disjoint(smoke):
-    from common.data.datasets import build_datasets, heldout_dataset
-    from common.data.digits import split_indices
+    from rkdsc.common.data.datasets import build_datasets, heldout_dataset
+    from rkdsc.common.data.digits import split_indices
 
     tr, va, classes = build_datasets(smoke)
     assert classes == [str(i) for i in range(10)]
@@ -131,7 +131,7 @@ def test_digits_datasets_shapes_determinism_and_heldout_disjoint(smoke):
 
 
 def test_full_digits_split_uses_all_train_part_images():
-    from common.data.datasets import build_datasets, heldout_dataset
+    from rkdsc.common.data.datasets import build_datasets, heldout_dataset
 
     p = load_preset("default")
     tr, va, _ = build_datasets(p)
@@ -142,7 +142,7 @@ def test_full_digits_split_uses_all_train_part_images():
 
 @pytest.mark.skipif(not (SHARED_DATA / "cifar10" / "train").is_dir(), reason="../shared/data/cifar10 not present")
 def test_cifar10_folder_subsample():
-    from common.data.datasets import build_datasets
+    from rkdsc.common.data.datasets import build_datasets
 
     p = load_preset("cifar10-cpu", {"data.max_per_class": 4, "data.val_fraction": 0.25})
     tr, va, classes = build_datasets(p)
@@ -152,7 +152,7 @@ def test_cifar10_folder_subsample():
 
 
 def test_augment_batch_shifts_without_changing_shape():
-    from common.data.datasets import augment_batch
+    from rkdsc.common.data.datasets import augment_batch
 
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
     g = torch.Generator().manual_seed(0)
@@ -166,7 +166,7 @@ def test_augment_batch_shifts_without_changing_shape():
 # -- common utilities -------------------------------------------------------------------------
 
 def test_checkpoint_roundtrip_and_cosine(tmp_path):
-    from common.train.common import JsonlLogger, cosine_lr, load_checkpoint, save_checkpoint, seed_everything
+    from rkdsc.common.train.common import JsonlLogger, cosine_lr, load_checkpoint, save_checkpoint, seed_everything
 
     seed_everything(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
@@ -198,7 +198,7 @@ def test_checkpoint_roundtrip_and_cosine(tmp_path):
 # -- teacher ----------------------------------------------------------------------------------
 
 def test_self_trained_teacher_is_saved_and_reused(teacher_workdir, smoke):
-    from common.train.teacher import get_teacher, teacher_head
+    from rkdsc.common.train.teacher import get_teacher, teacher_head
 
     wd, lines = teacher_workdir
     assert "no pretrained teacher checkpoint given: training the preset's own teacher" in lines
@@ -224,7 +224,7 @@ def test_self_trained_teacher_is_saved_and_reused(teacher_workdir, smoke):
 def test_changed_teacher_settings_retrain(teacher_workdir, tmp_path):
     import shutil
 
-    from common.train.teacher import get_teacher
+    from rkdsc.common.train.teacher import get_teacher
 
     wd, _ = teacher_workdir
     shutil.copytree(wd / "teacher", tmp_path / "teacher")
@@ -236,7 +236,7 @@ def test_changed_teacher_settings_retrain(teacher_workdir, tmp_path):
 
 
 def test_teacher_without_checkpoint_or_training_is_an_error(tmp_path):
-    from common.train.teacher import TeacherError, get_teacher
+    from rkdsc.common.train.teacher import TeacherError, get_teacher
 
     p = load_preset("smoke", {"teacher.train_epochs": 0})
     with pytest.raises(TeacherError, match="teacher.checkpoint"):
@@ -249,9 +249,9 @@ def test_teacher_without_checkpoint_or_training_is_an_error(tmp_path):
 # -- feature cache ---------------------------------------------------------------------------
 
 def test_feature_cache_computes_once_and_key_changes_invalidate(teacher_workdir, smoke, tmp_path):
-    from common.data.datasets import build_datasets
-    from common.train.features import FeatureDataset, cached_teacher_features, feature_key
-    from common.train.teacher import get_teacher
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.train.features import FeatureDataset, cached_teacher_features, feature_key
+    from rkdsc.common.train.teacher import get_teacher
 
     wd, _ = teacher_workdir
     teacher = get_teacher(smoke, wd, log=lambda _m: None, device=torch.device("cpu"))
@@ -287,7 +287,7 @@ def test_feature_cache_computes_once_and_key_changes_invalidate(teacher_workdir,
 
 
 def test_time_feature_cache_reports_both_epochs(teacher_workdir, smoke):
-    from common.train.features import time_feature_cache
+    from rkdsc.common.train.features import time_feature_cache
 
     wd, _ = teacher_workdir
     res = time_feature_cache(smoke, wd, max_batches=3, log=lambda _m: None)

@@ -15,19 +15,19 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from common import channel  # noqa: E402
-from common.bundle import cli as bundle_cli  # noqa: E402
-from common.bundle.export import build_random_bundle, build_random_parts, export_bundle  # noqa: E402
-from common.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, BundleError,  # noqa: E402
+from rkdsc.common import channel  # noqa: E402
+from rkdsc.common.bundle import cli as bundle_cli  # noqa: E402
+from rkdsc.common.bundle.export import build_random_bundle, build_random_parts, export_bundle  # noqa: E402
+from rkdsc.common.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, BundleError,  # noqa: E402
                                     compact_dim_for, read_manifest, sha256_file, symbols_for,
                                     validate_manifest, verify_bundle, write_manifest)
-from common.bundle.runtime import (EdgeModel, InProcessPipeline, ServerModel,  # noqa: E402
+from rkdsc.common.bundle.runtime import (EdgeModel, InProcessPipeline, ServerModel,  # noqa: E402
                                    UnknownTaskError, load_bundle, softmax, topk)
-from common.models.cat import CATConfig, CATDecoder, CATEncoder  # noqa: E402
-from common.models.complexity import count_params  # noqa: E402
-from common.models.heads import ClassifierHead  # noqa: E402
-from common.models.student import Student, StudentConfig  # noqa: E402
-from common.models.system import EdgePart, ServerPart  # noqa: E402
+from rkdsc.common.models.cat import CATConfig, CATDecoder, CATEncoder  # noqa: E402
+from rkdsc.common.models.complexity import count_params  # noqa: E402
+from rkdsc.common.models.heads import ClassifierHead  # noqa: E402
+from rkdsc.common.models.student import Student, StudentConfig  # noqa: E402
+from rkdsc.common.models.system import EdgePart, ServerPart  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SNRS_DB = (-10.0, 0.0, 10.0, 25.0)
@@ -357,18 +357,18 @@ def test_cli_verify_and_info(paper_bundle, bundle_copy, capsys):
 
 def test_cli_verify_subprocess(paper_bundle, bundle_copy):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    good = subprocess.run([sys.executable, "-m", "common.bundle.cli", "verify", str(paper_bundle[0])],
+    good = subprocess.run([sys.executable, "-m", "rkdsc.common.bundle.cli", "verify", str(paper_bundle[0])],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert good.returncode == 0 and "OK" in good.stdout, good.stderr
     _edit_manifest(bundle_copy, _set("tasks.0.num_classes", -1))
-    bad = subprocess.run([sys.executable, "-m", "common.bundle.cli", "verify", str(bundle_copy)],
+    bad = subprocess.run([sys.executable, "-m", "rkdsc.common.bundle.cli", "verify", str(bundle_copy)],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert bad.returncode != 0 and "tasks[0].num_classes" in bad.stderr
 
 
 def test_runtime_side_never_imports_torch():
-    code = ("import sys, common.bundle, common.bundle.manifest, common.bundle.runtime, "
-            "common.bundle.cli, common.data.images; "
+    code = ("import sys, rkdsc.common.bundle, rkdsc.common.bundle.manifest, rkdsc.common.bundle.runtime, "
+            "rkdsc.common.bundle.cli, rkdsc.common.data.images; "
             "assert 'torch' not in sys.modules, 'torch imported'; print('clean')")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,

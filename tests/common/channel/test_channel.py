@@ -18,8 +18,8 @@ import pytest
 import torch
 from scipy import stats
 
-import common.channel as ch
-from common.channel import torch_channel as tch
+import rkdsc.common.channel as ch
+from rkdsc.common.channel import torch_channel as tch
 
 SNRS_DB = (-10.0, 0.0, 10.0, 25.0)
 
@@ -274,7 +274,7 @@ def test_simulate_requires_a_numpy_generator():
 
 
 def test_numpy_api_imports_without_torch():
-    code = "import sys, common.channel, common.wire; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, rkdsc.common.channel, rkdsc.common.wire; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
 
 

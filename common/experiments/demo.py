@@ -5,8 +5,8 @@
 1. checks the bundle (missing or failing verification -> a clear error, exit 2);
 2. generates the held-back digits samples when a transmitter's image folder is the
    default samples folder (``runs/samples/<task>`` under the config root) and is missing;
-3. starts ``python -m server``, waits for gRPC health SERVING, then ``python -m basestation``
-   (SERVING once it has the server's task list), then every ``python -m edge`` of the
+3. starts ``python -m rkdsc.server``, waits for gRPC health SERVING, then ``python -m rkdsc.basestation``
+   (SERVING once it has the server's task list), then every ``python -m rkdsc.edge`` of the
    topology at once; ports are picked by the services themselves (port 0 through the
    RKDSC_*_BIND / RKDSC_*_METRICS_PORT overrides, reported back in a ready file) unless
    ``--config-ports``;
@@ -37,8 +37,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common.config import Config, ConfigError, load_config
-from common.process import PARENT_PID_ENV
+from rkdsc.common.config import Config, ConfigError, load_config
+from rkdsc.common.process import PARENT_PID_ENV
 
 READY_TIMEOUT_S = 120.0   # service start (model loading) limit
 STOP_TIMEOUT_S = 20.0     # graceful stop limit before SIGKILL
@@ -56,7 +56,7 @@ class Child:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         # no preexec_fn: it would force fork() and run grpc's at-fork handlers here, which can
-        # deadlock this process; the child arms its own parent-death signal (common.process)
+        # deadlock this process; the child arms its own parent-death signal (rkdsc.common.process)
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**env, PARENT_PID_ENV: str(os.getpid())}, stdin=subprocess.DEVNULL)
 
@@ -143,7 +143,7 @@ def scrape(port: int | None) -> str:
 
 def _metric_totals(text: str, prefix: str) -> dict[str, float]:
     """Sum counters by name (labels folded), plus per-outcome frame counts."""
-    from common.metrics import parse_metrics
+    from rkdsc.common.metrics import parse_metrics
 
     totals: dict[str, float] = {}
     for (name, labels), value in parse_metrics(text).items():
@@ -159,7 +159,7 @@ def _metric_totals(text: str, prefix: str) -> dict[str, float]:
 
 def ensure_samples(cfg: Config, bundle_input_size: int | None) -> list[str]:
     """Generate the default samples folders that are missing; returns messages."""
-    from common.data.samples import DEFAULT_SIZE, write_samples
+    from rkdsc.common.data.samples import DEFAULT_SIZE, write_samples
 
     done, notes = set(), []
     for i, t in enumerate(cfg.transmitters):
@@ -199,7 +199,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
              timeout_s: float = 3600.0, limit: int | None = None, quiet: bool = False) -> dict:
     """Run the topology; returns the summary dict (also written to OUT/summary.json).
     Raises ConfigError / BundleError for bad inputs, DemoError when a process fails."""
-    from common.bundle import BundleError, load_bundle
+    from rkdsc.common.bundle import BundleError, load_bundle
 
     t0 = time.perf_counter()
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -249,7 +249,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
         # ---- edges
         edges: list[tuple[Any, Child]] = []
         for t in cfg.transmitters:
-            args = [py, "-m", "edge", "--config", str(config), "--id", t.id, "--out", str(out / "edges" / t.id),
+            args = [py, "-m", "rkdsc.edge", "--config", str(config), "--id", t.id, "--out", str(out / "edges" / t.id),
                     "--no-progress"]
             if limit is not None:
                 args += ["--limit", str(limit)]
@@ -325,7 +325,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds the edge devices may run (default 3600)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = p.parse_args(argv)
-    from common.bundle import BundleError
+    from rkdsc.common.bundle import BundleError
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.common.test_distill import OVERRIDES, one_thread, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
+from tests.common.train.test_distill import OVERRIDES, one_thread, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
 
 FAST = {**OVERRIDES, "search.epochs": 1, "stage1.epochs": 2, "stage2.epochs": 2, "baseline.epochs": 1}
 METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
@@ -21,7 +21,7 @@ def _args(wd) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from common.train.pipeline import cli
+    from rkdsc.common.train.pipeline import cli
 
     wd = workdir_with_teacher(tmp_path_factory, "pipeline")
     assert cli(_args(wd)) == 0
@@ -29,9 +29,9 @@ def run(tmp_path_factory):
 
 
 def test_results_summary(run):
-    from common.models.complexity import count_params
-    from common.models.student import Student
-    from common.train.presets import load_preset
+    from rkdsc.common.models.complexity import count_params
+    from rkdsc.common.models.student import Student
+    from rkdsc.common.train.presets import load_preset
 
     wd, res = run
     teacher_meta = json.loads((wd / "teacher" / "teacher.json").read_text())
@@ -69,12 +69,12 @@ def test_eval_files_follow_the_contract(run):
 
 def test_bundles_verify_and_deploy_the_trained_modules(run):
     """The ONNX edge part of each bundle computes what the trained torch encoder computes."""
-    from common.bundle.manifest import verify_bundle
-    from common.bundle.runtime import EdgeModel, load_bundle
-    from common.data.datasets import heldout_dataset
-    from common.train.baselines import load_jscc_parts
-    from common.train.distill import load_task_system
-    from common.train.presets import load_preset
+    from rkdsc.common.bundle.manifest import verify_bundle
+    from rkdsc.common.bundle.runtime import EdgeModel, load_bundle
+    from rkdsc.common.data.datasets import heldout_dataset
+    from rkdsc.common.train.baselines import load_jscc_parts
+    from rkdsc.common.train.distill import load_task_system
+    from rkdsc.common.train.presets import load_preset
 
     wd, res = run
     x = torch.stack([heldout_dataset(load_preset("smoke", FAST))[i][0] for i in range(8)])
@@ -100,7 +100,7 @@ def test_bundles_verify_and_deploy_the_trained_modules(run):
 
 
 def test_resume_skips_finished_steps(run, capsys):
-    from common.train.pipeline import cli
+    from rkdsc.common.train.pipeline import cli
 
     wd, res = run
     capsys.readouterr()
@@ -114,7 +114,7 @@ def test_resume_skips_finished_steps(run, capsys):
 
 
 def test_export_size_limit_fails_loudly(run, tmp_path):
-    from common.train.export import export_from_workdir
+    from rkdsc.common.train.export import export_from_workdir
 
     wd, _ = run
     with pytest.raises(RuntimeError, match="over the limit"):
@@ -122,7 +122,7 @@ def test_export_size_limit_fails_loudly(run, tmp_path):
 
 
 def test_train_default_help(capsys):
-    from common.train.pipeline import cli_default
+    from rkdsc.common.train.pipeline import cli_default
 
     with pytest.raises(SystemExit) as e:
         cli_default(["--help"])

@@ -1,6 +1,6 @@
 """Fig. 8: top-1 accuracy at -10 dB against the CAT compression ratio.
 
-For each compression ratio ``r`` stage 2 of RKD (``common.train.distill.run_stage2``) is run
+For each compression ratio ``r`` stage 2 of RKD (``rkdsc.common.train.distill.run_stage2``) is run
 again from the work dir's stage-1 student, with the preset's ``cat.compression_ratio``
 replaced by ``r`` (so the CAT encoder sends ``floor(F * (1 - r))`` values), into
 ``WORKDIR/ablation/cr-<r>/``; the trained system is then evaluated on the preset's evaluation
@@ -9,7 +9,7 @@ split (the held-back digits, otherwise the validation split; the same split ``rk
 over ``--noise-draws`` seeded noise realisations. Output: ``WORKDIR/ablation/ablation.json``
 and ``fig8-<label>.png``.
 
-    python -m common.train.ablation --workdir runs/cifar10-cpu --preset cifar10-cpu \
+    python -m rkdsc.common.experiments.ablation --workdir runs/cifar10-cpu --preset cifar10-cpu \
         --ratios 0.1,0.2,0.5,0.8,0.9 --epochs 5
 
 JSON::
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from common.cliargs import float_list, str_list
+from rkdsc.common.cliargs import float_list, str_list
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.5, 0.8, 0.9)
 # The paper's Fig. 8 endpoints (accuracy in % at -10 dB, lowest -> highest compression ratio).
@@ -43,7 +43,7 @@ def _ratio_tag(r: float) -> str:
 
 def _preset_for(workdir: Path, preset_name: str | None, sets: Sequence[str] | None):
     """The preset of the work dir: --preset, else the one recorded by stage 1 / the pipeline."""
-    from common.train.presets import load_preset, parse_set_args, preset_from_dict
+    from rkdsc.common.train.presets import load_preset, parse_set_args, preset_from_dict
 
     overrides = parse_set_args(list(sets or []))
     if preset_name:
@@ -51,7 +51,7 @@ def _preset_for(workdir: Path, preset_name: str | None, sets: Sequence[str] | No
     for f in (workdir / "stage2").glob("*/model.json"):
         spec = json.loads(f.read_text(encoding="utf-8"))
         if isinstance(spec.get("preset_config"), dict):
-            from common.train.presets import with_overrides
+            from rkdsc.common.train.presets import with_overrides
 
             return with_overrides(preset_from_dict(spec["preset_config"], name=spec.get("preset", "preset")), overrides)
     for f in (workdir / "results.json", workdir / "stage1" / "stage1.json"):
@@ -66,7 +66,7 @@ def _preset_for(workdir: Path, preset_name: str | None, sets: Sequence[str] | No
 def evaluate_system(system, dataset, snr_db: float, channels: Sequence[str], noise_draws: int, seed: int,
                     batch_size: int, device) -> dict[str, float]:
     """Mean top-1 accuracy per channel over `noise_draws` seeded noise realisations."""
-    from common.train.distill import system_accuracy
+    from rkdsc.common.train.distill import system_accuracy
 
     out = {}
     for ch in channels:
@@ -83,10 +83,10 @@ def run_ablation(preset, workdir: str | Path, ratios: Sequence[float] = DEFAULT_
     """Train stage 2 at every ratio (from the work dir's stage-1 student) and evaluate at snr_db."""
     import torch
 
-    from common.models.cat import compact_dim
-    from common.train.distill import load_task_system, make_tasks, run_stage2
-    from common.train.evaluate import preset_eval_dataset
-    from common.train.presets import with_overrides
+    from rkdsc.common.models.cat import compact_dim
+    from rkdsc.common.train.distill import load_task_system, make_tasks, run_stage2
+    from rkdsc.common.experiments.evaluate import preset_eval_dataset
+    from rkdsc.common.train.presets import with_overrides
 
     workdir = Path(workdir)
     if not ratios:
@@ -111,7 +111,7 @@ def run_ablation(preset, workdir: str | Path, ratios: Sequence[float] = DEFAULT_
             f"stage 2 for {n_epochs} epochs into {workdir / sub}")
         t0 = time.time()
         summary = run_stage2(p, workdir, resume=resume, out_name=sub, epochs=n_epochs, log=log)
-        from common.train.common import pick_device
+        from rkdsc.common.train.common import pick_device
 
         dev = pick_device()
         system, spec = load_task_system(workdir / sub / task.name, device=dev)

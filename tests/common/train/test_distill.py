@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.train.presets import load_preset
+from rkdsc.common.train.presets import load_preset
 
 OVERRIDES = {
     "data.max_per_class": 60,          # 600 digits: 480 train / 120 val
@@ -41,7 +41,7 @@ def smoke(**extra):
 
 def workdir_with_teacher(tmp_path_factory, name: str, dest: Path | None = None) -> Path:
     """A fresh work directory holding a copy of the (once per session) trained smoke teacher."""
-    from common.train.teacher import get_teacher
+    from rkdsc.common.train.teacher import get_teacher
 
     shared = tmp_path_factory.getbasetemp() / "rkd-smoke-teacher"
     if not (shared / "teacher" / "teacher.json").is_file():
@@ -57,7 +57,7 @@ def log_records(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from common.train.distill import run_stage1, run_stage2
+    from rkdsc.common.train.distill import run_stage1, run_stage2
 
     wd = workdir_with_teacher(tmp_path_factory, "distill")
     p = smoke()
@@ -68,12 +68,12 @@ def trained(tmp_path_factory):
 
 
 def test_stage1_lowers_val_feature_mse(trained):
-    from common.data.datasets import build_datasets
-    from common.models.student import Student
-    from common.train.common import load_weights
-    from common.train.distill import feature_mse
-    from common.train.features import preset_teacher_features
-    from common.train.teacher import get_teacher
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.models.student import Student
+    from rkdsc.common.train.common import load_weights
+    from rkdsc.common.train.distill import feature_mse
+    from rkdsc.common.train.features import preset_teacher_features
+    from rkdsc.common.train.teacher import get_teacher
 
     s1, wd, p = trained["s1"], trained["wd"], trained["preset"]
     assert s1["val_mse_final"] < 0.7 * s1["val_mse_init"], s1
@@ -94,8 +94,8 @@ def test_stage2_beats_stage1_only_system_at_minus_5db(trained):
     """Stage-1-only system = the stage-1 encoder frozen, CAT + head trained with the same loss,
     epochs and data but on noiseless symbols. Full stage 2 trains everything through the channel.
     Accuracy on the 359 held-back digits, averaged over three noise draws."""
-    from common.data.datasets import heldout_dataset
-    from common.train.distill import load_task_system, system_accuracy
+    from rkdsc.common.data.datasets import heldout_dataset
+    from rkdsc.common.train.distill import load_task_system, system_accuracy
 
     wd, p = trained["wd"], trained["preset"]
     held = heldout_dataset(p)
@@ -135,7 +135,7 @@ def test_resume_continues_from_checkpoint(trained, tmp_path_factory):
     Then the same through the CLI for stage 2."""
     from safetensors.torch import load_file
 
-    from common.train.distill import cli, run_stage1
+    from rkdsc.common.train.distill import cli, run_stage1
 
     wd = workdir_with_teacher(tmp_path_factory, "resume")
     p = smoke()
@@ -165,10 +165,10 @@ def test_resume_continues_from_checkpoint(trained, tmp_path_factory):
 def test_several_transmitters_train_jointly_and_export(tmp_path_factory, tmp_path):
     """Two transmitters (the paper has three): each its own preset, data, student, CAT
     compression ratio and head; one stage-2 optimizer; a two-task bundle."""
-    from common.bundle.manifest import verify_bundle
-    from common.bundle.runtime import load_bundle
-    from common.train.distill import make_tasks, run_stage1, run_stage2
-    from common.train.export import export_from_workdir
+    from rkdsc.common.bundle.manifest import verify_bundle
+    from rkdsc.common.bundle.runtime import load_bundle
+    from rkdsc.common.train.distill import make_tasks, run_stage1, run_stage2
+    from rkdsc.common.train.export import export_from_workdir
 
     src = Path(load_preset("smoke").source).read_text()
     b_file = tmp_path / "smoke-b.toml"

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from common.train.presets import load_preset
+from rkdsc.common.train.presets import load_preset
 
 ARCH_KEYS = {"method", "selection", "depths", "alpha", "mixture", "beta", "metric", "candidate_params",
              "fixed_params", "selected_params", "supernet_params", "val_acc", "history", "preset", "seed",
@@ -35,7 +35,7 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(workdir):
     """Real searches on the smoke preset, same seed and data: DARTS, KDL-DARTS (paper lambda_J)."""
-    from common.train.search import run_search
+    from rkdsc.common.train.search import run_search
 
     quiet = lambda _m: None  # noqa: E731
     p = load_preset("smoke")
@@ -46,8 +46,8 @@ def runs(workdir):
 # -- Eqs. (17)-(20) and the selection rule -----------------------------------------------
 
 def test_penalty_factors_normalised_and_not_saturated():
-    from common.models.student import SearchableStudent
-    from common.train.search import penalty_factors
+    from rkdsc.common.models.student import SearchableStudent
+    from rkdsc.common.train.search import penalty_factors
 
     cand = SearchableStudent(load_preset("paper").student_config()).candidate_params()
     beta = penalty_factors(cand, 2.0)
@@ -62,7 +62,7 @@ def test_penalty_factors_normalised_and_not_saturated():
 
 
 def test_penalty_gradient_is_beta():  # Eq. (20)
-    from common.train.search import complexity_penalty, penalty_factors
+    from rkdsc.common.train.search import complexity_penalty, penalty_factors
 
     beta = penalty_factors([[1, 3, 6], [2, 4, 8]], 2.0)
     alphas = torch.randn(2, 3, requires_grad=True)
@@ -71,7 +71,7 @@ def test_penalty_gradient_is_beta():  # Eq. (20)
 
 
 def test_alpha_beta_selection_never_deeper_than_alpha_for_the_same_alphas():
-    from common.train.search import penalty_factors, select_depths
+    from rkdsc.common.train.search import penalty_factors, select_depths
 
     beta = penalty_factors([[10, 20, 30, 40, 50]] * 4, 2.0)
     g = torch.Generator().manual_seed(0)
@@ -89,8 +89,8 @@ def test_alpha_beta_selection_never_deeper_than_alpha_for_the_same_alphas():
 # -- real searches ---------------------------------------------------------------------------
 
 def test_arch_json_keys_history_and_param_count(runs, workdir):
-    from common.models.complexity import count_params
-    from common.models.student import Student
+    from rkdsc.common.models.complexity import count_params
+    from rkdsc.common.models.student import Student
 
     p = load_preset("smoke")
     for method, res in runs.items():
@@ -127,7 +127,7 @@ def test_kdl_darts_selects_fewer_parameters_than_darts(runs):
 def test_penalty_pushes_alphas_towards_small_candidates(workdir):
     """With a large lambda_J the alpha step's penalty gradient (beta) dominates: in every layer
     the mixture weight falls with the candidate's size."""
-    from common.train.search import run_search
+    from rkdsc.common.train.search import run_search
 
     p = load_preset("smoke", {"search.lambda_j": 20.0, "search.epochs": 2})
     res = run_search(p, "kdl-darts", workdir / "big-lambda", log=lambda _m: None, device=CPU)
@@ -139,7 +139,7 @@ def test_penalty_pushes_alphas_towards_small_candidates(workdir):
 def test_kdl_darts_without_penalty_and_kd_is_darts(runs, workdir):
     """lambda_J = 0 and kd_weight = 0 (no teacher term): KDL-DARTS performs DARTS's updates
     bit for bit; with selection "alpha" it also selects the same depths."""
-    from common.train.search import run_search
+    from rkdsc.common.train.search import run_search
 
     p = load_preset("smoke", {"search.lambda_j": 0.0, "search.kd_weight": 0.0})
     same = run_search(p, "kdl-darts", workdir / "as-darts", log=lambda _m: None, selection="alpha", device=CPU)
@@ -153,7 +153,7 @@ def test_kdl_darts_without_penalty_and_kd_is_darts(runs, workdir):
 
 
 def test_resume_continues_exactly(workdir):
-    from common.train.search import run_search
+    from rkdsc.common.train.search import run_search
 
     p = load_preset("smoke")
     quiet = lambda _m: None  # noqa: E731
@@ -166,7 +166,7 @@ def test_resume_continues_exactly(workdir):
 
 
 def test_cli_writes_arch_json(tmp_path, capsys):
-    from common.train.search import cli
+    from rkdsc.common.train.search import cli
 
     with pytest.raises(SystemExit) as e:
         cli(["--help"])

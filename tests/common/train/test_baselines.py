@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from tests.common.test_distill import QUIET, log_records, one_thread, smoke, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
+from tests.common.train.test_distill import QUIET, log_records, one_thread, smoke, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
 
 EPOCHS = {"baseline.epochs": 3, "baseline.lr": 2e-3, "baseline.lr_min": 5e-4}
 
 
 @pytest.fixture(scope="module")
 def baselines(tmp_path_factory):
-    from common.train.baselines import run_baseline
+    from rkdsc.common.train.baselines import run_baseline
 
     wd = workdir_with_teacher(tmp_path_factory, "baselines")
     p = smoke(**EPOCHS)
@@ -25,9 +25,9 @@ def baselines(tmp_path_factory):
 def test_jscc_student_trains_searched_architecture_from_scratch(baselines):
     from safetensors.torch import load_file
 
-    from common.models.complexity import count_params
-    from common.models.student import Student
-    from common.train.common import seed_everything
+    from rkdsc.common.models.complexity import count_params
+    from rkdsc.common.models.student import Student
+    from rkdsc.common.train.common import seed_everything
 
     wd, p = baselines["wd"], baselines["preset"]
     spec = json.loads((wd / "baseline-jscc-student" / "digits" / "model.json").read_text())
@@ -47,9 +47,9 @@ def test_jscc_student_trains_searched_architecture_from_scratch(baselines):
 
 
 def test_jscc_teacher_freezes_teacher_and_trains_head(baselines):
-    from common.data.datasets import build_datasets
-    from common.train.baselines import load_jscc_parts
-    from common.train.teacher import get_teacher
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.train.baselines import load_jscc_parts
+    from rkdsc.common.train.teacher import get_teacher
 
     wd, p = baselines["wd"], baselines["preset"]
     d = wd / "baseline-jscc-teacher" / "digits"
@@ -69,7 +69,7 @@ def test_jscc_teacher_freezes_teacher_and_trains_head(baselines):
 def test_baseline_resume_is_exact(baselines, tmp_path_factory):
     from safetensors.torch import load_file
 
-    from common.train.baselines import cli
+    from rkdsc.common.train.baselines import cli
 
     wd = workdir_with_teacher(tmp_path_factory, "baseline-resume")
     args = ["jscc-teacher", "--preset", "smoke", "--workdir", str(wd), "--device", "cpu"]
@@ -85,13 +85,13 @@ def test_baseline_resume_is_exact(baselines, tmp_path_factory):
 
 
 def _overrides() -> dict:
-    from tests.common.test_distill import OVERRIDES
+    from tests.common.train.test_distill import OVERRIDES
 
     return {**OVERRIDES, **EPOCHS}
 
 
 def test_unknown_kind_and_bad_preset_fail_clearly(tmp_path, capsys):
-    from common.train.baselines import cli, run_baseline
+    from rkdsc.common.train.baselines import cli, run_baseline
 
     with pytest.raises(ValueError, match="jscc-student"):
         run_baseline(smoke(), "t-deepsc", tmp_path)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from common.train import analysis
+from rkdsc.common.experiments import analysis
 
 # The paper's search space at 224x224 (Table I): parameters of the first j blocks of each layer
 # (SearchableStudent(StudentConfig()).candidate_params()).

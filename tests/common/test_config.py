@@ -1,4 +1,4 @@
-"""common.config (topology TOML), deploy/topology.toml and common.data.samples."""
+"""rkdsc.common.config (topology TOML), deploy/topology.toml and rkdsc.common.data.samples."""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import FADINGS, ConfigError, load_config, parse_config
+from rkdsc.common.config import FADINGS, ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def test_the_default_topology_has_three_devices_at_different_distances():
 
 
 def test_config_fadings_are_the_channel_fadings():
-    from common.channel import FADINGS as CHANNEL_FADINGS
+    from rkdsc.common.channel import FADINGS as CHANNEL_FADINGS
 
     assert tuple(FADINGS) == tuple(CHANNEL_FADINGS)
 
@@ -96,8 +96,8 @@ def test_only_endpoints_come_from_the_environment():
 
 
 def test_samples_are_the_held_back_split_in_class_folders_and_deterministic(tmp_path):
-    from common.data.digits import load_digits_arrays, split_indices
-    from common.data.samples import cli, write_samples
+    from rkdsc.common.data.digits import load_digits_arrays, split_indices
+    from rkdsc.common.data.samples import cli, write_samples
 
     a = write_samples(tmp_path / "a", count=30, size=16)
     assert cli(["--out", str(tmp_path / "b"), "--count", "30", "--size", "16"]) == 0

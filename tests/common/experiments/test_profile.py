@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from common.train import profile as prof
+from rkdsc.common.experiments import profile as prof
 
 TINY = dict(input_size=32, depths=[1, 1, 2, 1], compression_ratio=0.8, stem_widths=(8, 8, 16), planes=(4, 8, 16, 16),
             max_depth=4, feature_dim=64, heads=4, cat_heads=4, cat_d_ff=64, teacher_name="vit_tiny_patch16_224",

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from common.bench_format import bench_markdown
-from edge import bench
+from rkdsc.common.experiments.bench_format import bench_markdown
+from rkdsc.common.experiments import bench
 
 
 @pytest.fixture(scope="module")

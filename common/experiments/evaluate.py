@@ -1,7 +1,7 @@
 """``rkdsc evaluate``: accuracy versus SNR of deployed bundles (contract item 8, paper Fig. 6).
 
 It evaluates exactly what is deployed: the bundle's ONNX edge and server parts through
-``common.bundle.runtime.InProcessPipeline`` (encode -> symbol mapping -> unit power ->
+``rkdsc.common.bundle.runtime.InProcessPipeline`` (encode -> symbol mapping -> unit power ->
 numpy channel with MMSE equalization -> demapping -> decode), never the torch weights.
 
     rkdsc evaluate --bundle deploy/bundle --data samples/ --channel awgn --out awgn.json --plot awgn.png
@@ -65,7 +65,7 @@ def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
 def load_folder(root: str | os.PathLike, input_spec: Any, limit: int | None = None,
                 seed: int = 0) -> EvalData:
     """Images under ``root/<class>/...`` preprocessed for ``input_spec`` (the manifest's input)."""
-    from common.data.images import list_images, load_rgb, preprocess
+    from rkdsc.common.data.images import list_images, load_rgb, preprocess
 
     listing = list_images(root)
     if listing.labels is None:
@@ -88,7 +88,7 @@ def load_preset_split(preset: Any, limit: int | None = None, seed: int = 0) -> t
     input (the tensors are already normalized).
     """
     if isinstance(preset, (str, os.PathLike)):
-        from common.train.presets import load_preset
+        from rkdsc.common.train.presets import load_preset
 
         preset = load_preset(str(preset))
     dataset, class_names, split = preset_eval_dataset(preset)
@@ -106,7 +106,7 @@ def load_preset_split(preset: Any, limit: int | None = None, seed: int = 0) -> t
 def preset_eval_dataset(preset) -> tuple[Any, list[str], str]:
     """(dataset, class_names, split name): the held-back part for digits (never trained on),
     otherwise the validation split of ``build_datasets``."""
-    from common.data import datasets
+    from rkdsc.common.data import datasets
 
     _, val_ds, class_names = datasets.build_datasets(preset)
     if preset.data.dataset == "digits" and hasattr(datasets, "heldout_dataset"):
@@ -139,7 +139,7 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str
                     snrs_db: Sequence[float], seed: int = 0, task: str | None = None,
                     batch_size: int = 256, progress: bool = False) -> dict:
     """Accuracy of one bundle task at each SNR: {"bundle", "task", "channel", "points": [...]}."""
-    from common.bundle.runtime import InProcessPipeline, load_bundle
+    from rkdsc.common.bundle.runtime import InProcessPipeline, load_bundle
 
     if channel not in CHANNELS:
         raise ValueError(f"--channel: expected one of {list(CHANNELS)}, got {channel!r}")
@@ -150,7 +150,7 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str
     points = []
     bar = None
     if progress:
-        from common.train.common import progress as _progress
+        from rkdsc.common.train.common import progress as _progress
 
         bar = _progress(total=len(snrs_db), desc=f"evaluate {Path(bundle_path).name} {channel}")
     for i, snr in enumerate(snrs_db):
@@ -204,7 +204,7 @@ def run_evaluation(bundles: Sequence[str], labels: Sequence[str] | None, channel
                    progress: bool = False) -> dict:
     """Evaluate several bundles on the same images and noise; returns the output JSON object.
     ``preset``: a preset name / path or a loaded Preset (its held-back / validation split)."""
-    from common.bundle.runtime import load_bundle
+    from rkdsc.common.bundle.runtime import load_bundle
 
     if (data_dir is None) == (preset is None):
         raise ValueError("give exactly one of --data DIR or --preset NAME")
@@ -303,7 +303,7 @@ def join_negative_values(argv: list[str], options: tuple[str, ...] = ("--snr",))
 
 
 def cli(argv: list[str] | None = None) -> int:
-    from common.bundle.manifest import BundleError
+    from rkdsc.common.bundle.manifest import BundleError
 
     args = build_parser().parse_args(join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:

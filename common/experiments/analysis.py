@@ -1,6 +1,6 @@
 """Search analysis: the paper's Fig. 7 and Table III from ``arch.json`` files.
 
-Input: the ``arch.json`` written by ``common.train.search.run_search`` for KDL-DARTS and DARTS
+Input: the ``arch.json`` written by ``rkdsc.common.train.search.run_search`` for KDL-DARTS and DARTS
 (``{"method", "depths", "candidate_params", "selected_params", "history": [{"epoch", "val_acc",
 "selected_depths", "selected_params", ...}], ...}``).
 
@@ -13,7 +13,7 @@ Input: the ``arch.json`` written by ``common.train.search.run_search`` for KDL-D
   every candidate of a layer and is not counted, as in the paper's table, whose totals are the
   sums of its layer columns), and their total.
 
-    python -m common.train.analysis --arch runs/c10/search-kdl-darts/arch.json \
+    python -m rkdsc.common.experiments.analysis --arch runs/c10/search-kdl-darts/arch.json \
         --arch runs/c10/search-darts/arch.json --label cifar10 --out-dir docs/figures
     rkdsc report search --workdir runs/cifar10-cpu --out-dir docs/figures    # same, via report
 """
@@ -322,4 +322,4 @@ def cli(argv: list[str] | None = None, prog: str = "rkdsc report search") -> int
 
 
 if __name__ == "__main__":
-    sys.exit(cli(prog="python -m common.train.analysis"))
+    sys.exit(cli(prog="python -m rkdsc.common.experiments.analysis"))

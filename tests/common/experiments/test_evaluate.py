@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.train.evaluate import DEFAULT_SNRS_DB, cli, parse_snrs
+from rkdsc.common.experiments.evaluate import DEFAULT_SNRS_DB, cli, parse_snrs
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    from common.bundle.export import build_random_bundle
+    from rkdsc.common.bundle.export import build_random_bundle
 
     root = tmp_path_factory.mktemp("eval-bundles")
     a = build_random_bundle(root / "a", seed=0)  # ONNX export takes seconds: build one, copy it
@@ -22,7 +22,7 @@ def bundles(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
-    from common.data.samples import write_samples
+    from rkdsc.common.data.samples import write_samples
 
     out = tmp_path_factory.mktemp("eval-data") / "digits"
     write_samples(out, count=60, size=32)
@@ -55,8 +55,8 @@ def test_accuracy_matches_direct_onnx_run_and_label_mapping(bundles, digits_dir,
     """Only classes 3 and 7: labels must map by folder NAME onto the bundle's class_names (3, 7),
     not by position (0, 1). At 80 dB the channel is transparent, so the accuracy must equal a
     direct edge -> server run on the clean symbols."""
-    from common.bundle.runtime import EdgeModel, ServerModel, load_bundle
-    from common.data.images import list_images, load_rgb, preprocess
+    from rkdsc.common.bundle.runtime import EdgeModel, ServerModel, load_bundle
+    from rkdsc.common.data.images import list_images, load_rgb, preprocess
 
     sub = tmp_path / "sub"
     for c in ("3", "7"):

@@ -7,7 +7,7 @@ For each method the *transmitter side* (what runs on the edge device) is profile
 * ``jscc-teacher``  the teacher (timm; at paper scale CLIP ViT-B/16) -> 512 values
 
 Columns: parameters (encoder with and without the CAT), GFLOPs (2 FLOPs per multiply-
-accumulate, ``common.models.complexity.count_flops``), the median per-image encode time on
+accumulate, ``rkdsc.common.models.complexity.count_flops``), the median per-image encode time on
 the CPU with torch and with onnxruntime at batch 1 and at a large batch (same thread count
 for both), on a GPU with torch when ``torch.cuda.is_available()``, the paper's IoT estimate
 and the transmitted feature dimension.
@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from common.cliargs import int_list, str_list
+from rkdsc.common.cliargs import int_list, str_list
 
 PAPER_CPU_GFLOPS = 871.49  # the paper's CPU (i9-14900KF), measured by its authors
 PI_GFLOPS = 32.0  # Raspberry Pi 4 B peak (CPU-Monkey), as in the paper
@@ -136,9 +136,9 @@ def spec_from_preset(preset: Any, label: str | None = None) -> ArchSpec:
 
 def _load_preset(name_or_path: str) -> Any:
     try:
-        from common.train.presets import load_preset
+        from rkdsc.common.train.presets import load_preset
     except ImportError as exc:  # pragma: no cover - presets ship with the training package
-        raise SystemExit(f"rkdsc profile: --preset needs common.train.presets ({exc})")
+        raise SystemExit(f"rkdsc profile: --preset needs rkdsc.common.train.presets ({exc})")
     return load_preset(name_or_path)
 
 
@@ -187,7 +187,7 @@ def build_encoder(method: str, spec: ArchSpec):
     """(edge module (image, snr_db) -> transmitted values, {"encoder", "student", "cat_encoder"} params)."""
     import torch  # noqa: F401
 
-    from common.models import (CATConfig, CATEncoder, EdgePart, JSCCEdgePart, Student, StudentConfig,
+    from rkdsc.common.models import (CATConfig, CATEncoder, EdgePart, JSCCEdgePart, Student, StudentConfig,
                                build_teacher, count_params)
 
     if method in ("rkd-sc", "jscc-student"):
@@ -292,7 +292,7 @@ def time_ort(onnx_path: str | Path, input_size: int, batch: int, threads: int, w
              repeats: int = 20, budget_s: float = 3.0) -> dict:
     import numpy as np
 
-    from common.bundle.runtime import make_session
+    from rkdsc.common.bundle.runtime import make_session
 
     sess = make_session(onnx_path, intra_op_threads=threads)
     rng = np.random.default_rng(0)
@@ -329,7 +329,7 @@ def matmul_gflops(threads: int, n: int = 1024, budget_s: float = 1.0) -> float:
 def _onnx_for(module, spec: ArchSpec, path: Path) -> Path:
     import torch
 
-    from common.bundle.export import export_part
+    from rkdsc.common.bundle.export import export_part
 
     gen = torch.Generator().manual_seed(0)
     example = (torch.randn(2, 3, spec.input_size, spec.input_size, generator=gen), torch.tensor([5.0, 15.0]))
@@ -356,7 +356,7 @@ def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path,
     """One Table II row; the encoder it built is left in ``modules[method]`` when a dict is given."""
     import torch
 
-    from common.models import count_flops
+    from rkdsc.common.models import count_flops
 
     threads = opts.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -389,7 +389,7 @@ def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path,
         onnx_path: Path | None = None
         if bundle:
             try:
-                from common.bundle import load_bundle
+                from rkdsc.common.bundle import load_bundle
 
                 bdl = load_bundle(bundle)
                 onnx_path = bdl.component_path(bdl.task().edge)
@@ -518,7 +518,7 @@ def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bun
 def profile_bundle(bundle_dir: str, opts: ProfileOptions, threads: int, gflops_here: float,
                    log: Callable[[str], None] = print) -> list[dict]:
     """onnxruntime-only rows for every task of a bundle (no torch model to time)."""
-    from common.bundle import load_bundle
+    from rkdsc.common.bundle import load_bundle
 
     bdl = load_bundle(bundle_dir)
     size = bdl.input.size[0]

@@ -4,7 +4,7 @@
 
 1. **in-process vs networked**: the same N images (the first N of the image folder) through
    ``InProcessPipeline`` (read + preprocess + encode + channel + decode in this process, in
-   batches of ``--batch-size``) and through the real topology (``edge.demo.run_demo``: server,
+   batches of ``--batch-size``) and through the real topology (``rkdsc.common.experiments.demo.run_demo``: server,
    relay and edge devices as separate processes talking gRPC on localhost) with one and with
    three edge devices (each sends the N images). Reported: images per second (networked:
    all answered images / the longest edge wall time, so service start-up is excluded; it is
@@ -14,14 +14,14 @@
    torch twin is rebuilt from the bundle's provenance (the training work dir's weights when it
    is still there, the seeded weights of a random test bundle, else the preset's architecture
    with random weights); skipped with a note when torch or the architecture is unavailable.
-3. **channel cost on the relay**: ``common.channel.simulate`` on many frames, in ns per
+3. **channel cost on the relay**: ``rkdsc.common.channel.simulate`` on many frames, in ns per
    complex symbol, for AWGN and Rayleigh block fading, both batched (all frames in one call)
    and per frame (one call per frame, as the relay does).
 4. **bytes on the wire** per image (the serialized uplink ``Frame``) against the raw image
    (H x W x 3 bytes at the model's input size), the float32 input tensor and the image file.
 
 The bundle: ``--bundle``, else ``deploy/bundle`` when present, else a small random bundle
-(``common.bundle.build_random_bundle``, needs torch) in a temporary folder. Images:
+(``rkdsc.common.bundle.build_random_bundle``, needs torch) in a temporary folder. Images:
 ``--data DIR`` (class sub-folders), else the held-back digits (task ``digits``) or synthetic
 images named by the task's classes.
 """
@@ -40,8 +40,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from common.bench_format import DEFAULT_ROUNDS, bench_markdown
-from common.cliargs import int_list
+from rkdsc.common.experiments.bench_format import DEFAULT_ROUNDS, bench_markdown
+from rkdsc.common.cliargs import int_list
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = REPO_ROOT / "deploy" / "bundle"
@@ -69,7 +69,7 @@ def resolve_bundle(bundle: str | None, work: Path, log: Callable[[str], None]) -
     if (DEFAULT_BUNDLE / "manifest.json").is_file():
         return DEFAULT_BUNDLE, "default deploy/bundle"
     try:
-        from common.bundle import build_random_bundle
+        from rkdsc.common.bundle import build_random_bundle
     except ImportError as exc:  # pragma: no cover - torch missing
         raise SystemExit(f"rkdsc bench: no --bundle, no {DEFAULT_BUNDLE}, and no torch to build a random one ({exc})")
     log(f"bench: no deploy/bundle; building a random test bundle in {work / 'bundle'}")
@@ -84,7 +84,7 @@ def prepare_images(data: str | None, bundle, task: str, n: int, work: Path) -> P
     folder = work / "images" / task
     h, w = bundle.input.size
     if task == "digits":
-        from common.data.samples import write_samples
+        from rkdsc.common.data.samples import write_samples
 
         write_samples(folder, size=h if h == w else 32)
         return folder
@@ -100,8 +100,8 @@ def prepare_images(data: str | None, bundle, task: str, n: int, work: Path) -> P
 
 def first_images(folder: Path, n: int):
     """The n images the edge client sends with ``limit = n`` (evenly spaced over the
-    class-sorted files, as ``edge.client.EdgeClient.run`` picks them) and their class names."""
-    from common.data.images import list_images
+    class-sorted files, as ``rkdsc.edge.client.EdgeClient.run`` picks them) and their class names."""
+    from rkdsc.common.data.images import list_images
 
     listing = list_images(folder, check=False)
     if not listing.paths:
@@ -117,8 +117,8 @@ def first_images(folder: Path, n: int):
 
 def bench_inprocess(bundle, task: str, paths: list[Path], names: list[str | None], batch_size: int,
                     snr_db: float, fading: str, seed: int = 0) -> dict:
-    from common.bundle.runtime import InProcessPipeline
-    from common.data.images import load_rgb, preprocess
+    from rkdsc.common.bundle.runtime import InProcessPipeline
+    from rkdsc.common.data.images import load_rgb, preprocess
 
     pipe = InProcessPipeline(bundle, task, seed=seed)
     index = {c: i for i, c in enumerate(pipe.spec.class_names)}
@@ -165,7 +165,7 @@ def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges:
 
 def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int, snr_db: float,
                     fading: str, work: Path, timeout_s: float, tag: str = "") -> dict:
-    from edge.demo import DemoError, run_demo
+    from rkdsc.common.experiments.demo import DemoError, run_demo
 
     out = work / f"net-{edges}{tag}"
     cfg = write_topology(work / f"topology-{edges}{tag}.toml", bundle_dir, images, task, edges, n, batch_size, snr_db,
@@ -215,9 +215,9 @@ def torch_edge_from_bundle(bundle, task: str):
         import torch  # noqa: F401
     except ImportError:
         return None, "torch is not installed: torch column skipped"
-    from common.models.cat import CATConfig, CATEncoder
-    from common.models.student import Student, StudentConfig
-    from common.models.system import EdgePart, JSCCEdgePart
+    from rkdsc.common.models.cat import CATConfig, CATEncoder
+    from rkdsc.common.models.student import Student, StudentConfig
+    from rkdsc.common.models.system import EdgePart, JSCCEdgePart
 
     prov = bundle.manifest.get("provenance") or {}
     spec = bundle.task(task)
@@ -229,14 +229,14 @@ def torch_edge_from_bundle(bundle, task: str):
         why = f"work dir {wd} has no weights for task {task!r}"
         try:
             if method == "rkd-sc":
-                from common.train.distill import load_task_system
+                from rkdsc.common.train.distill import load_task_system
 
                 if (Path(wd) / "stage2" / task / "model.json").is_file():
                     system, _ = load_task_system(Path(wd) / "stage2" / task)
                     return EdgePart(system.student, system.cat_encoder).eval(), f"trained weights from {_shown(Path(wd) / 'stage2' / task)}"
             else:
-                from common.train.baselines import load_jscc_parts
-                from common.train.export import task_dirs
+                from rkdsc.common.train.baselines import load_jscc_parts
+                from rkdsc.common.train.export import task_dirs
 
                 for tdir in task_dirs(Path(wd), method):
                     encoder, _, s = load_jscc_parts(tdir)
@@ -261,7 +261,7 @@ def torch_edge_from_bundle(bundle, task: str):
     tprov = (prov.get("tasks") or {}).get(task) or {}
     if isinstance(prov.get("preset"), str) and tprov.get("depths"):
         try:
-            from common.train.presets import load_preset
+            from rkdsc.common.train.presets import load_preset
 
             p = load_preset(prov["preset"])
             student = Student(p.student_config(), tprov["depths"])
@@ -276,7 +276,7 @@ def torch_edge_from_bundle(bundle, task: str):
 
 
 def bench_encoder(bundle, task: str, batches: tuple[int, ...], threads: int, repeats: int = 15) -> dict:
-    from common.bundle.runtime import make_session
+    from rkdsc.common.bundle.runtime import make_session
 
     spec = bundle.task(task)
     sess = make_session(bundle.component_path(spec.edge), intra_op_threads=threads)
@@ -337,7 +337,7 @@ def bench_encoder(bundle, task: str, batches: tuple[int, ...], threads: int, rep
 
 def bench_channel(symbols_per_frame: int, frames: int = 4096, per_frame_calls: int = 2000,
                   snr_db: float = 10.0, fadings: tuple[str, ...] = ("awgn", "rayleigh")) -> dict:
-    from common import channel
+    from rkdsc.common import channel
 
     rng = np.random.default_rng(0)
     k = symbols_per_frame
@@ -399,7 +399,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
     median over the rounds and each round's values."""
     import onnxruntime
 
-    from common.bundle import load_bundle
+    from rkdsc.common.bundle import load_bundle
 
     if images < 1:
         raise ValueError(f"--images: expected an integer >= 1, got {images}")
@@ -541,7 +541,7 @@ def cli(argv: list[str] | None = None) -> int:
                         args.fading, args.edges, args.encoder_batches, args.threads, args.timeout, args.work_dir, log,
                         rounds=args.rounds)
     except Exception as exc:  # noqa: BLE001 - report any failure with its type, exit non-zero
-        from common.bundle import BundleError
+        from rkdsc.common.bundle import BundleError
 
         if isinstance(exc, (ValueError, BundleError, FileNotFoundError)):
             print(f"rkdsc bench: error: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Experiments on trained systems: evaluate, profile, ablation, analysis, report, bench, demo."""
