@@ -4,11 +4,13 @@ with the link state as feedback.
 
     handle, port = create_server(cfg)   # binds; the upstream channel to the server is lazy
     handle.start()                      # SERVING once the server's task list is known
+    cli(argv) -> exit status            # `rkdsc basestation`: 0, or 2 for a bad config / port
 
 Per transmitter (``[[transmitters]]`` of the topology) the relay keeps a ``Link``:
-``snr_db``, ``fading``, ``path_gain_db`` and its own ``numpy.random.Generator`` seeded
+``snr_db``, ``fading``, ``path_gain_db``, ``rician_k`` (the K factor of ``fading = "rician"``,
+default ``channel.DEFAULT_K_FACTOR`` = 3) and its own ``numpy.random.Generator`` seeded
 with ``seed``. Every frame is one ``rkdsc.common.channel.simulate(z [1, K], snr_db +
-path_gain_db, fading, rng, equalize=True)`` call, in arrival order, under the link's lock:
+path_gain_db, fading, rng, equalize=True, k_factor=rician_k)`` call, in arrival order, under the link's lock:
 the k-th frame of a transmitter sees the k-th draw of ``default_rng(seed)``, exactly like
 ``InProcessPipeline(seed=seed).run`` called once per image (batch of 1) in the same order.
 ``SetLink`` changes a link at run time (``seed`` re-seeds its Generator).
@@ -23,13 +25,17 @@ non-finite encoder SNR, label out of range, frame id already seen for that trans
 INVALID_ARGUMENT; symbols larger than K complex64 values -> RESOURCE_EXHAUSTED (and gRPC
 itself refuses messages above ``basestation.max_message_bytes``). On ``Transmit`` a bad
 frame ends that stream with the status; other and new streams are unaffected.
+
+``Transmit`` runs on the shared stream pump (``rkdsc.common.service.pump``): frames go to the
+server on one ``EdgeServer.Decode`` stream per edge stream, results come back in the order
+the server answers; the stream ends when the server's stream ends (an error, or frames left
+unanswered, ends it with that status).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import math
-import queue
 import sys
 import threading
 import time
@@ -40,19 +46,21 @@ import grpc
 import numpy as np
 
 from rkdsc.common import channel
-from rkdsc.common.config import FADINGS, Config, ConfigError, load_config
+from rkdsc.common.channel import FADINGS
+from rkdsc.common.config import Config
 from rkdsc.common.metrics import UNKNOWN_LABEL, MetricsEndpoint, RelayMetrics
+from rkdsc.common.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, RequestQueue, ServiceHandle,
+                                  StreamPump, build_grpc_server, check_finite, check_symbols, grpc_options,
+                                  handler_threads, invalid, run_cli, serve, set_health)
 from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
-from rkdsc.server.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, ServiceHandle,
-                            build_grpc_server, check_finite, check_symbols, grpc_options, handler_threads,
-                            invalid, serve, set_health, setup_logging)
 
 log = logging.getLogger("rkdsc.relay")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Relay"].full_name  # "rkdsc.v1.Relay"
 PATH_GAIN_LIMIT_DB = 200.0
+RICIAN_K_LIMIT = 1e6        # largest accepted Rician K factor (linear), as in the topology
 INFO_WAIT_S = 30.0       # how long a frame waits for the server's task list before UNAVAILABLE
 UPSTREAM_TIMEOUT_S = 60.0  # deadline of one TransmitOne -> DecodeOne call
 
@@ -69,6 +77,7 @@ class Link:
     seed: int                     # seed of rng
     rng: np.random.Generator      # draws h and n for this link only
     frames: int = 0               # frames sent through the link
+    rician_k: float = channel.DEFAULT_K_FACTOR  # Rician K factor (linear), used when fading = "rician"
     busy_until: float = 0.0       # airtime emulation: monotonic time the link is free again
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,17 +89,8 @@ class Link:
         eff = self.effective_snr_db
         return pb.LinkState(transmitter_id=self.transmitter_id, snr_db=self.snr_db,
                             path_gain_db=self.path_gain_db, effective_snr_db=eff, fading=self.fading,
-                            seed=self.seed, frames=self.frames,
+                            seed=self.seed, frames=self.frames, rician_k=self.rician_k,
                             instantaneous_snr_db=eff if instantaneous_snr_db is None else instantaneous_snr_db)
-
-
-_END = object()
-_UPSTREAM_DONE = object()
-
-
-class _Abort:
-    def __init__(self, code: grpc.StatusCode, message: str):
-        self.code, self.message = code, message
 
 
 def _sleep_until(t: float) -> None:
@@ -112,7 +112,8 @@ class RelayServicer(pb_grpc.RelayServicer):
         self.propagation_s = cfg.basestation.propagation_delay_ms / 1000.0
         self.links: dict[str, Link] = {}
         for t in cfg.transmitters:
-            self.links[t.id] = Link(t.id, t.snr_db, t.fading, t.path_gain_db, t.seed, rng_factory(t.seed))
+            self.links[t.id] = Link(t.id, t.snr_db, t.fading, t.path_gain_db, t.seed, rng_factory(t.seed),
+                                    rician_k=t.rician_k)
             metrics.link_snr_db.labels(t.id).set(t.effective_snr_db)
         self.frame_ids = FrameIdRegistry()
         self._tasks: dict[str, pb.TaskInfo] = {}
@@ -179,7 +180,8 @@ class RelayServicer(pb_grpc.RelayServicer):
         with link.lock:
             snr, fading = link.effective_snr_db, link.fading
             t0 = time.perf_counter()
-            y, h, noise_var = channel.simulate(z, snr, fading, link.rng, equalize=True)  # [1, K], [1, 1|K], [1]
+            y, h, noise_var = channel.simulate(z, snr, fading, link.rng, equalize=True,
+                                               k_factor=link.rician_k)  # [1, K], [1, 1|K], [1]
             channel_s = time.perf_counter() - t0
             link.frames += 1
             airtime_s = task.symbols_per_image / self.symbol_rate_hz if self.symbol_rate_hz > 0 else 0.0
@@ -257,51 +259,49 @@ class RelayServicer(pb_grpc.RelayServicer):
 
     def Transmit(self, request_iterator, context):
         self._enter(context)
-        out: queue.Queue = queue.Queue()     # results / _Abort / _UPSTREAM_DONE for the edge
-        fwd: queue.Queue = queue.Queue()     # (deliver_at, ChannelFrame) / _END for the server
         inflight: dict[tuple[str, int], list] = {}  # key -> [LinkState, perf_counter at send]
         lock = threading.Lock()
         closing = threading.Event()          # this handler cancels the upstream call itself
 
-        def upstream_requests():
-            while True:
-                item = fwd.get()
-                if item is _END:
-                    return
-                deliver_at, cf = item
-                _sleep_until(deliver_at)
-                cf.relay_sent_unix_ns = time.time_ns()
-                with lock:
-                    entry = inflight.get((cf.transmitter_id, cf.frame_id))
-                    if entry is not None:
-                        entry[1] = time.perf_counter()
-                yield cf
+        def on_abort() -> None:
+            closing.set()
+            call.cancel()
 
-        call = self.stub.Decode(upstream_requests())
+        # results come from the upstream stream (responder), pushed in its order; the edge's
+        # stream ends when that one does, so not when idle
+        stream = StreamPump(context, log, name="relay: Transmit", thread_name="relay-reader",
+                            end_when_idle=False, on_abort=on_abort)
 
-        def reader():
+        def send(item: tuple[float, pb.ChannelFrame]) -> pb.ChannelFrame:
+            deliver_at, cf = item
+            _sleep_until(deliver_at)
+            cf.relay_sent_unix_ns = time.time_ns()
+            with lock:
+                entry = inflight.get((cf.transmitter_id, cf.frame_id))
+                if entry is not None:
+                    entry[1] = time.perf_counter()
+            return cf
+
+        upstream = RequestQueue(send)        # (deliver_at, ChannelFrame) for the server
+        call = self.stub.Decode(upstream)
+
+        def submit(frame: pb.Frame) -> None:
             try:
-                for frame in request_iterator:
-                    try:
-                        cf, state, deliver_at = self.process(frame)
-                    except FrameRejected as exc:
-                        self._reject(frame, exc)
-                        out.put(_Abort(exc.code, exc.message))
-                        return
-                    except Exception as exc:  # noqa: BLE001 - a bug must end the stream with an
-                        # error, never silently (the edge would wait for the frame's result)
-                        log.exception("relay: frame %s of %r failed", frame.frame_id, frame.transmitter_id)
-                        self.metrics.frames.labels(self._tx_label(frame.transmitter_id), "failed").inc()
-                        out.put(_Abort(grpc.StatusCode.INTERNAL,
-                                       f"relay: frame {frame.frame_id} failed: {type(exc).__name__}: {exc}"))
-                        return
-                    with lock:
-                        inflight[(cf.transmitter_id, cf.frame_id)] = [state, time.perf_counter()]
-                    fwd.put((deliver_at, cf))
-            except Exception as exc:  # edge cancelled / disconnected
-                log.debug("relay: Transmit reader ended: %r", exc)
-            finally:
-                fwd.put(_END)
+                cf, state, deliver_at = self.process(frame)
+            except FrameRejected as exc:
+                self._reject(frame, exc)
+                raise
+            with lock:
+                inflight[(cf.transmitter_id, cf.frame_id)] = [state, time.perf_counter()]
+            upstream.put((deliver_at, cf))
+            return None                      # its result comes back through the responder
+
+        def failed(frame: pb.Frame, exc: Exception) -> FrameRejected:
+            # a bug must end the stream with an error, never silently (the edge would wait for the result)
+            log.exception("relay: frame %s of %r failed", frame.frame_id, frame.transmitter_id)
+            self.metrics.frames.labels(self._tx_label(frame.transmitter_id), "failed").inc()
+            return FrameRejected(grpc.StatusCode.INTERNAL,
+                                 f"relay: frame {frame.frame_id} failed: {type(exc).__name__}: {exc}")
 
         def responder():
             try:
@@ -312,46 +312,33 @@ class RelayServicer(pb_grpc.RelayServicer):
                     if self.propagation_s > 0:
                         _sleep_until(arrived + self.propagation_s)
                     state, sent = (entry if entry is not None else (None, None))
-                    out.put(self._finish(res, state, None if sent is None else time.perf_counter() - sent))
+                    stream.deliver(self._finish(res, state, None if sent is None else time.perf_counter() - sent))
                 with lock:
                     lost = len(inflight)
                 if lost:  # the server ended its stream OK without answering every frame
                     for _ in range(lost):
                         self.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
-                    out.put(_Abort(grpc.StatusCode.UNAVAILABLE,
-                                   f"server: the decode stream ended with {lost} frame(s) unanswered"))
+                    stream.fail(grpc.StatusCode.UNAVAILABLE,
+                                f"server: the decode stream ended with {lost} frame(s) unanswered")
                     return
-                out.put(_UPSTREAM_DONE)
+                stream.finish()
             except grpc.RpcError as exc:
                 with lock:
                     lost = len(inflight)
                 if exc.code() == grpc.StatusCode.CANCELLED and (closing.is_set() or not lost):
-                    out.put(_UPSTREAM_DONE)
+                    stream.finish()
                     return
                 for _ in range(lost):
                     self.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
-                out.put(_Abort(exc.code(), f"server: {exc.details()}"))
+                stream.fail(exc.code(), f"server: {exc.details()}")
 
-        threading.Thread(target=reader, name="relay-reader", daemon=True).start()
+        stream.start(request_iterator, submit, on_error=failed, on_requests_done=upstream.close)
         threading.Thread(target=responder, name="relay-responder", daemon=True).start()
         try:
-            while True:
-                try:
-                    item = out.get(timeout=1.0)
-                except queue.Empty:
-                    if not context.is_active():
-                        return
-                    continue
-                if item is _UPSTREAM_DONE:
-                    return
-                if isinstance(item, _Abort):
-                    closing.set()
-                    call.cancel()
-                    context.abort(item.code, item.message)
-                yield item
+            yield from stream.results()
         finally:
             closing.set()
-            fwd.put(_END)
+            upstream.close()
             call.cancel()
             self._leave()
 
@@ -382,6 +369,8 @@ class RelayServicer(pb_grpc.RelayServicer):
                 check_finite(request.path_gain_db, "path_gain_db", -PATH_GAIN_LIMIT_DB, PATH_GAIN_LIMIT_DB)
             if request.HasField("fading") and request.fading not in FADINGS:
                 raise invalid(f"fading: expected one of {', '.join(FADINGS)}, got {request.fading!r}")
+            if request.HasField("rician_k"):
+                check_finite(request.rician_k, "rician_k", 0.0, RICIAN_K_LIMIT)
             snr = request.snr_db if request.HasField("snr_db") else link.snr_db
             gain = request.path_gain_db if request.HasField("path_gain_db") else link.path_gain_db
             check_finite(snr + gain, "snr_db + path_gain_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
@@ -394,13 +383,15 @@ class RelayServicer(pb_grpc.RelayServicer):
                 link.path_gain_db = float(request.path_gain_db)
             if request.HasField("fading"):
                 link.fading = request.fading
+            if request.HasField("rician_k"):
+                link.rician_k = float(request.rician_k)
             if request.HasField("seed"):
                 link.seed = int(request.seed)
                 link.rng = self.rng_factory(link.seed)
             state = link.state()
         self.metrics.link_snr_db.labels(link.transmitter_id).set(state.effective_snr_db)
-        log.info("relay: link %s now snr_db=%g path_gain_db=%g fading=%s seed=%d", link.transmitter_id,
-                 state.snr_db, state.path_gain_db, state.fading, state.seed)
+        log.info("relay: link %s now snr_db=%g path_gain_db=%g fading=%s rician_k=%g seed=%d", link.transmitter_id,
+                 state.snr_db, state.path_gain_db, state.fading, state.rician_k, state.seed)
         return state
 
     # ------------------------------------------------------------------ lifecycle
@@ -427,14 +418,18 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     servicer = RelayServicer(cfg, upstream, metrics, rng_factory)
     if max_workers is None:  # one thread per open Transmit stream, plus room for unary calls
         max_workers = handler_threads(cfg, 64)
-    try:
+    endpoint = None
+    try:  # either port failing (an OSError naming the address and the field) releases everything
+        if bs.metrics_port >= 0:
+            endpoint = MetricsEndpoint(metrics.registry, bs.metrics_port, bs.host)
         server, health_servicer, port = build_grpc_server(
             pb_grpc.add_RelayServicer_to_server, servicer, bind=cfg.relay_bind, service_name=SERVICE_NAME,
             max_workers=max_workers, max_message_bytes=bs.max_message_bytes, thread_prefix="relay")
     except OSError:
+        if endpoint is not None:
+            endpoint.close()
         upstream.close()
         raise
-    endpoint = MetricsEndpoint(metrics.registry, bs.metrics_port, bs.host) if bs.metrics_port >= 0 else None
     stop_info = threading.Event()
 
     def on_start() -> None:
@@ -465,21 +460,19 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--server", default=None, help="host:port of the edge server (overrides basestation.server_addr)")
     p.add_argument("--ready-file", default=None,
                    help="write JSON {port, metrics_port, pid} here once listening (used by `rkdsc demo`)")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    args = p.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        cfg = load_config(args.config)
+
+    def build(args: argparse.Namespace, cfg: Config) -> ServiceHandle:
         if args.server:
             cfg.basestation.server_addr = args.server
-        handle, _ = create_server(cfg)
-    except (ConfigError, OSError) as exc:
-        print(f"rkdsc basestation: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return serve(handle, args.ready_file, name="relay")
-    finally:
-        handle.upstream.close()
+        return create_server(cfg)[0]
+
+    def run(args: argparse.Namespace, handle: ServiceHandle) -> int:
+        try:
+            return serve(handle, args.ready_file, name="relay", logger=log)
+        finally:
+            handle.upstream.close()
+
+    return run_cli(p, argv, build, run, errors=(OSError,))
 
 
 def main() -> None:

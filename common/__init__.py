@@ -1,4 +1,6 @@
-"""Shared library of the RKD-SC emulator: channel, models, bundle, data, offline pipeline.
+"""rkdsc.common: the library the services and the offline tools share.
 
-Nothing in this package imports grpc; the services (edge/, basestation/, server/) build on it.
+channel, wire, config, metrics, bundle, data (no torch); models, train, experiments (torch);
+service (the gRPC skeleton: the only part that imports grpc). It never imports a service.
+Map and import rules: docs/architecture.md.
 """

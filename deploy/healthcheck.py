@@ -1,8 +1,14 @@
-"""Container health probe: asks a gRPC service's grpc.health.v1.Health whether it is SERVING.
+"""Container health probe: asks a gRPC service's grpc.health.v1.Health whether it is SERVING,
+or (edge devices, which serve nothing) whether a supervisor's heartbeat file is fresh.
 
     python deploy/healthcheck.py 127.0.0.1:50051                 # overall health ("")
     python deploy/healthcheck.py 127.0.0.1:50052 --metrics 9102  # and /metrics answers
     python deploy/healthcheck.py server:50051 --service rkdsc.v1.EdgeServer
+    python deploy/healthcheck.py --heartbeat /tmp/rkdsc-edge.heartbeat --max-age 15
+
+The heartbeat file (written every few seconds by deploy/edge_entrypoint.py while the edge
+process runs) is JSON ``{"time": <unix s>, "pid": <edge process id>}``; healthy when it is
+younger than ``--max-age`` seconds and that process is alive.
 
 Exit status 0 when healthy, 1 otherwise (the reason goes to stderr), which is what Docker's
 HEALTHCHECK and compose's `healthcheck:` expect. Needs only grpcio and grpcio-health-checking
@@ -12,7 +18,10 @@ service built from another checkout.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 import urllib.request
 
 
@@ -46,16 +55,48 @@ def check_metrics(port: int, timeout_s: float) -> str | None:
     return None
 
 
+def check_heartbeat(path: str, max_age_s: float) -> str | None:
+    """None when the heartbeat file is fresh and names a live process, else a reason."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            beat = json.load(fh)
+        age, pid = time.time() - float(beat["time"]), int(beat["pid"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{path}: no readable heartbeat: {exc}"
+    if age > max_age_s:
+        return f"{path}: last heartbeat {age:.0f} s ago (more than {max_age_s:g} s)"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"{path}: process {pid} is gone"
+    except PermissionError:
+        pass  # exists, another user
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="healthcheck.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("addr", help="host:port of the gRPC service (e.g. 127.0.0.1:50051)")
+    p.add_argument("addr", nargs="?", default=None,
+                   help="host:port of the gRPC service (e.g. 127.0.0.1:50051); not with --heartbeat")
     p.add_argument("--service", default="",
                    help="service name to ask about (default: '' = the whole server)")
     p.add_argument("--metrics", type=int, default=None, metavar="PORT",
                    help="also require http://127.0.0.1:PORT/metrics to answer")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default 2)")
+    p.add_argument("--heartbeat", default=None, metavar="FILE",
+                   help="check a heartbeat file instead of a gRPC service (edge devices)")
+    p.add_argument("--max-age", type=float, default=15.0, metavar="S",
+                   help="with --heartbeat: oldest acceptable heartbeat, seconds (default 15)")
     args = p.parse_args(argv)
+    if (args.addr is None) == (args.heartbeat is None):
+        p.error("give either ADDR or --heartbeat FILE")
+    if args.heartbeat is not None:
+        problem = check_heartbeat(args.heartbeat, args.max_age)
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 1
+        return 0
     problem = check_grpc(args.addr, args.service, args.timeout)
     if problem is None and args.metrics is not None:
         problem = check_metrics(args.metrics, args.timeout)

@@ -14,13 +14,29 @@ Result (``link.effective_snr_db``); before the first feedback it uses
 (``DEADLINE_EXCEEDED: no result within N s``), the stream is cancelled and the run ends with
 ``stream_error`` set (exit status 1), so a lost result never makes the device wait forever.
 
-Outputs in ``out_dir``: ``results.jsonl`` (one record per image, in file order: file,
-transmitter, predicted class, score, label, correct, latency_ms, error, ...) and
-``summary.json``. An unreadable image is recorded with its error and the run goes on.
+Outputs in ``out_dir``: ``results.jsonl`` (one record per image: file, transmitter, predicted
+class, score, label, correct, latency_ms, error, error_code, ...) and ``summary.json``.
+Records are appended to ``results.jsonl`` as each image's outcome is known (flushed line by
+line), so a crash leaves every answered image on disk; at the end the file is rewritten in
+file order (atomically). An unreadable image is recorded with its error and the run goes on.
+
+Failed images: every image without an OK answer has ``error`` and ``error_code``: a gRPC
+status name (an error Result, e.g. ``UNAVAILABLE`` from a draining server, or
+``DEADLINE_EXCEEDED``), ``UNREADABLE`` (the image cannot be decoded), ``SKIPPED`` (the listing
+refused the file) or ``NO_RESULT`` (the stream ended first). The summary counts them by code
+(``errors_by_code``); the run is ``ok`` when the stream completed and the failed fraction is at
+most ``max_failed_fraction`` (topology field of the transmitter, ``--max-failed-fraction``;
+default 0: every image must be answered). An image folder without images is a failed run
+(``failure`` says so, naming the folder).
 
 Latency: ``latency_ms`` runs from the start of encoding the image's batch to the arrival of
 its result (edge compute + uplink + channel + server queue and decode + downlink);
 ``rtt_ms`` from handing the frame to gRPC to the result.
+
+``cli(argv)`` (``rkdsc edge``) exits 0 when the run is ok, 1 when the stream failed or more
+than ``max_failed_fraction`` of the images failed (counts by error code and the first failed
+files on stderr), 2 for a bad config or bundle or an image folder without images. The uplink
+is a ``rkdsc.common.service.RequestQueue``.
 """
 from __future__ import annotations
 
@@ -28,7 +44,6 @@ import argparse
 import json
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -42,17 +57,17 @@ import numpy as np
 import rkdsc.common.bundle as bundle_lib
 from rkdsc.common import channel
 from rkdsc.common.bundle import BundleError
-from rkdsc.common.config import Config, ConfigError, TransmitterConfig, load_config
-from rkdsc.common.data.images import list_images, load_rgb, preprocess
+from rkdsc.common.config import Config, ConfigError, TransmitterConfig
+from rkdsc.common.data.images import READ_ERRORS, list_images, load_rgb, preprocess
+from rkdsc.common.service import RequestQueue, run_cli, status_code_from_value
 from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 
 log = logging.getLogger("rkdsc.edge")
 
-_READ_ERRORS = (OSError, ValueError, SyntaxError, MemoryError)  # PIL decode failures (incl. DecompressionBomb)
-_END = object()
 CONNECT_TIMEOUT_S = 30.0
+SHOW_FAILED = 5  # failed files listed on stderr by the CLI (all of them are in results.jsonl)
 
 
 @dataclass
@@ -63,7 +78,44 @@ class _Entry:
     record: dict[str, Any] = field(default_factory=dict)
     t_encode: float = 0.0       # perf_counter at the start of its batch's encode
     t_sent: float = 0.0         # perf_counter when handed to gRPC
-    done: bool = False
+    done: bool = False          # its outcome is final (answered or failed) and was written out
+
+
+class _ResultLog:
+    """results.jsonl written as outcomes come: one flushed line per record, so a crash leaves
+    every finished image on disk; ``finish`` rewrites it in file order (atomically)."""
+
+    def __init__(self, out_dir: Path | None):
+        self.path = None if out_dir is None else out_dir / "results.jsonl"
+        self._fh = None
+        if self.path is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        if self._fh is not None:
+            self._fh.write(json.dumps(record) + "\n")
+            self._fh.flush()
+
+    def finish(self, records: list[dict]) -> None:
+        if self._fh is None:
+            return
+        self._fh.close()
+        self._fh = None
+        _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records))
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -90,6 +142,8 @@ class EdgeClient:
         # frame ids must be unique per transmitter for the relay's lifetime: start from the
         # clock (microseconds) so a rerun against the same relay never repeats one
         self.frame_id_base = time.time_ns() // 1000 if frame_id_base is None else int(frame_id_base)
+        self._done_lock = threading.Lock()
+        self._log: _ResultLog | None = None
 
     # ------------------------------------------------------------------ inputs
     def list_entries(self, images_dir: Path) -> tuple[list[_Entry], list[tuple[Path, str]]]:
@@ -120,14 +174,24 @@ class EdgeClient:
                 "predicted_class": None, "predicted_index": None, "score": None, "top_k": None,
                 "label": None if e.label is None else str(names[e.label]), "label_index": e.label,
                 "correct": None, "latency_ms": None, "rtt_ms": None, "encoder_snr_db": None,
-                "link_snr_db": None, "queue_ms": None, "compute_ms": None, "error": None}
+                "link_snr_db": None, "queue_ms": None, "compute_ms": None, "error": None, "error_code": None}
+
+    def _complete(self, e: _Entry, **fields: Any) -> bool:
+        """Make an entry's outcome final (once: later calls are ignored) and write its record."""
+        with self._done_lock:
+            if e.done:
+                return False
+            e.record.update(fields)
+            e.done = True
+            if self._log is not None:
+                self._log.write(e.record)
+            return True
 
     def _load(self, e: _Entry) -> np.ndarray | None:
         try:
             return preprocess(load_rgb(e.path), self.bundle.input)  # [3, H, W]
-        except _READ_ERRORS as exc:
-            e.record["error"] = f"unreadable image: {type(exc).__name__}: {exc}"
-            e.done = True
+        except READ_ERRORS as exc:
+            self._complete(e, error=f"unreadable image: {type(exc).__name__}: {exc}", error_code="UNREADABLE")
             return None
 
     def encode_frames(self, entries: list[_Entry], images: np.ndarray, snr_db: float) -> list[pb.Frame]:
@@ -159,30 +223,37 @@ class EdgeClient:
             entries = [entries[i] for i in keep]
         for e in entries:
             e.record = self._record(e, images_dir)
-        refused_records = [{**self._record(_Entry(-1, p, None), images_dir), "error": why} for p, why in refused]
+        skipped = [_Entry(-1, p, None) for p, _ in refused]
+        for e, (_, why) in zip(skipped, refused):
+            e.record = self._record(e, images_dir)
 
-        own_channel = self._channel is None
-        chan = self._channel or grpc.insecure_channel(self.relay_addr)
+        out = None if out_dir is None else Path(out_dir)
+        self._log = _ResultLog(out)
         stream_error: str | None = None
         stats = {"up_bytes": 0, "down_bytes": 0, "frames": 0}
         try:
-            stream_error = self._stream(chan, entries, stats)
+            for e, (_, why) in zip(skipped, refused):
+                self._complete(e, error=why, error_code="SKIPPED")
+            if entries:
+                own_channel = self._channel is None
+                chan = self._channel or grpc.insecure_channel(self.relay_addr)
+                try:
+                    stream_error = self._stream(chan, entries, stats)
+                finally:
+                    if own_channel:
+                        chan.close()
+            wall_s = time.perf_counter() - t_start
+            why = f"no result: {stream_error or 'stream ended early'}"
+            for e in entries:
+                self._complete(e, error=why, error_code="NO_RESULT")  # only those still open
+            records = [e.record for e in entries] + [e.record for e in skipped]
+            self._log.finish(records)
         finally:
-            if own_channel:
-                chan.close()
-        wall_s = time.perf_counter() - t_start
-        for e in entries:
-            if not e.done and e.record["error"] is None:
-                e.record["error"] = f"no result: {stream_error or 'stream ended early'}"
-        records = [e.record for e in entries] + refused_records
-        summary = self.summarize(records, wall_s, stats, stream_error)
-        if out_dir is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "results.jsonl", "w") as fh:
-                for r in records:
-                    fh.write(json.dumps(r) + "\n")
-            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self._log.close()
+            self._log = None
+        summary = self.summarize(records, wall_s, stats, stream_error, images_dir=images_dir)
+        if out is not None:
+            _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
     def _stream(self, chan: grpc.Channel, entries: list[_Entry], stats: dict) -> str | None:
@@ -191,7 +262,6 @@ class EdgeClient:
         except grpc.FutureTimeoutError:
             return f"relay at {self.relay_addr} not reachable within {self.connect_timeout_s:g} s"
         stub = pb_grpc.RelayStub(chan)
-        send: queue.Queue = queue.Queue()
         window = threading.Semaphore(self.tx.max_in_flight)
         failed = threading.Event()      # the stream failed, ended early, or a result timed out
         ended = threading.Event()       # the receiver is done (the response stream is over)
@@ -203,19 +273,16 @@ class EdgeClient:
         timeout_s = float(self.tx.result_timeout_s)
         bar = _progress(len(entries), self.tx.id, self.progress)
 
-        def requests():
-            while True:
-                item = send.get()
-                if item is _END:
-                    return
-                entry, frame = item
-                entry.t_sent = time.perf_counter()
-                frame.sent_unix_ns = time.time_ns()
-                stats["up_bytes"] += frame.ByteSize()
-                stats["frames"] += 1
-                yield frame
+        def hand_over(item: tuple[_Entry, pb.Frame]) -> pb.Frame:
+            entry, frame = item
+            entry.t_sent = time.perf_counter()
+            frame.sent_unix_ns = time.time_ns()
+            stats["up_bytes"] += frame.ByteSize()
+            stats["frames"] += 1
+            return frame
 
-        call = stub.Transmit(requests(), wait_for_ready=True)
+        send = RequestQueue(hand_over)  # (entry, frame) for the relay; close() half-closes the stream
+        call = stub.Transmit(send, wait_for_ready=True)
 
         def fail(message: str) -> None:
             with lock:
@@ -265,8 +332,7 @@ class EdgeClient:
                 waiting_since.clear()
             message = f"DEADLINE_EXCEEDED: no result within {timeout_s:g} s"
             for e in lost:
-                e.record["error"] = message
-                e.done = True
+                self._complete(e, error=message, error_code="DEADLINE_EXCEEDED")
             bar.update(len(lost))
             log.error("edge %s: %d frame(s) without a result after %g s; giving up", self.tx.id, len(lost), timeout_s)
             fail(f"{message} for {len(lost)} frame(s) (result_timeout_s)")
@@ -309,7 +375,7 @@ class EdgeClient:
                     send.put((e, frame))
             sent_all.set()
         finally:
-            send.put(_END)
+            send.close()
             # wait for the results still due, but never longer than result_timeout_s per frame
             while not ended.wait(0.25):
                 if expire():
@@ -319,22 +385,40 @@ class EdgeClient:
         return error[0] if error else None
 
     def _fill(self, e: _Entry, res: pb.Result, now: float) -> None:
-        r = e.record
-        e.done = True
-        r["link_snr_db"] = res.link.effective_snr_db if res.HasField("link") else None
-        r["latency_ms"] = (now - e.t_encode) * 1e3
-        r["rtt_ms"] = (now - e.t_sent) * 1e3
+        r: dict[str, Any] = {"link_snr_db": res.link.effective_snr_db if res.HasField("link") else None,
+                             "latency_ms": (now - e.t_encode) * 1e3, "rtt_ms": (now - e.t_sent) * 1e3}
         if res.error.code != 0:
-            name = next((c.name for c in grpc.StatusCode if c.value[0] == res.error.code), str(res.error.code))
-            r["error"] = f"{name}: {res.error.message}"
+            code = status_code_from_value(res.error.code, None)
+            name = code.name if code is not None else str(res.error.code)
+            self._complete(e, **r, error=f"{name}: {res.error.message}", error_code=name)
             return
         r.update(predicted_class=res.predicted_name, predicted_index=res.predicted_class,
                  score=float(res.score), top_k=[[c.name, float(c.score)] for c in res.top_k],
                  queue_ms=res.queue_ms, compute_ms=res.compute_ms,
                  correct=None if e.label is None else bool(res.predicted_class == e.label))
+        self._complete(e, **r)
 
-    def summarize(self, records: list[dict], wall_s: float, stats: dict, stream_error: str | None) -> dict:
+    def summarize(self, records: list[dict], wall_s: float, stats: dict, stream_error: str | None,
+                  images_dir: Path | None = None) -> dict:
         answered = [r for r in records if r["error"] is None]
+        by_code: dict[str, int] = {}
+        for r in records:
+            if r["error"] is not None:
+                code = r.get("error_code") or "ERROR"
+                by_code[code] = by_code.get(code, 0) + 1
+        failed = len(records) - len(answered)
+        fraction = failed / len(records) if records else None
+        limit = float(self.tx.max_failed_fraction)
+        if not records:
+            failure = f"no images in {images_dir}: nothing was sent (expected image files, in class " \
+                      f"sub-folders <class>/<file> or directly in the folder)"
+        elif stream_error:
+            failure = f"stream failed: {stream_error}"
+        elif fraction > limit:
+            failure = (f"{failed} of {len(records)} images failed ({fraction:.1%}, more than max_failed_fraction "
+                       f"{limit:g}): " + ", ".join(f"{c} {n}" for c, n in sorted(by_code.items(), key=lambda i: -i[1])))
+        else:
+            failure = None
         labelled = [r for r in answered if r["correct"] is not None]
         lat = [r["latency_ms"] for r in answered]
         rtt = [r["rtt_ms"] for r in answered]
@@ -356,6 +440,9 @@ class EdgeClient:
             "uplink_bytes_per_image": stats["up_bytes"] / n_frames if stats["frames"] else None,
             "downlink_bytes_per_image": stats["down_bytes"] / n_frames if stats["frames"] else None,
             "raw_image_bytes": 3 * h * w, "relay": self.relay_addr, "stream_error": stream_error,
+            "images_dir": None if images_dir is None else str(images_dir),
+            "errors_by_code": by_code, "failed_fraction": fraction, "max_failed_fraction": limit,
+            "ok": failure is None, "failure": failure,
         }
 
 
@@ -379,11 +466,13 @@ def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="rkdsc edge", description=(
         "Run one edge device of the topology: encode every image of its folder with the "
         "bundle's edge part (student + CAT encoder), stream the channel symbols to the "
-        "base-station relay, and write results.jsonl + summary.json. The relay address "
-        "comes from RKDSC_RELAY_ADDR or the [basestation] section. Exit status: 0 when the "
-        "stream completed (unreadable images are reported per file), 1 when it failed or a "
-        "result did not come within the result timeout, 2 "
-        "for a bad config or bundle."))
+        "base-station relay, and write results.jsonl (a line per image as its outcome is known) "
+        "+ summary.json. The relay address comes from RKDSC_RELAY_ADDR or the [basestation] "
+        "section. Exit status: 0 when the stream completed and at most --max-failed-fraction of "
+        "the images failed (default 0: every image answered); 1 when the stream failed, a result "
+        "did not come within the result timeout, or more images failed (counts by error code and "
+        "the first failed files on stderr); 2 for a bad config or bundle, or an image folder "
+        "without images."))
     p.add_argument("--config", required=True, help="topology TOML file")
     p.add_argument("--id", required=True, help="transmitter id ([[transmitters]] id) to run as")
     p.add_argument("--out", required=True, help="output folder for results.jsonl and summary.json")
@@ -399,13 +488,13 @@ def cli(argv: list[str] | None = None) -> int:
                    help="give up on a frame without a result after this many seconds: it is recorded as "
                         "an error (DEADLINE_EXCEEDED) and the run exits with status 1 (overrides the "
                         "transmitter's result_timeout_s, default 60)")
+    p.add_argument("--max-failed-fraction", type=float, default=None, metavar="F",
+                   help="largest fraction (0..1) of images that may fail (unreadable, error result, no "
+                        "result) with exit status 0 (overrides the transmitter's max_failed_fraction, "
+                        "default 0: any failed image makes the exit status 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when stderr is not a tty)")
-    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(args.config)
+
+    def build(args: argparse.Namespace, cfg: Config) -> tuple[EdgeClient, Path]:
         if args.bundle:
             cfg.bundle.path = Path(args.bundle).resolve()
         tx = cfg.transmitter(args.id)
@@ -413,23 +502,60 @@ def cli(argv: list[str] | None = None) -> int:
             if not args.result_timeout > 0:
                 raise ValueError(f"--result-timeout: expected a number of seconds > 0, got {args.result_timeout}")
             tx.result_timeout_s = float(args.result_timeout)
+        if args.max_failed_fraction is not None:
+            if not 0.0 <= args.max_failed_fraction <= 1.0:
+                raise ValueError(f"--max-failed-fraction: expected a fraction in [0, 1], got {args.max_failed_fraction}")
+            tx.max_failed_fraction = float(args.max_failed_fraction)
         client = EdgeClient(cfg, tx, relay_addr=args.relay, progress=not args.no_progress,
                             intra_op_threads=args.threads, frame_id_base=args.frame_id_base)
         images = Path(args.images) if args.images else tx.images
         if not images.is_dir():
             raise ConfigError(f"transmitters[{args.id}].images: image folder not found: {images}")
-    except (ConfigError, BundleError, ValueError) as exc:
-        print(f"rkdsc edge: error: {exc}", file=sys.stderr)
-        return 2
+        return client, images
+
+    return run_cli(p, argv, build, _run, errors=(BundleError, ValueError), log_level="WARNING")
+
+
+def _run(args: argparse.Namespace, built: tuple[EdgeClient, Path]) -> int:
+    client, images = built
+    tx = client.tx
     summary = client.run(images, args.out, limit=args.limit)
     acc = summary["accuracy"]
     print(f"{tx.id}: {summary['answered']}/{summary['images']} answered, {summary['errors']} errors, "
           f"accuracy {'n/a' if acc is None else f'{acc:.4f}'}, p50 latency "
           f"{summary['latency_ms']['p50'] or float('nan'):.2f} ms -> {args.out}")
-    if summary["stream_error"]:
-        print(f"rkdsc edge: error: {summary['stream_error']}", file=sys.stderr)
+    if summary["images"] == 0:
+        print(f"rkdsc edge: error: {tx.id}: {summary['failure']}", file=sys.stderr)
+        return 2
+    if summary["errors"]:
+        _report_failed(summary, Path(args.out) / "results.jsonl")
+    if not summary["ok"]:
+        print(f"rkdsc edge: error: {tx.id}: {summary['failure']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report_failed(summary: dict, results: Path) -> None:
+    """Failed images on stderr: counts by error code, the first few files and why."""
+    codes = ", ".join(f"{c} {n}" for c, n in sorted(summary["errors_by_code"].items(), key=lambda i: -i[1]))
+    status = "failed" if not summary["ok"] else \
+        f"failed (within max_failed_fraction {summary['max_failed_fraction']:g})"
+    print(f"rkdsc edge: {summary['id']}: {summary['errors']} of {summary['images']} images {status}: {codes}",
+          file=sys.stderr)
+    shown = 0
+    try:
+        with open(results, encoding="utf-8") as fh:
+            for line in fh:
+                r = json.loads(line)
+                if r.get("error") is not None:
+                    print(f"  {r['file']}: {r['error']}", file=sys.stderr)
+                    shown += 1
+                    if shown == SHOW_FAILED:
+                        break
+    except (OSError, ValueError):
+        return
+    if summary["errors"] > shown:
+        print(f"  ... {summary['errors'] - shown} more; every record: {results}", file=sys.stderr)
 
 
 def main() -> None:

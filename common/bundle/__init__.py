@@ -18,6 +18,7 @@ _LAZY = {
     "InProcessPipeline": "runtime", "UnknownTaskError": "runtime", "load_bundle": "runtime",
     "make_session": "runtime", "softmax": "runtime", "topk": "runtime", "preprocess": "runtime",
     "export_bundle": "export", "build_random_bundle": "export", "build_random_parts": "export",
+    "random_model_spec": "export",
 }
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "BundleError", "InputSpec", "TaskSpec",

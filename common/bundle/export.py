@@ -10,19 +10,15 @@ with a dynamic batch axis named ``batch``. After export each file passes
 two batch sizes different from the export example (so a batch dimension frozen by the
 exporter is caught here, not in a service).
 
-Exporter choice (torch 2.14.1, onnx 1.23, onnxruntime 1.32; checked for this project):
-``torch.onnx.export(dynamo=False)`` (the TorchScript tracer, deprecated since torch 2.9 but
-still shipped) runs, but freezes the batch size inside ``nn.MultiheadAttention`` of the CAT
-(sequence-first, L = 1): a model exported at batch 2 fails in onnxruntime at batch 1 with
-"Reshape ... requested shape {1,2,4,16}". ``dynamo=True`` (torch.export with a ``batch``
-``Dim`` + onnxscript) gives a truly dynamic batch axis and matches torch to ~1e-6, so it
-is the default. It is slower (about 5-10 s per part on 2 CPU cores, against < 1 s).
-The example batch is 2 because torch.export specialises dimensions of size 1. Whatever
-exporter is used, the parity check below (batch 1 and 3) rejects a frozen batch axis.
+The default exporter is ``dynamo`` (torch.export with a ``batch`` Dim; example batch 2);
+why, and what the TorchScript exporter does to the CAT: docs/decisions.md, "ONNX exporter".
+``build_random_parts`` / ``build_random_bundle`` make a small seeded RKD-SC system through the
+method registry; its provenance ``tasks`` entry holds the ``ModelSpec`` keys, so the exact
+torch twin can be rebuilt from the manifest.
 """
 from __future__ import annotations
 
-import datetime as _dt
+import datetime
 import os
 import re
 import shutil
@@ -76,7 +72,7 @@ def default_provenance(**fields: Any) -> dict:
     import onnx
 
     prov = {
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
         "git": git_commit(),
         "torch": torch.__version__,
@@ -269,26 +265,38 @@ def export_bundle(out_dir: str | os.PathLike, tasks: list[dict], feature_dim: in
 
 # ----------------------------------------------------------------------------- small bundles
 
+def random_model_spec(input_size: int = 32, feature_dim: int = 64, compression_ratio: float = 0.8,
+                      num_classes: int = 10, depths: Sequence[int] = (1, 1, 1, 1),
+                      planes: Sequence[int] = (4, 8, 16, 16), stem_widths: Sequence[int] = (8, 8, 16),
+                      n_heads: int = 4, d_ff: int = 64, head_hidden: int = 32):
+    """The ModelSpec (method ``rkd-sc``) of the small test system of ``build_random_parts``."""
+    from rkdsc.common.models.cat import CATConfig
+    from rkdsc.common.models.spec import ModelSpec
+    from rkdsc.common.models.student import StudentConfig
+
+    return ModelSpec(method="rkd-sc", feature_dim=feature_dim, num_classes=num_classes, head_hidden=head_hidden,
+                     depths=list(depths),
+                     student=StudentConfig(input_size=input_size, stem_widths=tuple(stem_widths),
+                                           planes=tuple(planes), feature_dim=feature_dim, heads=n_heads),
+                     cat=CATConfig(feature_dim=feature_dim, n_heads=n_heads, d_ff=d_ff,
+                                   compression_ratio=compression_ratio))
+
+
 def build_random_parts(input_size: int = 32, feature_dim: int = 64, compression_ratio: float = 0.8,
                        num_classes: int = 10, seed: int = 0, depths: Sequence[int] = (1, 1, 1, 1),
                        planes: Sequence[int] = (4, 8, 16, 16), stem_widths: Sequence[int] = (8, 8, 16),
                        n_heads: int = 4, d_ff: int = 64, head_hidden: int = 32) -> tuple[nn.Module, nn.Module]:
-    """(EdgePart, ServerPart) of a small randomly initialised system built through the real
-    model classes (Student + CATEncoder, CATDecoder + ClassifierHead), in eval mode.
+    """(EdgePart, ServerPart) of a small randomly initialised RKD-SC system built through the
+    method registry (Student + CATEncoder, CATDecoder + ClassifierHead), in eval mode.
     Deterministic for a given ``seed``; the global torch RNG is left untouched."""
-    from rkdsc.common.models.cat import CATConfig, CATDecoder, CATEncoder
-    from rkdsc.common.models.heads import ClassifierHead
-    from rkdsc.common.models.student import Student, StudentConfig
-    from rkdsc.common.models.system import EdgePart, ServerPart
+    from rkdsc.common.models.registry import get_method
 
+    spec = random_model_spec(input_size, feature_dim, compression_ratio, num_classes, depths, planes, stem_widths,
+                             n_heads, d_ff, head_hidden)
+    m = get_method(spec.method)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        scfg = StudentConfig(input_size=input_size, stem_widths=tuple(stem_widths), planes=tuple(planes),
-                             feature_dim=feature_dim, heads=n_heads)
-        ccfg = CATConfig(feature_dim=feature_dim, n_heads=n_heads, d_ff=d_ff,
-                         compression_ratio=compression_ratio)
-        edge = EdgePart(Student(scfg, list(depths)), CATEncoder(ccfg))
-        server = ServerPart(CATDecoder(ccfg), ClassifierHead(feature_dim, num_classes, head_hidden))
+        edge, server = m.parts(m.build(spec))
     return edge.eval(), server.eval()
 
 
@@ -314,8 +322,8 @@ def build_random_bundle(out_dir: str | os.PathLike, input_size: int = 32, featur
         input_spec={"size": input_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)},
         snr_train_db=snr_train_db,
         provenance={"method": "random-init", "preset": "test-tiny", "seed": seed,
-                    "student": {"depths": list(depths), "planes": list(planes),
-                                "stem_widths": list(stem_widths)},
-                    "cat": {"n_heads": n_heads, "d_ff": d_ff}, "head_hidden": head_hidden},
+                    "tasks": {task: random_model_spec(input_size, feature_dim, compression_ratio, num_classes,
+                                                      depths, planes, stem_widths, n_heads, d_ff,
+                                                      head_hidden).to_json()}},
         exporter=exporter,
     )

@@ -1,27 +1,26 @@
-"""Bundle manifest: schema, sha256 checksums and verification (stdlib only, no torch).
+"""Bundle manifest: schema, sha256 checksums and verification (no torch).
 
-A bundle is a directory holding ``manifest.json`` and the component files it names
-(ONNX models). The manifest schema is fixed by the project contract (design note, item 4)
-and by ``docs/architecture.md`` ("Bundle"):
+A bundle is a directory holding ``manifest.json`` and the component files it names (ONNX
+models). Contract (design note item 4, ``docs/architecture.md`` "Bundle"):
 
     format_version      int, == FORMAT_VERSION
-    tasks               non-empty list of {name, num_classes, class_names,
-                        compression_ratio, compact_dim, symbols_per_image, edge, server}
-                        (the last five may be left out of a task: they then default to the
-                        top-level values and to the components "<name>.edge" /
-                        "<name>.server"; ``write_manifest`` always writes them out)
+    tasks               non-empty list of {name, num_classes, class_names, compression_ratio,
+                        compact_dim, symbols_per_image, edge, server}; the last five may be left
+                        out (top-level values, components "<name>.edge" / "<name>.server")
     feature_dim         int > 0 (the student / teacher feature width F)
-    compact_dim         int == floor(feature_dim * (1 - compression_ratio))
+    compact_dim         int == compact_dim_for(feature_dim, compression_ratio)
     compression_ratio   number in [0, 1)
-    symbols_per_image   int == ceil(compact_dim / 2) complex symbols per image
+    symbols_per_image   int == symbols_for(compact_dim) = ceil(compact_dim / 2)
     input               {size: int or [H, W], mean: [3 numbers], std: [3 numbers > 0]}
     snr_train_db        [lo, hi] with lo <= hi (the SNR range seen in training)
     components          name -> {file, sha256, params, inputs?, outputs?}
-    provenance          dict (created, command, git, preset, seed, method, ...)
+    provenance          object (created, command, git, preset, seed, method, ...)
 
-Top-level ``compact_dim`` / ``compression_ratio`` / ``symbols_per_image`` are those of the
-first task. Every problem message names the offending key (``tasks[0].num_classes: ...``)
-or file, so ``rkdsc bundle verify`` and the services can say exactly what is wrong.
+Top-level ``compact_dim`` / ``compression_ratio`` / ``symbols_per_image`` are the first task's.
+Unknown keys are ignored (the format grows by adding keys). ``compact_dim_for`` is the project's
+one compact-dimension rule (the CAT model and the presets call it too). ``validate_manifest``
+returns one line per problem (``tasks[0].num_classes: expected a value >= 1, got -1``), through
+``rkdsc.common.schema``; ``verify_bundle`` adds the files' checksums.
 """
 from __future__ import annotations
 
@@ -31,9 +30,14 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, PlainValidator, ValidationInfo, field_validator, model_validator
+
+from rkdsc.common.schema import (DbRange, Float, Int, NonEmptyStr, NonNegInt, PosFloat, PosInt, Problems,
+                                 Ratio, SchemaError, Str, exactly, expected, schema, validate)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -47,9 +51,10 @@ class BundleError(Exception):
 # ----------------------------------------------------------------------------- helpers
 
 def compact_dim_for(feature_dim: int, compression_ratio: float) -> int:
-    """CAT compact dimension: floor(feature_dim * (1 - compression_ratio)) (paper Table II),
-    guarded against float error exactly like ``rkdsc.common.models.cat.compact_dim``
-    (512 * (1 - 0.8) = 102.39999... -> 102; 10 * (1 - 0.9) = 0.99999... -> 1)."""
+    """CAT compact dimension: floor(feature_dim * (1 - compression_ratio)) (paper Table II: 512 ->
+    102, 409, 460 for 0.8, 0.2, 0.1), guarded against float error (512 * (1 - 0.8) =
+    102.39999... -> 102; 10 * (1 - 0.9) = 0.99999... -> 1). The one rule: CATConfig.compact_dim,
+    the preset check and the manifest check all call it."""
     return int(math.floor(feature_dim * (1.0 - compression_ratio) + 1e-9))
 
 
@@ -69,24 +74,6 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value) if _jsonable(value) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 # ----------------------------------------------------------------------------- typed views
@@ -141,195 +128,191 @@ def task_specs(manifest: dict) -> list[TaskSpec]:
 
 # ----------------------------------------------------------------------------- validation
 
-class _Checker:
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {message}")
-
-    def require(self, obj: dict, key: str, where: str) -> Any:
-        if key not in obj:
-            self.add(where + key, "missing required key")
-            return None
-        return obj[key]
-
-    def pos_int(self, value: Any, key: str) -> bool:
-        if value is None:
-            return False
-        if not _is_int(value) or value <= 0:
-            self.add(key, f"expected positive int, got {_show(value)}")
-            return False
-        return True
-
-    def ratio(self, value: Any, key: str) -> bool:
-        if value is None:
-            return False
-        if not _is_number(value) or not 0.0 <= value < 1.0:
-            self.add(key, f"expected number in [0, 1), got {_show(value)}")
-            return False
-        return True
-
-    def string(self, value: Any, key: str) -> bool:
-        if value is None:
-            return False
-        if not isinstance(value, str) or not value:
-            self.add(key, f"expected non-empty string, got {_show(value)}")
-            return False
-        return True
+def _format_version(value: int) -> int:
+    if value != FORMAT_VERSION:
+        raise expected(str(FORMAT_VERSION))
+    return value
 
 
-def _check_codec_dims(c: _Checker, where: str, feature_dim: Any, ratio: Any,
-                      compact: Any, symbols: Any) -> None:
-    """compact_dim / symbols_per_image consistency; only once their types are sound."""
-    if _is_int(feature_dim) and feature_dim > 0 and _is_number(ratio) and 0 <= ratio < 1 \
-            and _is_int(compact) and compact > 0:
-        expected = compact_dim_for(feature_dim, ratio)
-        if compact != expected:
-            c.add(where + "compact_dim",
-                  f"expected floor(feature_dim * (1 - compression_ratio)) = "
-                  f"floor({feature_dim} * (1 - {ratio})) = {expected}, got {compact}")
-    if _is_int(compact) and compact > 0 and _is_int(symbols) and symbols > 0:
-        expected = symbols_for(compact)
-        if symbols != expected:
-            c.add(where + "symbols_per_image",
-                  f"expected ceil(compact_dim / 2) = ceil({compact} / 2) = {expected}, got {symbols}")
+def _image_size(value: Any) -> Any:
+    if (_is_int(value) and value > 0) or (isinstance(value, list) and len(value) == 2
+                                          and all(_is_int(v) and v > 0 for v in value)):
+        return value
+    raise expected("a positive int or [H, W]")
+
+
+def _relative_file(value: str) -> str:
+    p = Path(value)
+    if p.is_absolute() or ".." in p.parts or "\\" in value:
+        raise expected("a path relative to the bundle")
+    return value
+
+
+def _sha256(value: Any) -> str:
+    if isinstance(value, str) and _SHA256_RE.match(value):
+        return value
+    raise expected("64 lowercase hex digits")
+
+
+def _non_empty(what: str):
+    def check(value):
+        if not value:
+            raise expected(f"a non-empty {what}")
+        return value
+    return AfterValidator(check)
+
+
+@schema(extra="ignore")
+class _Input:
+    size: Annotated[Any, PlainValidator(_image_size)]
+    mean: exactly(3, Float, "numbers")
+    std: exactly(3, PosFloat, "numbers")
+
+
+@schema(extra="ignore")
+class _Component:
+    file: Annotated[NonEmptyStr, AfterValidator(_relative_file)]
+    sha256: Annotated[str, PlainValidator(_sha256)]
+    params: NonNegInt
+    inputs: dict[str, Any] = field(default_factory=dict)   # name -> description
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@schema(extra="ignore")
+class _Task:
+    name: NonEmptyStr
+    num_classes: PosInt
+    class_names: list[Str]
+    # left out: the top-level value / the component "<name>.edge" / "<name>.server" (None here)
+    compression_ratio: Ratio = None
+    compact_dim: PosInt = None
+    symbols_per_image: PosInt = None
+    edge: NonEmptyStr = None
+    server: NonEmptyStr = None
+
+    @model_validator(mode="after")
+    def _class_names_count(self) -> "_Task":
+        if len(self.class_names) != self.num_classes:
+            problems = Problems()
+            problems.expected("class_names", f"{self.num_classes} names (num_classes)", self.class_names)
+            problems.raise_if_any()
+        return self
+
+
+def _compact_problem(feature_dim: int, ratio: float, compact: int) -> str | None:
+    want = compact_dim_for(feature_dim, ratio)
+    return None if compact == want else (f"floor(feature_dim * (1 - compression_ratio)) = "
+                                         f"floor({feature_dim} * (1 - {ratio})) = {want}")
+
+
+def _symbols_problem(compact: int, symbols: int) -> str | None:
+    want = symbols_for(compact)
+    return None if symbols == want else f"ceil(compact_dim / 2) = ceil({compact} / 2) = {want}"
+
+
+def _declared_width(components: dict, comp: str, kind: str, tensor: str) -> tuple[int | None, Any]:
+    """The last dimension of a component's declared ``inputs``/``outputs`` tensor shape (None when
+    not declared or symbolic), with the shape for the message."""
+    c = components.get(comp)
+    desc = getattr(c, kind, None) if c is not None else None
+    entry = desc.get(tensor) if isinstance(desc, dict) else None
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    if isinstance(shape, list) and shape and _is_int(shape[-1]):
+        return shape[-1], shape
+    return None, shape
+
+
+def _declared_widths(problems: Problems, i: int, t: "_Task", components: dict, compact: int | None) -> None:
+    """A task's num_classes / compact_dim against the shapes its components declare (what the
+    ONNX files were exported with; their sha256 ties them to the files)."""
+    edge, server = t.edge or f"{t.name}.edge", t.server or f"{t.name}.server"
+    for value, key, comp, kind, tensor in ((t.num_classes, "num_classes", server, "outputs", "logits"),
+                                           (compact, "compact_dim", server, "inputs", "symbols"),
+                                           (compact, "compact_dim", edge, "outputs", "symbols")):
+        width, shape = _declared_width(components, comp, kind, tensor)
+        if value is not None and width is not None and width != value:
+            problems.expected((i, key), f"{width}, the width of component {comp!r} {kind}.{tensor} {shape}",
+                              value)
+
+
+@schema(extra="ignore")
+class _Manifest:
+    """The manifest schema (field order = validation order: later checks see earlier fields)."""
+    format_version: Annotated[Int, AfterValidator(_format_version)]
+    feature_dim: PosInt
+    compression_ratio: Ratio
+    compact_dim: PosInt
+    symbols_per_image: PosInt
+    input: _Input
+    snr_train_db: DbRange
+    components: Annotated[dict[str, _Component], _non_empty("object name -> component")]
+    tasks: Annotated[list[_Task], _non_empty("list of tasks")]
+    provenance: dict[str, Any]
+
+    @field_validator("compact_dim")
+    @classmethod
+    def _compact_dim_rule(cls, compact: int, info: ValidationInfo) -> int:
+        d = info.data  # the fields before this one that validated
+        if "feature_dim" in d and "compression_ratio" in d:
+            if problem := _compact_problem(d["feature_dim"], d["compression_ratio"], compact):
+                raise expected(problem)
+        return compact
+
+    @field_validator("symbols_per_image")
+    @classmethod
+    def _symbols_rule(cls, symbols: int, info: ValidationInfo) -> int:
+        if "compact_dim" in info.data and (problem := _symbols_problem(info.data["compact_dim"], symbols)):
+            raise expected(problem)
+        return symbols
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_consistent(cls, tasks: list[_Task], info: ValidationInfo) -> list[_Task]:
+        d, problems, seen = info.data, Problems(), set()
+        components = d.get("components")
+        for i, t in enumerate(tasks):
+            if t.name in seen:
+                problems.note((i, "name"), f"duplicate task name {t.name!r}")
+            seen.add(t.name)
+            if any(v is not None for v in (t.compression_ratio, t.compact_dim, t.symbols_per_image)):
+                ratio = d.get("compression_ratio") if t.compression_ratio is None else t.compression_ratio
+                compact = d.get("compact_dim") if t.compact_dim is None else t.compact_dim
+                symbols = d.get("symbols_per_image") if t.symbols_per_image is None else t.symbols_per_image
+                if None not in (d.get("feature_dim"), ratio, compact) and \
+                        (problem := _compact_problem(d["feature_dim"], ratio, compact)):
+                    problems.expected((i, "compact_dim"), problem, compact)
+                if None not in (compact, symbols) and (problem := _symbols_problem(compact, symbols)):
+                    problems.expected((i, "symbols_per_image"), problem, symbols)
+            for role in ("edge", "server"):
+                comp = getattr(t, role) or f"{t.name}.{role}"
+                if components and comp not in components:
+                    problems.note((i, role), f"names component {comp!r}, which is not in components "
+                                             f"(have {sorted(components)})")
+            compact = d.get("compact_dim") if t.compact_dim is None else t.compact_dim
+            _declared_widths(problems, i, t, components or {}, compact)
+        problems.raise_if_any()
+        return tasks
+
+    @model_validator(mode="after")
+    def _top_level_is_the_first_task(self) -> "_Manifest":
+        problems, first = Problems(), self.tasks[0]
+        for key in ("compression_ratio", "compact_dim", "symbols_per_image"):
+            mine, top = getattr(first, key), getattr(self, key)
+            if mine is not None and mine != top:
+                problems.expected(key, f"the first task's value {mine!r} (tasks[0].{key})", top)
+        problems.raise_if_any()
+        return self
 
 
 def validate_manifest(manifest: Any) -> list[str]:
     """Schema problems of a manifest dict, each naming the key; empty when sound."""
-    c = _Checker()
     if not isinstance(manifest, dict):
         return [f"manifest: expected a JSON object, got {type(manifest).__name__}"]
-
-    version = c.require(manifest, "format_version", "")
-    if version is not None and (not _is_int(version) or version != FORMAT_VERSION):
-        c.add("format_version", f"expected {FORMAT_VERSION}, got {_show(version)}")
-
-    feature_dim = c.require(manifest, "feature_dim", "")
-    c.pos_int(feature_dim, "feature_dim")
-    ratio = c.require(manifest, "compression_ratio", "")
-    c.ratio(ratio, "compression_ratio")
-    compact = c.require(manifest, "compact_dim", "")
-    c.pos_int(compact, "compact_dim")
-    symbols = c.require(manifest, "symbols_per_image", "")
-    c.pos_int(symbols, "symbols_per_image")
-    _check_codec_dims(c, "", feature_dim, ratio, compact, symbols)
-
-    # input
-    spec = c.require(manifest, "input", "")
-    if spec is not None:
-        if not isinstance(spec, dict):
-            c.add("input", f"expected object {{size, mean, std}}, got {_show(spec)}")
-        else:
-            size = c.require(spec, "size", "input.")
-            if size is not None:
-                ok = (_is_int(size) and size > 0) or (
-                    isinstance(size, list) and len(size) == 2
-                    and all(_is_int(v) and v > 0 for v in size))
-                if not ok:
-                    c.add("input.size", f"expected positive int or [H, W], got {_show(size)}")
-            for key in ("mean", "std"):
-                vals = c.require(spec, key, "input.")
-                if vals is None:
-                    continue
-                if not (isinstance(vals, list) and len(vals) == 3 and all(_is_number(v) for v in vals)):
-                    c.add(f"input.{key}", f"expected list of 3 numbers, got {_show(vals)}")
-                elif key == "std" and any(v <= 0 for v in vals):
-                    c.add("input.std", f"expected 3 positive numbers, got {_show(vals)}")
-
-    # snr_train_db
-    snr = c.require(manifest, "snr_train_db", "")
-    if snr is not None:
-        if not (isinstance(snr, list) and len(snr) == 2 and all(_is_number(v) for v in snr)):
-            c.add("snr_train_db", f"expected [lo, hi] in dB, got {_show(snr)}")
-        elif snr[0] > snr[1]:
-            c.add("snr_train_db", f"expected lo <= hi, got {_show(snr)}")
-
-    # components
-    components = c.require(manifest, "components", "")
-    component_names: set[str] = set()
-    if components is not None:
-        if not isinstance(components, dict) or not components:
-            c.add("components", f"expected non-empty object name -> component, got {_show(components)}")
-        else:
-            for name, comp in components.items():
-                where = f"components.{name}"
-                component_names.add(name)
-                if not isinstance(comp, dict):
-                    c.add(where, f"expected object {{file, sha256, params}}, got {_show(comp)}")
-                    continue
-                file = c.require(comp, "file", where + ".")
-                if c.string(file, where + ".file"):
-                    p = Path(file)
-                    if p.is_absolute() or ".." in p.parts or "\\" in file:
-                        c.add(where + ".file", f"expected a path relative to the bundle, got {_show(file)}")
-                sha = c.require(comp, "sha256", where + ".")
-                if sha is not None and not (isinstance(sha, str) and _SHA256_RE.match(sha)):
-                    c.add(where + ".sha256", f"expected 64 lowercase hex digits, got {_show(sha)}")
-                params = c.require(comp, "params", where + ".")
-                if params is not None and (not _is_int(params) or params < 0):
-                    c.add(where + ".params", f"expected non-negative int, got {_show(params)}")
-                for key in ("inputs", "outputs"):
-                    if key in comp and not isinstance(comp[key], dict):
-                        c.add(f"{where}.{key}", f"expected object name -> description, got {_show(comp[key])}")
-
-    # tasks
-    tasks = c.require(manifest, "tasks", "")
-    if tasks is not None:
-        if not isinstance(tasks, list) or not tasks:
-            c.add("tasks", f"expected non-empty list of tasks, got {_show(tasks)}")
-        else:
-            seen: set[str] = set()
-            for i, task in enumerate(tasks):
-                where = f"tasks[{i}]."
-                if not isinstance(task, dict):
-                    c.add(f"tasks[{i}]", f"expected object {{name, num_classes, class_names}}, got {_show(task)}")
-                    continue
-                name = c.require(task, "name", where)
-                if c.string(name, where + "name"):
-                    if name in seen:
-                        c.add(where + "name", f"duplicate task name {_show(name)}")
-                    seen.add(name)
-                n = c.require(task, "num_classes", where)
-                n_ok = c.pos_int(n, where + "num_classes")
-                names = c.require(task, "class_names", where)
-                if names is not None:
-                    if not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
-                        c.add(where + "class_names", f"expected list of strings, got {_show(names)}")
-                    elif n_ok and len(names) != n:
-                        c.add(where + "class_names",
-                              f"expected {n} names (num_classes), got {len(names)}")
-                t_ratio = task.get("compression_ratio", ratio)
-                t_compact = task.get("compact_dim", compact)
-                t_symbols = task.get("symbols_per_image", symbols)
-                if "compression_ratio" in task:
-                    c.ratio(t_ratio, where + "compression_ratio")
-                if "compact_dim" in task:
-                    c.pos_int(t_compact, where + "compact_dim")
-                if "symbols_per_image" in task:
-                    c.pos_int(t_symbols, where + "symbols_per_image")
-                if any(k in task for k in ("compression_ratio", "compact_dim", "symbols_per_image")):
-                    _check_codec_dims(c, where, feature_dim, t_ratio, t_compact, t_symbols)
-                if i == 0:
-                    for key, top in (("compression_ratio", ratio), ("compact_dim", compact),
-                                     ("symbols_per_image", symbols)):
-                        if key in task and top is not None and task[key] != top:
-                            c.add(key, f"expected the first task's value {_show(task[key])} "
-                                       f"(tasks[0].{key}), got {_show(top)}")
-                for role in ("edge", "server"):
-                    comp_name = task.get(role, f"{name}.{role}" if isinstance(name, str) else None)
-                    if role in task and not c.string(comp_name, where + role):
-                        continue
-                    if comp_name is not None and isinstance(components, dict) and components \
-                            and comp_name not in component_names:
-                        c.add(where + role, f"names component {_show(comp_name)}, which is not in "
-                                            f"components (have {sorted(component_names)})")
-
-    prov = c.require(manifest, "provenance", "")
-    if prov is not None and not isinstance(prov, dict):
-        c.add("provenance", f"expected object, got {_show(prov)}")
-    return c.problems
+    try:
+        validate(_Manifest, manifest, table="an object")
+    except SchemaError as exc:
+        return exc.problems
+    return []
 
 
 # ----------------------------------------------------------------------------- read / write
@@ -359,7 +342,8 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> dict:
 
 
 def read_manifest(bundle_dir: str | os.PathLike) -> dict:
-    """Parse manifest.json (no validation). Raises BundleError naming the file."""
+    """Parse manifest.json into a dict (no schema validation). Raises BundleError naming the
+    file when it is missing, unreadable, not UTF-8 JSON, or JSON that is not an object."""
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_NAME
     if not bundle_dir.is_dir():
@@ -367,9 +351,18 @@ def read_manifest(bundle_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise BundleError(f"{path}: manifest missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: invalid JSON: {exc}") from exc
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the manifest: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: not UTF-8 text: byte offset {exc.start}: {exc.reason}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BundleError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        kind = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+                type(None): "null"}.get(type(manifest), type(manifest).__name__)
+        raise BundleError(f"{path}: expected a JSON object (the manifest), got {kind}")
+    return manifest
 
 
 def verify_bundle(bundle_dir: str | os.PathLike, check_files: bool = True) -> list[str]:

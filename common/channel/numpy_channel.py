@@ -28,6 +28,9 @@ import numpy as np
 __all__ = [
     "FADINGS",
     "EQUALIZERS",
+    "DEFAULT_FADING",
+    "DEFAULT_EQUALIZER",
+    "DEFAULT_K_FACTOR",
     "AWGN",
     "RayleighBlockFading",
     "RayleighFastFading",
@@ -43,8 +46,13 @@ __all__ = [
     "simulate",
 ]
 
+# The channel conventions' names and defaults, defined once here for the whole project
+# (re-exported by rkdsc.common.channel; torch_channel, the topology config and the services
+# import them from here).
 FADINGS = ("awgn", "rayleigh", "rayleigh_fast", "rician")  # names accepted by simulate()
 EQUALIZERS = ("mmse", "zf")  # names accepted by simulate(equalizer=...)
+DEFAULT_FADING = "awgn"  # a link without a fading setting (topology config default)
+DEFAULT_EQUALIZER = "mmse"  # simulate()'s equalizer when none is given
 DEFAULT_K_FACTOR = 3.0  # Rician K factor (LOS power / scatter power) when none is given
 
 
@@ -300,7 +308,7 @@ def simulate(
     fading: str,
     rng: np.random.Generator,
     equalize: bool = True,
-    equalizer: str = "mmse",
+    equalizer: str = DEFAULT_EQUALIZER,
     *,
     k_factor: float = DEFAULT_K_FACTOR,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,8 +9,9 @@
   ``x`` (complex64 or complex128). Randomness comes from an optional ``torch.Generator``
   (``None`` uses torch's global generator); the generator must live on ``x``'s device.
   Within one call ``h`` is drawn first, then the noise.
-* Unlike the numpy twin, `simulate` does not scan ``x`` for NaN/Inf (that would add a
-  device sync to every training step); the other inputs are validated the same way.
+* Unlike the numpy twin, `simulate` does not scan ``x`` for NaN/Inf; the other inputs are
+  validated the same way.
+* ``FADINGS``, ``EQUALIZERS`` and the defaults are the numpy twin's (imported, not redefined).
 
 Statistics match the numpy twin; the random streams themselves differ (different generators).
 """
@@ -24,9 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+# The names and defaults are the numpy twin's (one definition for both twins).
+from rkdsc.common.channel.numpy_channel import DEFAULT_EQUALIZER, DEFAULT_K_FACTOR, EQUALIZERS, FADINGS
+
 __all__ = [
     "FADINGS",
     "EQUALIZERS",
+    "DEFAULT_EQUALIZER",
+    "DEFAULT_K_FACTOR",
     "AWGN",
     "RayleighBlockFading",
     "RayleighFastFading",
@@ -41,10 +47,6 @@ __all__ = [
     "make_equalizer",
     "simulate",
 ]
-
-FADINGS = ("awgn", "rayleigh", "rayleigh_fast", "rician")  # names accepted by simulate()
-EQUALIZERS = ("mmse", "zf")  # names accepted by simulate(equalizer=...)
-DEFAULT_K_FACTOR = 3.0  # Rician K factor (LOS power / scatter power) when none is given
 
 
 # --------------------------------------------------------------------------- validation
@@ -303,7 +305,7 @@ def simulate(
     fading: str,
     rng: torch.Generator | None = None,
     equalize: bool = True,
-    equalizer: str = "mmse",
+    equalizer: str = DEFAULT_EQUALIZER,
     *,
     k_factor: float = DEFAULT_K_FACTOR,
 ) -> tuple[Tensor, Tensor, Tensor]:

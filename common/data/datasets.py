@@ -24,7 +24,7 @@ Decoded image folders and upscaled digits are cached per process (``_FOLDER_CACH
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from rkdsc.common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
 
 _FOLDER_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
+log = logging.getLogger("rkdsc.data")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -109,36 +110,53 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
 
 def list_class_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Files of ROOT/<class>/** (sorted), their labels and the sorted class names."""
+    """Image files of ROOT/<class>/** (sorted by class, then path), their labels and the sorted
+    class names. Listing goes through ``rkdsc.common.data.images.list_images`` (regular files
+    only: a FIFO, socket or device is skipped unopened, with a warning), plus a suffix filter
+    (``IMAGE_SUFFIXES``) so that annotation files next to the images (e.g. Tiny-ImageNet's
+    ``*_boxes.txt``) are not read as images."""
+    from rkdsc.common.data.images import list_images
+
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {str(root)!r}: no such directory (expected ROOT/<class>/<image> "
                                 "folders; see ../shared/data/README.md)")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
+    listing = list_images(root, check=False)
+    if listing.labels is None:
         raise FileNotFoundError(f"data.root {str(root)!r}: no class sub-folders")
-    files, labels = [], []
-    for ci, c in enumerate(classes):
-        for dirpath, _, names in os.walk(root / c):
-            for n in sorted(names):
-                if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(Path(dirpath) / n)
-                    labels.append(ci)
-    order = sorted(range(len(files)), key=lambda i: (labels[i], str(files[i])))
-    return [files[i] for i in order], np.asarray([labels[i] for i in order], dtype=np.int64), classes
+    special = [(p, why) for p, why in listing.errors if "not a regular file" in why or "cannot stat" in why]
+    if special:
+        log.warning("data.root %s: skipped %d entries that are not regular files, e.g. %s: %s",
+                    root, len(special), special[0][0], special[0][1])
+    pairs = [(lab, p) for p, lab in zip(listing.paths, listing.labels) if p.suffix.lower() in IMAGE_SUFFIXES]
+    pairs.sort(key=lambda lp: (lp[0], str(lp[1])))
+    return [p for _, p in pairs], np.asarray([lab for lab, _ in pairs], dtype=np.int64), listing.class_names
 
 
-def _decode(paths: list[Path], size: int) -> np.ndarray:
-    """PIL decode -> RGB -> bilinear resize to size x size -> uint8 [N, size, size, 3]."""
+def _decode(paths: list[Path], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read through ``rkdsc.common.data.images.load_rgb`` (the edge's reading path: regular
+    files only, decompression-bomb guard, EXIF orientation, RGB conversion) -> bilinear resize
+    to size x size -> (uint8 [M, size, size, 3], bool [N] which paths were readable).
+    Unreadable files are skipped with a warning naming each (the first few) and a count."""
     from PIL import Image
 
+    from rkdsc.common.data.images import READ_ERRORS, load_rgb
+
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    ok = np.ones(len(paths), dtype=bool)
     for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            out[i] = np.asarray(im)
-    return out
+        try:
+            im = load_rgb(p)
+        except READ_ERRORS as exc:
+            ok[i] = False
+            if (~ok).sum() <= 5:
+                log.warning("skipping unreadable training image %s", exc)
+            continue
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        out[i] = np.asarray(im)
+    if not ok.all():
+        log.warning("skipped %d of %d training images (unreadable)", int((~ok).sum()), len(paths))
+    return out[ok], ok
 
 
 def _load_folder(root: Path, size: int, max_per_class: int, seed: int
@@ -147,7 +165,10 @@ def _load_folder(root: Path, size: int, max_per_class: int, seed: int
     if key not in _FOLDER_CACHE:
         files, labels, classes = list_class_folder(root)
         keep = _per_class_subsample(labels, max_per_class, seed)
-        images = _decode([files[i] for i in keep], size)
+        images, ok = _decode([files[i] for i in keep], size)
+        if len(keep) and not ok.any():
+            raise ValueError(f"data.root {str(root)!r}: none of the {len(keep)} images could be read")
+        keep = keep[ok]
         _FOLDER_CACHE[key] = (images, labels[keep], keep, classes)
     return _FOLDER_CACHE[key]
 

@@ -5,10 +5,27 @@ Folder layouts (``list_images``):
   names in sorted order (like torchvision's ImageFolder); files directly in ROOT are
   skipped and reported;
 - flat ``ROOT/<file>``: no labels.
-Any file Pillow can open counts as an image, whatever its extension; hidden files
-(``.name``) are ignored. Files Pillow cannot read are reported one by one in
-``ImageList.errors`` (and by ``iter_batches`` when they fail at decode time) and skipped;
-they never stop a run.
+Any regular file Pillow can open counts as an image, whatever its extension; hidden files
+(``.name``) are ignored. Anything that is not a regular file (a named pipe / FIFO, a socket,
+a device, a dangling link) is skipped with its reason in ``ImageList.errors`` and never
+opened: opening a FIFO blocks until a writer appears, which would hang a run forever.
+Files Pillow cannot read are reported one by one in ``ImageList.errors`` (and by
+``iter_batches`` when they fail at decode time) and skipped; they never stop a run.
+
+One reading path: ``open_image`` (header only) and ``load_rgb`` (pixels) are the only places
+that open image files, for the edge, ``rkdsc evaluate`` / ``bench`` and the training datasets
+(``rkdsc.common.data.datasets``). Every failure while reading, whatever Pillow or the OS
+raised (OSError, UnidentifiedImageError, DecompressionBombError, SyntaxError, ValueError,
+MemoryError, struct errors of a broken plugin, ...), comes out as ONE exception type,
+``ImageReadError`` (a subclass of OSError, so code that catches OSError keeps working), whose
+message names the file. ``READ_ERRORS`` is the tuple to catch.
+
+Decompression bombs: an image whose header claims more than ``MAX_IMAGE_PIXELS`` pixels
+(width x height; default 89,478,485 = Pillow's own default limit, about 256 MiB of RGB) is
+refused before any pixel is decoded, naming the file and its claimed size. Pillow itself
+only *warns* (DecompressionBombWarning) between its limit and twice its limit and decodes
+anyway, and raises DecompressionBombError above twice its limit; here both become the same
+refusal, and the warning is not emitted (the refusal says it).
 
 ``preprocess(pil_image, input_spec)`` is the single definition of the model input:
 RGB conversion -> bilinear resize to ``input.size`` -> /255 -> (x - mean) / std -> [3, H, W].
@@ -16,15 +33,147 @@ RGB conversion -> bilinear resize to ``input.size`` -> /255 -> (x - mean) / std 
 from __future__ import annotations
 
 import os
+import re
+import stat
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError,
-                SyntaxError)
+# Largest width x height an image may claim (its header) before it is refused unread.
+# Pillow's default limit; Pillow raises by itself above twice its own limit
+# (Image.MAX_IMAGE_PIXELS), so the effective limit is min(this, 2 * Image.MAX_IMAGE_PIXELS).
+MAX_IMAGE_PIXELS: int = 89_478_485
+
+
+class ImageReadError(OSError):
+    """An image file could not be read (or was refused unread); ``str()`` names the file.
+
+    ``path``: the file; ``reason``: why, without the path (e.g. ``"UnidentifiedImageError:
+    cannot identify image file"``, ``"not a regular file (named pipe (FIFO)); never opened"``,
+    ``"image claims 30000 x 30000 = 900,000,000 pixels, more than the limit of ..."``).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # picklable (multiprocessing data loaders) with its two fields
+        return (type(self), (self.path, self.reason))
+
+
+# What callers of open_image / load_rgb (and anything built on them) catch: every read
+# failure is converted into ImageReadError.
+READ_ERRORS: tuple[type[BaseException], ...] = (ImageReadError,)
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def _kind(mode: int) -> str:
+    """Name of a non-regular file type (st_mode)."""
+    for test, name in ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISDIR, "directory")):
+        if test(mode):
+            return name
+    return f"special file (mode {stat.filemode(mode)})"
+
+
+def _not_regular(path: Path) -> str | None:
+    """None for a regular file (or a link to one), else why it is skipped (no open())."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return f"not a regular file ({_kind(st.st_mode)}); skipped, never opened"
+
+
+def _open_regular(path: Path):
+    """Open `path` for reading, refusing anything but a regular file without blocking.
+
+    O_NONBLOCK makes open() of a FIFO return at once instead of waiting for a writer (it has
+    no effect on regular files); fstat on the opened descriptor then decides, so a file that
+    is swapped for a FIFO after listing is refused too.
+    """
+    fh = open(path, "rb", opener=lambda p, flags: os.open(p, flags | _NONBLOCK))
+    try:
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageReadError(path, f"not a regular file ({_kind(mode)}); not read")
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def _bomb_reason(claimed: str) -> str:
+    return (f"image claims {claimed}, more than the limit of {MAX_IMAGE_PIXELS:,} pixels "
+            f"(decompression-bomb guard, rkdsc.common.data.images.MAX_IMAGE_PIXELS); not decoded")
+
+
+def _claimed_size(fh, exc: Exception) -> str:
+    """'W x H = N pixels' from the header of a file Pillow refused as a decompression bomb
+    (best effort, for the message only: the format plugins' header parsers, as Image.open
+    runs them, without its size check), else 'N pixels' from Pillow's message."""
+    try:
+        Image.init()
+        fh.seek(0)
+        prefix = fh.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            if accept is not None and not accept(prefix):
+                continue
+            fh.seek(0)
+            try:
+                w, h = factory(fh, "").size
+            except Exception:
+                continue
+            return f"{w} x {h} = {w * h:,} pixels"
+    except Exception:
+        pass
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+
+
+def _read_failure(path: Path, exc: BaseException) -> ImageReadError:
+    if isinstance(exc, ImageReadError):
+        return exc
+    # Pillow names the open file object (``<_io.BufferedReader name='...'>``) or the path;
+    # the ImageReadError message names the file once, in front
+    detail = re.sub(r"<_io\.\w+ name=.*?>", "", str(exc))
+    detail = detail.replace(repr(str(path)), "").replace(str(path), "").strip(" :")
+    return ImageReadError(path, f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__)
+
+
+@contextmanager
+def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """Context manager: a lazily opened Pillow image of a regular file whose header passed
+    the size guard (no pixels decoded yet). Any failure, inside the ``with`` block too
+    (``img.load()``, ``img.verify()``, ...), raises ImageReadError naming the file."""
+    path = Path(path)
+    try:
+        with _open_regular(path) as fh:
+            try:
+                with warnings.catch_warnings():
+                    # the size check below refuses these images with a message of its own
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    img = Image.open(fh)
+            except Image.DecompressionBombError as exc:  # above twice Pillow's limit
+                raise ImageReadError(path, _bomb_reason(_claimed_size(fh, exc))) from None
+            with img:
+                w, h = img.size
+                if max(1, w) * max(1, h) > MAX_IMAGE_PIXELS:
+                    raise ImageReadError(path, _bomb_reason(f"{w} x {h} = {w * h:,} pixels"))
+                yield img
+    except Exception as exc:  # every read failure, whatever its type; not KeyboardInterrupt
+        raise _read_failure(path, exc) from (None if isinstance(exc, ImageReadError) else exc)
 
 
 @dataclass
@@ -40,31 +189,51 @@ class ImageList:
         return len(self.paths)
 
 
-def _visible_files(folder: Path, recursive: bool) -> list[Path]:
-    out = []
+def _visible_files(folder: Path, recursive: bool, errors: list[tuple[Path, str]]) -> list[Path]:
+    """Regular, non-hidden files of `folder` (recursively: of its non-hidden sub-folders too),
+    sorted; anything else that is not a folder goes to `errors` with the reason."""
+    candidates: list[Path] = []
     if recursive:
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
+            candidates.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
     else:
-        out = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return sorted(out)
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir():
+                        continue
+                except OSError:
+                    pass
+                candidates.append(Path(entry.path))
+    out = []
+    for p in sorted(candidates):
+        why = _not_regular(p)
+        if why is None:
+            out.append(p)
+        else:
+            errors.append((p, why))
+    return out
 
 
 def _probe(path: Path) -> str | None:
     """None when Pillow can identify the file as an image, else the reason."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.verify()  # checks the header / structure without decoding all pixels
         return None
-    except _READ_ERRORS as exc:
-        return f"unreadable image: {type(exc).__name__}: {exc}"
+    except READ_ERRORS as exc:
+        return f"unreadable image: {exc.reason}"
 
 
 def list_images(root: str | os.PathLike, check: bool = True) -> ImageList:
     """List an image folder (class sub-folders or flat); see the module doc.
 
-    With ``check`` every file is opened with Pillow and unreadable ones go to ``errors``.
+    Only regular files are listed; FIFOs, sockets, devices and dangling links go to
+    ``errors`` unopened. With ``check`` every file is also opened with Pillow (header and
+    size guard, ``verify()``) and unreadable ones go to ``errors``.
     Raises FileNotFoundError naming the folder when it does not exist.
     """
     root = Path(root)
@@ -76,10 +245,10 @@ def list_images(root: str | os.PathLike, check: bool = True) -> ImageList:
     if class_dirs:
         class_names = [d.name for d in class_dirs]
         labels: list[int] | None = []
-        for stray in _visible_files(root, recursive=False):
+        for stray in _visible_files(root, recursive=False, errors=errors):
             errors.append((stray, "not inside a class sub-folder; skipped"))
         for label, d in enumerate(class_dirs):
-            for p in _visible_files(d, recursive=True):
+            for p in _visible_files(d, recursive=True, errors=errors):
                 reason = _probe(p) if check else None
                 if reason:
                     errors.append((p, reason))
@@ -88,7 +257,7 @@ def list_images(root: str | os.PathLike, check: bool = True) -> ImageList:
                     labels.append(label)
     else:
         class_names, labels = [], None
-        for p in _visible_files(root, recursive=False):
+        for p in _visible_files(root, recursive=False, errors=errors):
             reason = _probe(p) if check else None
             if reason:
                 errors.append((p, reason))
@@ -121,11 +290,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image file, apply its EXIF orientation, and convert it to RGB."""
-    with Image.open(path) as img:
+    """Read an image file (``open_image``: regular files only, size guard), apply its EXIF
+    orientation and convert it to RGB. Raises ImageReadError naming the file on any failure."""
+    path = Path(path)
+    with open_image(path) as img:  # failures inside the block become ImageReadError too
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+        return to_rgb(ImageOps.exif_transpose(img))
 
 
 @dataclass(frozen=True)
@@ -193,8 +363,8 @@ def iter_batches(listing: ImageList, input_spec, batch_size: int = 32,
             break
         try:
             arrays.append(preprocess(load_rgb(path), spec))
-        except _READ_ERRORS as exc:
-            listing.errors.append((path, f"unreadable image: {type(exc).__name__}: {exc}"))
+        except READ_ERRORS as exc:
+            listing.errors.append((path, f"unreadable image: {exc.reason}"))
             continue
         paths.append(path)
         if listing.labels is not None:

@@ -1,12 +1,24 @@
-"""Sample images for the demo: the held-back digits split as PNG files.
+"""Sample images for the demo: the held-back digits split as PNG files, or the held-out split
+of any training preset as an image folder.
 
     rkdsc samples --out runs/samples/digits [--count N] [--size 32 | --bundle deploy/bundle]
+    rkdsc samples --preset my.toml --split val --out runs/mine-val     # a preset's held-out images
+    rkdsc samples --workdir runs/mine --split val --out runs/mine-val  # the preset a work dir was trained with
 
 writes ``OUT/<digit>/NNNN.png`` (NNNN = the index in scikit-learn's digits set), one RGB
 PNG per held-back digit (``rkdsc.common.data.digits.split_indices``: the part training never
 sees), upscaled with PIL bilinear to the bundle's input size (32 by default). The output
 is deterministic: same arguments, same bytes. The folder is written next to the target
 and renamed into place, so a half-written folder is never taken for a complete one.
+
+With ``--preset`` / ``--workdir`` it writes ``OUT/<class>/<file>`` for every image of the
+preset's ``--split``: ``val`` = the validation split ``build_datasets`` holds out of training
+(``data.val_fraction`` of every class, seeded by the preset's seed: the same images on every
+machine), ``heldout`` = the final-evaluation split (digits: the held-back part; image
+folders: the same as ``val``). Image-folder data sets are copied file by file (the original
+files); digits and CIFAR-100 are written as PNGs at the preset's input size. The folder is
+what ``rkdsc edge`` / ``rkdsc demo`` (``[[transmitters]] images``) and ``rkdsc evaluate --data``
+read, so a served model is measured on images it was not trained on.
 """
 from __future__ import annotations
 
@@ -62,6 +74,57 @@ def write_samples(out_dir: str | os.PathLike, count: int | None = None, size: in
     return sorted(out_dir.glob("*/*.png"))
 
 
+SPLITS = ("val", "heldout")
+
+
+def _safe_name(name: str) -> str:
+    return "".join("_" if c in '/\\' or ord(c) < 32 else c for c in str(name)).strip() or "_"
+
+
+def write_split(preset, out_dir: str | os.PathLike, split: str = "val", count: int | None = None,
+                overwrite: bool = False) -> list[Path]:
+    """Write a preset's held-out split as an image folder OUT/<class>/<file> (see the module doc).
+
+    ``preset``: a loaded Preset. Returns the written paths. FileExistsError when OUT is not
+    empty (unless ``overwrite``). Needs torch (the training data sets)."""
+    from PIL import Image
+
+    from rkdsc.common.data import datasets
+
+    if split not in SPLITS:
+        raise ValueError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir}: exists and is not empty (use --force to replace it)")
+    _, val_ds, class_names = datasets.build_datasets(preset)
+    ds = val_ds if split == "val" else datasets.heldout_dataset(preset)
+    folder_like = preset.data.dataset in ("folder", "cifar10", "tinyimagenet")
+    files = datasets.list_class_folder(preset.data_root())[0] if folder_like else None
+    n = len(ds) if count is None else min(int(count), len(ds))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        for name in class_names:
+            (tmp / _safe_name(name)).mkdir(exist_ok=True)
+        for i in range(n):
+            label = int(ds.labels[i])
+            folder = tmp / _safe_name(class_names[label])
+            src_index = int(ds.indices[i])
+            if files is not None:
+                src = files[src_index]
+                shutil.copyfile(src, folder / src.name)
+            else:
+                Image.fromarray(ds.images[i].numpy()).save(folder / f"{src_index:05d}.png", format="PNG")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sorted(p for p in out_dir.rglob("*") if p.is_file())
+
+
 def _bundle_size(bundle_dir: str) -> int:
     from rkdsc.common.bundle.manifest import InputSpec, read_manifest
 
@@ -82,7 +145,20 @@ def cli(argv: list[str] | None = None) -> int:
                    help=f"image side in pixels (default: the bundle's input size, else {DEFAULT_SIZE})")
     g.add_argument("--bundle", default=None, help="bundle directory whose input size to use")
     p.add_argument("--force", action="store_true", help="replace OUT when it already has files")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", metavar="NAME", default=None,
+                     help="write this training preset's --split instead of the digits (a name or a .toml path)")
+    src.add_argument("--workdir", metavar="DIR", default=None,
+                     help="write the --split of the preset a `rkdsc train` work dir was trained with "
+                          "(DIR/results.json, its --set overrides included)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a value of the --preset / --workdir preset (as given to `rkdsc train --set`)")
+    p.add_argument("--split", choices=SPLITS, default="val",
+                   help="with --preset / --workdir: val = the validation split training held out (default); "
+                        "heldout = the final-evaluation split (digits: the held-back part; folders: = val)")
     args = p.parse_args(argv)
+    if args.preset or args.workdir:
+        return _cli_split(args)
     try:
         size = args.size or (_bundle_size(args.bundle) if args.bundle else DEFAULT_SIZE)
         paths = write_samples(args.out, args.count, size, overwrite=args.force)
@@ -90,6 +166,26 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"rkdsc samples: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {len(paths)} images ({size}x{size}) to {args.out}")
+    return 0
+
+
+def _cli_split(args: argparse.Namespace) -> int:
+    from rkdsc.common.train.presets import PresetError, load_preset, parse_set_args
+
+    try:
+        if args.size or args.bundle:
+            raise ValueError("--size / --bundle apply to the digits samples, not to --preset / --workdir")
+        if args.workdir:
+            from rkdsc.common.experiments.evaluate import preset_of_workdir
+
+            preset = preset_of_workdir(args.workdir, args.set)
+        else:
+            preset = load_preset(args.preset, parse_set_args(args.set))
+        paths = write_split(preset, args.out, args.split, args.count, overwrite=args.force)
+    except (ValueError, FileExistsError, OSError, PresetError) as exc:
+        print(f"rkdsc samples: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} images of preset {preset.name!r} split {args.split} to {args.out}")
     return 0
 
 

@@ -16,7 +16,12 @@ JSON::
 
     {"preset", "workdir", "task", "snr_db", "channels", "epochs", "eval_split", "n",
      "points": [{"compression_ratio", "compact_dim", "symbols_per_image",
-                 "accuracy": {"awgn": 0.41, ...}, "accuracy_at_snr": 0.41, "stage2_dir", "time_s"}],
+                 "accuracy": {"awgn": 0.41, ...}, "accuracy_at_snr": 0.41, "n": 60,
+                 "ci95": {"awgn": [0.29, 0.54], ...}, "stage2_dir", "time_s"}],
+
+``n`` is the number of evaluation images and ``ci95`` the 95 % Wilson interval over them
+(``rkdsc.common.experiments.stats``; the noise draws are averaged first, so it is the
+uncertainty of the finite image set); the plot draws it as error bars.
      "paper": {...}}
 
 A ratio already trained in an earlier call is reused with ``--resume``.
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rkdsc.common.cliargs import float_list, str_list
+from rkdsc.common.experiments.stats import ci95, yerr
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.5, 0.8, 0.9)
 # The paper's Fig. 8 endpoints (accuracy in % at -10 dB, lowest -> highest compression ratio).
@@ -84,7 +90,9 @@ def run_ablation(preset, workdir: str | Path, ratios: Sequence[float] = DEFAULT_
     import torch
 
     from rkdsc.common.models.cat import compact_dim
-    from rkdsc.common.train.distill import load_task_system, make_tasks, run_stage2
+    from rkdsc.common.models.registry import get_method
+    from rkdsc.common.models.spec import read_model_spec
+    from rkdsc.common.train.distill import make_tasks, run_stage2
     from rkdsc.common.experiments.evaluate import preset_eval_dataset
     from rkdsc.common.train.presets import with_overrides
 
@@ -114,12 +122,14 @@ def run_ablation(preset, workdir: str | Path, ratios: Sequence[float] = DEFAULT_
         from rkdsc.common.train.common import pick_device
 
         dev = pick_device()
-        system, spec = load_task_system(workdir / sub / task.name, device=dev)
+        system, spec = get_method("rkd-sc").load(workdir / sub / task.name, device=dev)
         acc = evaluate_system(system, dataset, snr_db, channels, noise_draws, preset.seed,
                               preset.stage2.batch_size, dev)
-        cd = compact_dim(int(spec["cat"]["feature_dim"]), float(spec["cat"]["compression_ratio"]))
+        cd = read_model_spec(spec).compact_dim
+        n_eval = len(dataset)
         points.append({"compression_ratio": r, "compact_dim": cd, "symbols_per_image": (cd + 1) // 2,
-                       "accuracy": acc, "accuracy_at_snr": acc[channels[0]],
+                       "accuracy": acc, "accuracy_at_snr": acc[channels[0]], "n": n_eval,
+                       "ci95": {c: ci95(a, n_eval) for c, a in acc.items()},
                        "stage2_dir": str(workdir / sub), "stage2_time_s": summary.get("time_s"),
                        "time_s": round(time.time() - t0, 3)})
         log(f"ablation: ratio {r:g}: accuracy at {snr_db:g} dB " +
@@ -152,16 +162,20 @@ def plot_fig8(docs: Sequence[dict], out_png: str | Path, title: str | None = Non
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     for doc in docs:
         pts = sorted(doc["points"], key=lambda p: p["compression_ratio"])
+        n = doc.get("n")
         for ch in doc["channels"]:
-            ax.plot([p["compression_ratio"] for p in pts], [100 * p["accuracy"][ch] for p in pts], marker="o",
-                    label=f"{doc.get('dataset', doc.get('preset'))} ({ch}, this run)")
+            accs = [p["accuracy"][ch] for p in pts]
+            ns = [int(p.get("n") or n or 0) for p in pts]
+            ax.errorbar([p["compression_ratio"] for p in pts], [100 * a for a in accs], yerr=yerr(accs, ns),
+                        marker="o", capsize=3,
+                        label=f"{doc.get('dataset', doc.get('preset'))} ({ch}, this run, n={ns[0] if ns else '?'})")
         paper = (doc.get("paper") or {}).get("endpoints_pct")
         if paper and pts:
             xs = [pts[0]["compression_ratio"], pts[-1]["compression_ratio"]]
             ax.plot(xs, list(paper), ls="--", marker="x", color="grey",
                     label=f"{doc.get('dataset')} (paper endpoints)")
     snr = docs[0]["snr_db"] if docs else -10.0
-    ax.set(xlabel="CAT compression ratio", ylabel=f"top-1 accuracy at {snr:g} dB (%)",
+    ax.set(xlabel="CAT compression ratio", ylabel=f"top-1 accuracy at {snr:g} dB (%), bars: 95% Wilson CI",
            title=title or "Fig. 8: compression-ratio ablation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -169,6 +183,11 @@ def plot_fig8(docs: Sequence[dict], out_png: str | Path, title: str | None = Non
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
     return out_png
+
+
+def _pct_ci(acc: float, n: int) -> str:
+    ci = ci95(acc, n)
+    return f"{100 * acc:.2f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,11 +234,13 @@ def cli(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"rkdsc ablation: error: {exc}", file=sys.stderr)
         return 2
-    print(f"| compression ratio | compact dim | " + " | ".join(f"acc {c} @ {args.snr:g} dB (%)" for c in channels) + " |")
-    print("|---|---|" + "---|" * len(channels))
+    print(f"| compression ratio | compact dim | n | " + " | ".join(
+        f"acc {c} @ {args.snr:g} dB (%) [95% CI]" for c in channels) + " |")
+    print("|---|---|---|" + "---|" * len(channels))
     for p in doc["points"]:
-        print(f"| {p['compression_ratio']:g} | {p['compact_dim']} | "
-              + " | ".join(f"{100 * p['accuracy'][c]:.2f}" for c in channels) + " |")
+        n = p.get("n", doc["n"])
+        print(f"| {p['compression_ratio']:g} | {p['compact_dim']} | {n} | "
+              + " | ".join(_pct_ci(p["accuracy"][c], n) for c in channels) + " |")
     print(f"\nwrote {Path(args.workdir) / 'ablation' / 'ablation.json'}" + (f" and {doc['png']}" if doc.get("png") else ""))
     return 0
 

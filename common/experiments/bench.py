@@ -1,24 +1,49 @@
 """``rkdsc bench``: side-by-side benchmarks of the emulator in one run.
 
-    rkdsc bench [--bundle DIR] [--images N] [--out FILE.json]
+    rkdsc bench [--bundle DIR] [--images N] [--edges 1,3,32] [--rounds R] [--out FILE.json]
+    rkdsc bench --soak-s SECONDS --edges 32 [--soak-images N] [--sample-every S]
 
+0. **the data plane against its goals** (``goal_rows``, ``GOALS``; first table, PASS / FAIL per row):
+   images/s with 1 edge (batch ``--batch-size``) >= 0.8x in-process and with 3 edges >= 1.0x; the
+   per-image p99 at batch 1 with one frame in flight (``batch_size = 1``, ``max_in_flight = 1``)
+   <= the in-process batch-1 p99 + 2 ms; the relay's channel cost per complex symbol *as the relay
+   calls it* <= 50 ns (the frames per ``channel.simulate`` call are read from the relay's own metrics,
+   ``rkdsc_relay_channel_seconds_count`` observed once per call against ``rkdsc_relay_frames_total``,
+   and that call pattern is timed: today one call per frame, ``z [1, K]``); the many-edge run (the
+   largest ``--edges`` above 3, 32 by default) >= 0.9x the 3-edge images/s with 0 errors. Ratios and
+   differences are per round, side by side; the row gives the median and the range.
 1. **in-process vs networked**: the same N images (the first N of the image folder) through
    ``InProcessPipeline`` (read + preprocess + encode + channel + decode in this process, in
    batches of ``--batch-size``) and through the real topology (``rkdsc.common.experiments.demo.run_demo``: server,
-   relay and edge devices as separate processes talking gRPC on localhost) with one and with
-   three edge devices (each sends the N images). Reported: images per second (networked:
-   all answered images / the longest edge wall time, so service start-up is excluded; it is
-   listed apart) and p50 / p99 latency per image (from the start of encoding the image's batch
-   to its result, the edge client's definition; in-process: the batch's wall time).
-2. **edge encoder, torch vs onnxruntime** at batch 1 and 32 with equal thread counts: the
-   torch twin is rebuilt from the bundle's provenance (the training work dir's weights when it
-   is still there, the seeded weights of a random test bundle, else the preset's architecture
-   with random weights); skipped with a note when torch or the architecture is unavailable.
+   relay and edge devices as separate processes talking gRPC on localhost) with each ``--edges``
+   count of edge devices (each sends the N images), and the batch-1 runs (``--latency-images``).
+   Reported: images per second (networked: all answered images / the window from the first
+   edge's start of streaming to the last edge's end, from each edge's wall time and the time it
+   wrote its summary, so service and process start-up are excluded; they are listed apart) and
+   p50 / p99 latency per image (from the start of encoding the image's batch to its result, the
+   edge client's definition; in-process: the batch's wall time), the edge's round trip
+   (``rtt_ms``), and what the relay and server measured themselves (``services``: relay frames
+   per channel call, channel ns per symbol inside the relay, server mean decode batch).
+2. **edge encoder, torch vs onnxruntime** at batch 1 and 32 with equal thread counts
+   (``rkdsc.common.experiments.timing``), on a same-weight pair only: the torch twin is rebuilt
+   through the method registry (the training work dir's weights when it is still there, the
+   seeded weights of a random test bundle, else the provenance's architecture with random
+   weights); a twin that does not hold the bundle's weights is compared with its own ONNX
+   export instead of the bundle's file (``encoder.ort_source`` and a note say so); without a
+   twin onnxruntime is timed alone, with the reason in ``encoder.torch_source``.
 3. **channel cost on the relay**: ``rkdsc.common.channel.simulate`` on many frames, in ns per
    complex symbol, for AWGN and Rayleigh block fading, both batched (all frames in one call)
    and per frame (one call per frame, as the relay does).
 4. **bytes on the wire** per image (the serialized uplink ``Frame``) against the raw image
    (H x W x 3 bytes at the model's input size), the float32 input tensor and the image file.
+5. **soak** (``--soak-s``, ``run_soak``; instead of 0-4): the largest ``--edges`` count of edge
+   devices through one relay and server for that long; the edge client sends its images once,
+   so each device is a sequence of ``rkdsc edge`` processes (``--soak-images`` images each, the
+   last ones sized to end with the soak). Reported: images, errors, failed edge runs, images/s,
+   latency, and the server's and relay's RSS (``/proc/PID/status`` VmRSS), thread count
+   (Threads) and open file descriptors when ready, at the start (every device streaming), every
+   ``--sample-every`` seconds and at the end. Exit status 1 when an image got no answer, an edge
+   run failed or a service did not stop cleanly.
 
 The bundle: ``--bundle``, else ``deploy/bundle`` when present, else a small random bundle
 (``rkdsc.common.bundle.build_random_bundle``, needs torch) in a temporary folder. Images:
@@ -40,11 +65,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rkdsc.common.experiments.bench_format import DEFAULT_ROUNDS, bench_markdown
+from rkdsc.common.experiments.bench_format import DEFAULT_ROUNDS, bench_markdown, soak_markdown
 from rkdsc.common.cliargs import int_list
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO_ROOT / "deploy" / "bundle"
+DEFAULT_EDGES = (1, 3, 32)      # edge-device counts of the networked runs; the largest above 3: the many-edge row
+DEFAULT_SOAK_IMAGES = 512       # soak: images per edge run (at most)
+# the data plane's goals (issue "Data plane: the network must cost less than what it emulates")
+GOALS = {
+    "throughput_1_edge": {"threshold": 0.8, "text": ">= 0.8x in-process"},
+    "throughput_3_edges": {"threshold": 1.0, "text": ">= 1.0x in-process"},
+    "latency_p99_batch1": {"threshold": 2.0, "text": "<= in-process p99 + 2 ms"},
+    "relay_channel_ns_per_symbol": {"threshold": 50.0, "text": "<= 50 ns"},
+    "scale_many_edges": {"threshold": 0.9, "text": ">= 0.9x the 3-edge figure, 0 errors"},
+}
 
 
 def _shown(path: str | Path) -> str:
@@ -151,25 +186,87 @@ def bench_inprocess(bundle, task: str, paths: list[Path], names: list[str | None
 # ----------------------------------------------------------------------------- 2. networked
 
 def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int,
-                   snr_db: float, fading: str) -> Path:
+                   snr_db: float, fading: str, max_in_flight: int | None = None) -> Path:
     lines = [f'root = "{path.parent.as_posix()}"', "", "[bundle]", f'path = "{Path(bundle_dir).resolve().as_posix()}"', "",
              "[server]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", "",
              "[basestation]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", ""]
     for i in range(edges):
         lines += ["[[transmitters]]", f'id = "edge-{i + 1}"', f'task = "{task}"', f"snr_db = {float(snr_db)}",
                   f'fading = "{fading}"', f"seed = {i + 1}", f'images = "{Path(images).resolve().as_posix()}"',
-                  f"batch_size = {batch_size}", f"limit = {n}", ""]
+                  f"batch_size = {batch_size}", f"limit = {n}"]
+        lines += ([f"max_in_flight = {int(max_in_flight)}"] if max_in_flight else []) + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
+def _prom(path: Path) -> dict[str, float]:
+    """Samples of a scraped /metrics file summed over their labels ({} when missing or unreadable);
+    ``name{outcome=X}`` keys keep the per-outcome sums."""
+    from rkdsc.common.metrics import parse_metrics
+
+    try:
+        samples = parse_metrics(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        out[name] = out.get(name, 0.0) + value
+        outcome = dict(labels).get("outcome")
+        if outcome is not None:
+            key = f"{name}{{outcome={outcome}}}"
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def service_figures(out: Path, symbols_per_frame: int) -> dict:
+    """What the relay and the server measured themselves during a run (their /metrics, scraped by
+    the demo before the stop): the relay's channel calls and time (``rkdsc_relay_channel_seconds``, one
+    observation per ``channel.simulate`` call), frames per channel call, channel ns per complex symbol
+    inside the running relay (thread hand-offs and GIL waits included), and the server's mean decode
+    batch."""
+    relay, server = _prom(out / "metrics" / "relay.prom"), _prom(out / "metrics" / "server.prom")
+    calls, ch_s = relay.get("rkdsc_relay_channel_seconds_count"), relay.get("rkdsc_relay_channel_seconds_sum")
+    frames = sum(relay.get(f"rkdsc_relay_frames_total{{outcome={o}}}", 0.0) for o in ("ok", "error"))
+    rt_n, rt_s = relay.get("rkdsc_relay_roundtrip_seconds_count"), relay.get("rkdsc_relay_roundtrip_seconds_sum")
+    b_n, b_sum = server.get("rkdsc_batch_size_count"), server.get("rkdsc_batch_size_sum")
+    d_s = server.get("rkdsc_decode_seconds_sum")
+    return {
+        "relay_channel_calls": calls, "relay_frames": frames or None,
+        "relay_frames_per_channel_call": (frames / calls) if calls and frames else None,
+        "relay_channel_ns_per_symbol": (ch_s / (frames * symbols_per_frame) * 1e9) if ch_s and frames else None,
+        "relay_roundtrip_ms_mean": (rt_s / rt_n * 1e3) if rt_n else None,
+        "server_batches": b_n, "server_mean_batch": (b_sum / b_n) if b_n else None,
+        "server_decode_ms_per_batch": (d_s / b_n * 1e3) if b_n and d_s is not None else None,
+    }
+
+
+def _edge_window(out: Path, rows: list[dict]) -> float:
+    """Seconds from the first edge's start of streaming to the last edge's end: each edge writes its
+    summary.json when it is done (its mtime: the end) and reports its own wall time (end - start).
+    Edges that start late (process start-up on a busy machine) widen the window, so the aggregate rate
+    is not inflated by edges that ran one after another. Falls back to the longest edge wall time."""
+    spans = []
+    for r in rows:
+        try:
+            end = (out / "edges" / r["id"] / "summary.json").stat().st_mtime
+        except (OSError, KeyError):
+            continue
+        if r.get("wall_s"):
+            spans.append((end - r["wall_s"], end))
+    longest = max((r.get("wall_s") or 0.0) for r in rows) if rows else 0.0
+    if len(spans) != len(rows) or not spans:
+        return longest
+    return max(longest, max(e for _, e in spans) - min(s for s, _ in spans))
+
+
 def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int, snr_db: float,
-                    fading: str, work: Path, timeout_s: float, tag: str = "") -> dict:
+                    fading: str, work: Path, timeout_s: float, tag: str = "", max_in_flight: int | None = None,
+                    symbols_per_frame: int | None = None) -> dict:
     from rkdsc.common.experiments.demo import DemoError, run_demo
 
     out = work / f"net-{edges}{tag}"
     cfg = write_topology(work / f"topology-{edges}{tag}.toml", bundle_dir, images, task, edges, n, batch_size, snr_db,
-                         fading)
+                         fading, max_in_flight)
     t0 = time.perf_counter()
     failure = None
     try:
@@ -183,41 +280,70 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
     total_s = time.perf_counter() - t0
     rows = summary["transmitters"]
     lat: list[float] = []
+    rtt: list[float] = []
     for r in rows:
         try:
             with open(r["results"], encoding="utf-8") as f:
-                lat += [rec["latency_ms"] for rec in map(json.loads, f) if rec.get("latency_ms") is not None]
+                for rec in map(json.loads, f):
+                    if rec.get("latency_ms") is not None:
+                        lat.append(rec["latency_ms"])
+                    if rec.get("rtt_ms") is not None:
+                        rtt.append(rec["rtt_ms"])
         except OSError:
             pass
     answered = sum(r["answered"] for r in rows)
     edge_wall = max((r.get("wall_s") or 0.0) for r in rows) if rows else 0.0
+    window = _edge_window(out, rows)
     labelled = [r for r in rows if r.get("accuracy") is not None]
+    k = symbols_per_frame or (rows[0].get("symbols_per_image") if rows else None) or 1
     return {
         "edges": edges, "images": sum(r["images"] for r in rows), "answered": answered,
         "errors": sum(r["errors"] for r in rows), "ok": summary.get("ok") and failure is None,
-        "failure": failure,
-        "images_per_s": answered / edge_wall if edge_wall > 0 else None,
+        "failure": failure, "batch_size": batch_size, "max_in_flight": max_in_flight,
+        "images_per_s": answered / window if window > 0 else None,
         "per_edge_images_per_s": [r.get("images_per_s") for r in rows],
         "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},
-        "edge_wall_s": edge_wall, "total_wall_s": total_s, "startup_and_teardown_s": max(0.0, total_s - edge_wall),
+        "rtt_ms": {"p50": _percentile(rtt, 50), "p99": _percentile(rtt, 99)},
+        "edge_wall_s": edge_wall, "edge_window_s": window, "total_wall_s": total_s,
+        "startup_and_teardown_s": max(0.0, total_s - window),
         "accuracy": (sum(r["accuracy"] for r in labelled) / len(labelled)) if labelled else None,
         "uplink_bytes_per_image": rows[0].get("uplink_bytes_per_image") if rows else None,
         "raw_image_bytes": rows[0].get("raw_image_bytes") if rows else None,
+        "services": service_figures(out, int(k)),
         "summary": str(out / "summary.json"),
     }
 
 
 # ----------------------------------------------------------------------------- 3. encoder
 
+def _twin_spec(prov: dict, task: str, num_classes: int):
+    """(ModelSpec of the bundle task's edge part from its provenance, or None, why)."""
+    from rkdsc.common.models.spec import ModelSpec, read_model_spec
+
+    tprov = (prov.get("tasks") or {}).get(task) or {}
+    method = tprov.get("method") or prov.get("method")
+    if tprov.get("student") or tprov.get("teacher"):  # provenance with the architecture (ModelSpec keys)
+        return read_model_spec({"num_classes": num_classes, **tprov}, method), "provenance"
+    if isinstance(prov.get("preset"), str) and tprov.get("depths"):  # older bundles: depths + cat only
+        from rkdsc.common.models.cat import CATConfig
+        from rkdsc.common.train.presets import load_preset
+
+        p = load_preset(prov["preset"])
+        cat = CATConfig(**tprov["cat"]) if method == "rkd-sc" and tprov.get("cat") else None
+        return ModelSpec(method="rkd-sc" if cat is not None else "jscc-student", feature_dim=p.teacher.feature_dim,
+                         num_classes=num_classes, depths=list(tprov["depths"]), student=p.student_config(),
+                         cat=cat), f"preset {prov['preset']!r}"
+    return None, "the provenance describes no architecture"
+
+
 def torch_edge_from_bundle(bundle, task: str):
-    """(torch EdgePart matching the bundle's edge component, how it was rebuilt) or (None, why)."""
+    """(torch edge part matching the bundle's edge component or None, how it was rebuilt,
+    whether it holds the bundle's own weights)."""
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
-        return None, "torch is not installed: torch column skipped"
-    from rkdsc.common.models.cat import CATConfig, CATEncoder
-    from rkdsc.common.models.student import Student, StudentConfig
-    from rkdsc.common.models.system import EdgePart, JSCCEdgePart
+        return None, "torch is not installed: torch column skipped", False
+    from rkdsc.common.models.registry import get_method
 
     prov = bundle.manifest.get("provenance") or {}
     spec = bundle.task(task)
@@ -225,118 +351,84 @@ def torch_edge_from_bundle(bundle, task: str):
     # (a) the training work dir is still there: the exact weights
     wd = prov.get("workdir")
     why = "no training work dir in the provenance"
-    if wd and Path(wd).is_dir() and method in ("rkd-sc", "jscc-student", "jscc-teacher"):
+    if wd and not Path(wd).is_dir():
+        why = f"training work dir {wd} not found"
+    elif wd:
         why = f"work dir {wd} has no weights for task {task!r}"
         try:
-            if method == "rkd-sc":
-                from rkdsc.common.train.distill import load_task_system
-
-                if (Path(wd) / "stage2" / task / "model.json").is_file():
-                    system, _ = load_task_system(Path(wd) / "stage2" / task)
-                    return EdgePart(system.student, system.cat_encoder).eval(), f"trained weights from {_shown(Path(wd) / 'stage2' / task)}"
-            else:
-                from rkdsc.common.train.baselines import load_jscc_parts
-                from rkdsc.common.train.export import task_dirs
-
-                for tdir in task_dirs(Path(wd), method):
-                    encoder, _, s = load_jscc_parts(tdir)
-                    if s.get("task") == task:
-                        return JSCCEdgePart(encoder).eval(), f"trained weights from {_shown(tdir)}"
+            m = get_method(method)
+            for tdir in m.task_dirs(Path(wd)):
+                if tdir.name == task:
+                    system, _ = m.load(tdir)
+                    return m.parts(system)[0].eval(), f"trained weights from {_shown(tdir)}", True
         except Exception as exc:  # noqa: BLE001 - fall through to an architecture-only rebuild
             why = f"loading {wd} failed: {type(exc).__name__}: {exc}"
+    try:
+        arch, source = _twin_spec(prov, task, spec.num_classes)
+    except Exception as exc:  # noqa: BLE001
+        arch, source = None, f"rebuild failed: {type(exc).__name__}: {exc}"
+    if arch is None:
+        return None, f"cannot rebuild a torch twin of this bundle ({why}; {source}): torch column skipped", False
+    m = get_method(arch.method)
     # (b) a random test bundle: same seed, same construction order -> the same weights
-    if method == "random-init" and "student" in prov and "cat" in prov:
-        import torch
-
-        st, cat = prov["student"], prov["cat"]
+    if method == "random-init":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(prov.get("seed", 0)))
-            scfg = StudentConfig(input_size=bundle.input.size[0], stem_widths=tuple(st["stem_widths"]),
-                                 planes=tuple(st["planes"]), feature_dim=bundle.feature_dim, heads=int(cat["n_heads"]))
-            ccfg = CATConfig(feature_dim=bundle.feature_dim, n_heads=int(cat["n_heads"]), d_ff=int(cat["d_ff"]),
-                             compression_ratio=spec.compression_ratio)
-            edge = EdgePart(Student(scfg, list(st["depths"])), CATEncoder(ccfg))
-        return edge.eval(), "seeded weights of the random test bundle (same as the ONNX file)"
-    # (c) the preset's architecture with random weights
-    tprov = (prov.get("tasks") or {}).get(task) or {}
-    if isinstance(prov.get("preset"), str) and tprov.get("depths"):
-        try:
-            from rkdsc.common.train.presets import load_preset
-
-            p = load_preset(prov["preset"])
-            student = Student(p.student_config(), tprov["depths"])
-            if method == "rkd-sc" and tprov.get("cat"):
-                edge = EdgePart(student, CATEncoder(CATConfig(**tprov["cat"])))
-            else:
-                edge = JSCCEdgePart(student)
-            return edge.eval(), f"architecture of preset {prov['preset']!r} with random weights ({why})"
-        except Exception as exc:  # noqa: BLE001
-            why = f"{why}; preset rebuild failed: {type(exc).__name__}: {exc}"
-    return None, f"cannot rebuild a torch twin of this bundle ({why}): torch column skipped"
+            edge = m.parts(m.build(arch))[0]
+        return edge.eval(), "seeded weights of the random test bundle (same as the ONNX file)", True
+    # (c) the architecture only, random weights
+    return m.edge(arch), f"architecture from the {source} with random weights ({why})", False
 
 
-def bench_encoder(bundle, task: str, batches: tuple[int, ...], threads: int, repeats: int = 15) -> dict:
-    from rkdsc.common.bundle.runtime import make_session
+def bench_encoder(bundle, task: str, batches: tuple[int, ...], threads: int, repeats: int = 15,
+                  work: Path | None = None) -> dict:
+    """torch vs onnxruntime for the bundle task's edge part, on same-weight pairs only: the bundle's
+    ONNX file against a torch twin holding its weights, else the twin against its own ONNX export
+    (``ort_source`` says which); without a twin onnxruntime is timed alone (``torch`` false)."""
+    from rkdsc.common.experiments import timing
 
     spec = bundle.task(task)
-    sess = make_session(bundle.component_path(spec.edge), intra_op_threads=threads)
-    edge, how = torch_edge_from_bundle(bundle, task)
-    h, w = bundle.input.size
-    rng = np.random.default_rng(0)
-    out: dict[str, Any] = {"threads": threads, "torch_source": how, "torch": edge is not None, "batches": {}}
-    if edge is not None:
-        import torch
-
-        prev = torch.get_num_threads()
-        torch.set_num_threads(threads)
-    try:
-        for b in batches:
-            x = rng.standard_normal((b, 3, h, w), dtype=np.float32)
-            snr = np.full((b,), 10.0, dtype=np.float32)
-            feeds = {i.name: {"image": x, "snr_db": snr}[i.name] for i in sess.get_inputs()}
-            run_ort = lambda: sess.run(["symbols"], feeds)[0]  # noqa: E731
-            res: dict[str, Any] = {}
-            if edge is not None:
-                tx, ts = torch.from_numpy(x), torch.from_numpy(snr)
-
-                def run_torch():
-                    with torch.inference_mode():
-                        return edge(tx, ts).numpy()
-
-                res["max_abs_diff"] = float(np.max(np.abs(run_torch() - run_ort())))
-            # one engine at a time: onnxruntime's worker threads keep spinning for a while after a
-            # run and would slow an interleaved torch run down (and the reverse)
-            n_rep = repeats if b == 1 else max(3, repeats // 3)
-            t_ort, t_torch = [], []
-            if edge is not None:
-                time.sleep(0.2)
-                for _ in range(2):
-                    run_torch()
-                for _ in range(n_rep):
-                    t = time.perf_counter()
-                    run_torch()
-                    t_torch.append(time.perf_counter() - t)
-            for _ in range(2):
-                run_ort()
-            for _ in range(n_rep):
-                t = time.perf_counter()
-                run_ort()
-                t_ort.append(time.perf_counter() - t)
-            res["ort_ms_per_image"] = 1e3 * statistics.median(t_ort) / b
-            if t_torch:
-                res["torch_ms_per_image"] = 1e3 * statistics.median(t_torch) / b
-                res["ort_speedup"] = res["torch_ms_per_image"] / res["ort_ms_per_image"]
-            out["batches"][str(b)] = res
-    finally:
-        if edge is not None:
-            torch.set_num_threads(prev)
+    size = bundle.input.size[0]
+    onnx_path = bundle.component_path(spec.edge)
+    edge, how, same = torch_edge_from_bundle(bundle, task)
+    out: dict[str, Any] = {"threads": threads, "torch_source": how, "torch": edge is not None,
+                           "same_weights": False, "ort_source": f"the bundle's edge file ({spec.edge})",
+                           "batches": {}}
+    with tempfile.TemporaryDirectory(prefix="rkdsc-bench-twin-", dir=work) as tmp:
+        reason = None
+        if edge is not None and same:
+            diff = timing.max_abs_diff(edge, onnx_path, size, threads=threads)
+            if diff > timing.PARITY_ATOL:
+                reason = (f"the torch twin does not reproduce the bundle's file (max abs diff {diff:.3g}; "
+                          "retrained after the export?)")
+        elif edge is not None:
+            reason = "the torch twin has random weights"
+        if reason is not None:
+            try:
+                onnx_path = timing.export_edge_onnx(edge, size, Path(tmp) / "twin.edge.onnx")
+                out["ort_source"] = (f"an ONNX export of the torch twin (same weights), because {reason}; the "
+                                     "bundle's own file is not compared")
+            except Exception as exc:  # noqa: BLE001 - no exporter: time onnxruntime alone
+                out["torch_source"] = (f"{how}; torch column skipped: {reason} and exporting it to ONNX failed "
+                                       f"({type(exc).__name__}: {exc})")
+                edge, out["torch"] = None, False
+        if edge is None:
+            out["batches"] = timing.time_ort_only(onnx_path, size, batches, threads, repeats)
+        else:
+            out["same_weights"] = True
+            out["batches"] = timing.compare_torch_ort(edge, onnx_path, size, batches, threads, repeats)
     return out
 
 
 # ----------------------------------------------------------------------------- 4. channel
 
 def bench_channel(symbols_per_frame: int, frames: int = 4096, per_frame_calls: int = 2000,
-                  snr_db: float = 10.0, fadings: tuple[str, ...] = ("awgn", "rayleigh")) -> dict:
+                  snr_db: float = 10.0, fadings: tuple[str, ...] = ("awgn", "rayleigh"),
+                  relay_fading: str = "awgn", frames_per_call: float | None = None) -> dict:
+    """ns per complex symbol of ``channel.simulate``: all frames in one call (batched) and one frame per
+    call, per fading; and the relay's call pattern (``relay_pattern``): ``frames_per_call`` frames
+    ``[m, K]`` per call (what the running relay did, from its metrics; 1 = one call per frame) on one
+    link Generator, with the relay's arguments (``equalize=True``, the Rician K factor)."""
     from rkdsc.common import channel
 
     rng = np.random.default_rng(0)
@@ -344,22 +436,33 @@ def bench_channel(symbols_per_frame: int, frames: int = 4096, per_frame_calls: i
     z = channel.normalize_power((rng.standard_normal((frames, k)) + 1j * rng.standard_normal((frames, k)))
                                 .astype(np.complex64))
     out: dict[str, Any] = {"symbols_per_frame": k, "frames": frames, "per_frame_calls": per_frame_calls}
-    for fading in fadings:
+
+    def per_call_ns(block: np.ndarray, fading: str, g: np.random.Generator, calls: int) -> float:
+        t = time.perf_counter()
+        for _ in range(calls):
+            channel.simulate(block, snr_db, fading, g, equalize=True, k_factor=channel.DEFAULT_K_FACTOR)
+        return (time.perf_counter() - t) / (calls * block.shape[0] * k) * 1e9
+
+    for fading in dict.fromkeys((*fadings, relay_fading)):
         g = np.random.default_rng(1)
         channel.simulate(z[:8], snr_db, fading, g)  # warm-up
         times = []
         for _ in range(5):
             t = time.perf_counter()
-            channel.simulate(z, snr_db, fading, g)
+            channel.simulate(z, snr_db, fading, g, equalize=True, k_factor=channel.DEFAULT_K_FACTOR)
             times.append(time.perf_counter() - t)
         batched = statistics.median(times) / (frames * k) * 1e9
-        one = z[:1]
-        t = time.perf_counter()
-        for _ in range(per_frame_calls):
-            channel.simulate(one, snr_db, fading, g)
-        per_frame = (time.perf_counter() - t) / (per_frame_calls * k) * 1e9
+        per_frame = per_call_ns(z[:1], fading, g, per_frame_calls)
         out[fading] = {"batched_ns_per_symbol": batched, "per_frame_ns_per_symbol": per_frame,
                        "per_frame_us_per_frame": per_frame * k / 1e3}
+    m = max(1, min(frames, int(round(frames_per_call or 1))))
+    g = np.random.default_rng(2)
+    ns = per_call_ns(z[:m], relay_fading, g, max(5, per_frame_calls // m))
+    out["relay_pattern"] = {"fading": relay_fading, "frames_per_call": m,
+                            "frames_per_call_source": ("the relay's metrics in the networked runs"
+                                                       if frames_per_call else "assumed (no relay metrics)"),
+                            "ns_per_symbol": ns,
+                            "batched_ns_per_symbol": out[relay_fading]["batched_ns_per_symbol"]}
     return out
 
 
@@ -373,8 +476,9 @@ def _merge_rounds(results: list[dict]) -> dict:
     for key in ("images_per_s", "compute_images_per_s"):
         if key in merged:
             merged[key] = med([r[key] for r in results if r.get(key)])
-    merged["latency_ms"] = {q: med([r["latency_ms"][q] for r in results if r["latency_ms"].get(q) is not None])
-                            for q in ("p50", "p99")}
+    for lat in ("latency_ms", "rtt_ms"):
+        if lat in merged:
+            merged[lat] = {q: med([r[lat][q] for r in results if r[lat].get(q) is not None]) for q in ("p50", "p99")}
     for key in ("answered", "errors"):
         if key in merged:
             merged[key] = sum(r.get(key, 0) for r in results)
@@ -388,15 +492,75 @@ def _merge_rounds(results: list[dict]) -> dict:
     return merged
 
 
+def _median(vals: list[float]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return float(statistics.median(vals)) if vals else None
+
+
+def goal_rows(doc: dict) -> list[dict]:
+    """The data-plane figures against their goals (``GOALS``), one row each: ``reference`` (in-process, or
+    the 3-edge run for the many-edge row), ``measured``, ``value`` (a ratio, a difference in ms or ns per
+    symbol; the median over the rounds, each round under ``rounds``), ``goal`` and ``pass`` (None when
+    the row was not run)."""
+    r = doc.get("ratios") or {}
+    ip, net = doc["inprocess"], doc["networked"]
+    rows: list[dict] = []
+
+    def add(key: str, figure: str, unit: str, measure: str, reference, measured, value, rounds, ok,
+            reference_label: str = "in-process", detail: str | None = None) -> None:
+        g = GOALS[key]
+        rows.append({"id": key, "figure": figure, "unit": unit, "measure": measure, "reference": reference,
+                     "reference_label": reference_label, "measured": measured, "value": value,
+                     "rounds": rounds or [], "goal": g["text"], "threshold": g["threshold"],
+                     "pass": None if value is None else bool(ok), "detail": detail})
+
+    for e, key, figure in (("1", "throughput_1_edge", f"images/s, 1 edge (batch {doc['batch_size']})"),
+                           ("3", "throughput_3_edges", f"images/s, 3 edges (batch {doc['batch_size']})")):
+        v = r.get(f"networked_{e}_over_inprocess_throughput") if e in net else None
+        add(key, figure, "images/s", "ratio", ip.get("images_per_s"), (net.get(e) or {}).get("images_per_s"), v,
+            r.get(f"networked_{e}_over_inprocess_throughput_rounds"),
+            v is not None and v >= GOALS[key]["threshold"])
+    lat = doc.get("latency") or {}
+    v = r.get("latency_p99_delta_ms")
+    lnet = lat.get("networked") or {}
+    add("latency_p99_batch1", "per-image p99, batch 1, one frame in flight", "ms", "delta",
+        (lat.get("inprocess") or {}).get("latency_ms", {}).get("p99"), lnet.get("latency_ms", {}).get("p99"), v,
+        r.get("latency_p99_delta_ms_rounds"), v is not None and v <= GOALS["latency_p99_batch1"]["threshold"],
+        detail=(f"edge rtt p99 {lnet['rtt_ms']['p99']:.2f} ms, p50 {lnet['rtt_ms']['p50']:.2f} ms"
+                if (lnet.get("rtt_ms") or {}).get("p99") is not None else None))
+    rp = (doc.get("channel") or {}).get("relay_pattern") or {}
+    v = rp.get("ns_per_symbol")
+    inside = r.get("relay_channel_ns_per_symbol_in_relay")
+    add("relay_channel_ns_per_symbol", "relay channel cost per complex symbol, as the relay calls it", "ns", "value",
+        rp.get("batched_ns_per_symbol"), v, v, None, v is not None and v <= GOALS["relay_channel_ns_per_symbol"]["threshold"],
+        reference_label="all frames in one call",
+        detail=(f"{rp.get('frames_per_call')} frame(s) per call ({rp.get('fading')})"
+                + (f"; inside the running relay (1 edge, its metrics): {inside:.0f} ns" if inside else "")))
+    many = doc.get("scale_edges")
+    v = r.get(f"networked_{many}_over_3_throughput") if many else None
+    res = net.get(str(many)) or {}
+    errors = res.get("errors")
+    p50 = (res.get("latency_ms") or {}).get("p50")
+    add("scale_many_edges", f"{many or 'N'} edges through one relay and server", "images/s", "ratio",
+        (net.get("3") or {}).get("images_per_s"), res.get("images_per_s"), v,
+        r.get(f"networked_{many}_over_3_throughput_rounds"),
+        v is not None and v >= GOALS["scale_many_edges"]["threshold"] and errors == 0 and res.get("ok"),
+        reference_label="3 edges", detail=(f"p50 {p50 / 1e3:.2f} s, {errors} errors" if p50 is not None else None))
+    return rows
+
+
 def run_bench(bundle: str | None = None, images: int = 128, out: str | None = None, data: str | None = None,
               task: str | None = None, batch_size: int = 16, snr_db: float = 10.0, fading: str = "awgn",
-              edges: tuple[int, ...] = (1, 3), encoder_batches: tuple[int, ...] = (1, 32), threads: int | None = None,
-              timeout_s: float = 600.0, work_dir: str | None = None, log: Callable[[str], None] = print,
-              rounds: int = DEFAULT_ROUNDS) -> dict:
+              edges: tuple[int, ...] = DEFAULT_EDGES, encoder_batches: tuple[int, ...] = (1, 32),
+              threads: int | None = None, timeout_s: float = 600.0, work_dir: str | None = None,
+              log: Callable[[str], None] = print, rounds: int = DEFAULT_ROUNDS,
+              latency_images: int | None = None) -> dict:
     """Run every benchmark; returns the JSON document (also written to ``out``). The in-process and
-    networked runs are repeated ``rounds`` times in alternation (in-process, 1 edge, 3 edges, again ...),
-    so each round's networked / in-process ratio is measured side by side; the document gives the
-    median over the rounds and each round's values."""
+    networked runs are repeated ``rounds`` times in alternation (in-process, 1 edge, 3 edges, 32 edges,
+    in-process batch 1, networked batch 1 with one frame in flight, again ...), so each round's ratio is
+    measured side by side; the document gives the median over the rounds and each round's values, and
+    ``goals`` (``goal_rows``) the data-plane figures against their goals. ``latency_images``: images of
+    the batch-1 latency runs (None: ``images``; 0: skip them)."""
     import onnxruntime
 
     from rkdsc.common.bundle import load_bundle
@@ -405,6 +569,10 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         raise ValueError(f"--images: expected an integer >= 1, got {images}")
     if rounds < 1:
         raise ValueError(f"--rounds: expected an integer >= 1, got {rounds}")
+    latency_images = images if latency_images is None else int(latency_images)
+    if latency_images < 0:
+        raise ValueError(f"--latency-images: expected an integer >= 0, got {latency_images}")
+    edges = tuple(dict.fromkeys(int(e) for e in edges))
     tmp = tempfile.TemporaryDirectory(prefix="rkdsc-bench-") if work_dir is None else None
     work = Path(work_dir or tmp.name)
     work.mkdir(parents=True, exist_ok=True)
@@ -413,21 +581,25 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         bdl = load_bundle(bundle_dir)
         task = task or bdl.task().name
         spec = bdl.task(task)
-        folder = prepare_images(data, bdl, task, images, work)
+        folder = prepare_images(data, bdl, task, max(images, latency_images), work)
         paths, names = first_images(folder, images)
+        lat_paths, lat_names = first_images(folder, latency_images) if latency_images else ([], [])
         threads = threads or os.cpu_count() or 1
         load = os.getloadavg()[0]
+        many = max((e for e in edges if e > 3), default=None)
         doc: dict[str, Any] = {
             "bundle": str(bundle_dir), "bundle_source": how, "task": task, "images_per_edge": len(paths),
             "image_folder": str(folder), "batch_size": batch_size, "snr_db": snr_db, "fading": fading,
             "compact_dim": spec.compact_dim, "symbols_per_image": spec.symbols_per_image,
-            "input_size": list(bdl.input.size),
+            "input_size": list(bdl.input.size), "scale_edges": many,
             "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                         "load_avg_1m": round(os.getloadavg()[0], 2), "onnxruntime": onnxruntime.__version__,
                         "python": platform.python_version()},
             "notes": ["in-process: read + preprocess + encode + channel + decode one batch after another in this "
                       "process; networked: the same steps pipelined over edge, relay and server processes (gRPC on "
-                      "localhost), so on several cores it can be faster than the in-process loop"],
+                      "localhost), so on several cores it can be faster than the in-process loop",
+                      "networked images/s: answered images / the window from the first edge's start of streaming "
+                      "to the last edge's end (process start-up and teardown excluded, listed apart)"],
         }
         if len(paths) < images:
             msg = (f"--images {images}: the image folder {folder} holds {len(paths)} images, so each run uses "
@@ -438,8 +610,11 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
             doc["notes"].append(f"load average {load:.1f} exceeds the {os.cpu_count()} CPUs: the torch column with "
                                 f"{threads} threads is inflated by contention; --threads 1 is more stable")
         doc["rounds"] = rounds
+        k_sym = spec.symbols_per_image
         inproc: list[dict] = []
         net: dict[str, list[dict]] = {str(e): [] for e in edges}
+        lat_ip: list[dict] = []
+        lat_net: list[dict] = []
         for k in range(rounds):
             at = f" (round {k + 1}/{rounds})" if rounds > 1 else ""
             log(f"bench: in-process pipeline on {len(paths)} images{at} ...")
@@ -447,15 +622,31 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
             for e in edges:
                 log(f"bench: networked topology with {e} edge device(s) x {len(paths)} images{at} ...")
                 net[str(e)].append(bench_networked(Path(bundle_dir), folder, task, e, len(paths), batch_size,
-                                                   snr_db, fading, work, timeout_s, tag=f"-r{k + 1}"))
+                                                   snr_db, fading, work, timeout_s, tag=f"-r{k + 1}",
+                                                   symbols_per_frame=k_sym))
+            if lat_paths:
+                log(f"bench: batch-1 latency, one frame in flight, {len(lat_paths)} images, in-process and "
+                    f"networked{at} ...")
+                lat_ip.append(bench_inprocess(bdl, task, lat_paths, lat_names, 1, snr_db, fading))
+                lat_net.append(bench_networked(Path(bundle_dir), folder, task, 1, len(lat_paths), 1, snr_db, fading,
+                                               work, timeout_s, tag=f"-latency-r{k + 1}", max_in_flight=1,
+                                               symbols_per_frame=k_sym))
         doc["inprocess"] = _merge_rounds(inproc)
         doc["networked"] = {e: _merge_rounds(res) for e, res in net.items()}
+        if lat_paths:
+            doc["latency"] = {"images": len(lat_paths), "batch_size": 1, "max_in_flight": 1,
+                              "inprocess": _merge_rounds(lat_ip), "networked": _merge_rounds(lat_net)}
         log("bench: edge encoder, torch vs onnxruntime ...")
-        doc["encoder"] = bench_encoder(bdl, task, tuple(encoder_batches), threads)
+        doc["encoder"] = bench_encoder(bdl, task, tuple(encoder_batches), threads, work=work)
         if not doc["encoder"]["torch"]:
             doc["notes"].append(doc["encoder"]["torch_source"])
+        elif "twin" in doc["encoder"]["ort_source"]:
+            doc["notes"].append("edge encoder: onnxruntime times " + doc["encoder"]["ort_source"])
+        # the relay's call pattern: frames per channel.simulate call in the networked runs (its metrics)
+        one_edge = net.get("1") or next(iter(net.values()), [])
+        per_call = _median([(n.get("services") or {}).get("relay_frames_per_channel_call") for n in one_edge])
         log("bench: channel cost per symbol ...")
-        doc["channel"] = bench_channel(spec.symbols_per_image)
+        doc["channel"] = bench_channel(k_sym, relay_fading=fading, frames_per_call=per_call)
         # bytes on the wire
         h, w = bdl.input.size
         first = next(iter(doc["networked"].values()), {})
@@ -477,11 +668,27 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
             p50, p50_ip = doc["networked"][e]["latency_ms"]["p50"], doc["inprocess"]["latency_ms"]["p50"]
             if p50 and p50_ip:
                 r[f"networked_{e}_over_inprocess_p50_latency"] = p50 / p50_ip
-        if "1" in net and "3" in net:
-            per_round = [b["images_per_s"] / a["images_per_s"] for a, b in zip(net["1"], net["3"])
-                         if a.get("images_per_s") and b.get("images_per_s")]
+        for e in [x for x in net if x not in ("1", "3")] + ["3"]:  # N edges over 1, and over 3
+            base = "1" if e == "3" else "3"
+            if base in net and e in net:
+                per_round = [b["images_per_s"] / a["images_per_s"] for a, b in zip(net[base], net[e])
+                             if a.get("images_per_s") and b.get("images_per_s")]
+                if per_round:
+                    r[f"networked_{e}_over_{base}_throughput"] = float(statistics.median(per_round))
+                    r[f"networked_{e}_over_{base}_throughput_rounds"] = per_round
+        if lat_paths:
+            per_round = [n["latency_ms"]["p99"] - i["latency_ms"]["p99"] for n, i in zip(lat_net, lat_ip)
+                         if n["latency_ms"].get("p99") is not None and i["latency_ms"].get("p99") is not None]
             if per_round:
-                r["networked_3_over_1_throughput"] = float(statistics.median(per_round))
+                r["latency_p99_delta_ms"] = float(statistics.median(per_round))
+                r["latency_p99_delta_ms_rounds"] = per_round
+        inside = _median([(n.get("services") or {}).get("relay_channel_ns_per_symbol") for n in one_edge])
+        if inside is not None:
+            r["relay_channel_ns_per_symbol_in_relay"] = inside
+        rp = doc["channel"]["relay_pattern"]
+        r["relay_channel_ns_per_symbol"] = rp["ns_per_symbol"]
+        if rp["batched_ns_per_symbol"]:
+            r["relay_channel_as_called_over_batched"] = rp["ns_per_symbol"] / rp["batched_ns_per_symbol"]
         for b, res in doc["encoder"]["batches"].items():
             if "ort_speedup" in res:
                 r[f"encoder_ort_speedup_b{b}"] = res["ort_speedup"]
@@ -492,6 +699,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         if doc["wire"]["raw_over_wire"]:
             r["raw_image_over_wire_bytes"] = doc["wire"]["raw_over_wire"]
         doc["ratios"] = r
+        doc["goals"] = goal_rows(doc)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -501,13 +709,278 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
     return doc
 
 
+# ----------------------------------------------------------------------------- soak
+
+def proc_status(pid: int) -> dict | None:
+    """RSS (MiB, VmRSS), thread count (Threads) of /proc/PID/status and open file descriptors;
+    None when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    try:
+        fds: int | None = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        fds = None
+    rss = fields.get("VmRSS", "").split()
+    return {"rss_mb": int(rss[0]) / 1024 if rss else None, "threads": int(fields["Threads"]) if "Threads" in fields
+            else None, "fds": fds}
+
+
+def _soak_images(folder: Path, n: int, work: Path) -> Path:
+    """An image folder holding at least n images (copies of the folder's, class sub-folders kept), so one
+    edge run can send n images before it is started again."""
+    from rkdsc.common.data.images import list_images
+
+    listing = list_images(folder, check=False)
+    if len(listing.paths) >= n or not listing.paths:
+        return folder
+    import shutil
+
+    dst = work / "soak-images" / folder.name
+    if dst.exists():
+        shutil.rmtree(dst)
+    count = 0
+    while count < n:
+        rep = count // len(listing.paths)
+        for p in listing.paths:
+            rel = p.relative_to(folder)
+            target = dst / rel.parent / f"r{rep:03d}-{rel.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
+            count += 1
+    return dst
+
+
+def _start_service(name: str, module: str, config: Path, out: Path, env: dict[str, str], bind_prefix: str):
+    """``python -m module`` on free ports, like ``rkdsc demo``: (Child, address, ready info)."""
+    from rkdsc.common.experiments.demo import READY_TIMEOUT_S, Child, DemoError, wait_serving
+
+    ready = out / "run" / f"{name}.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env, f"{bind_prefix}_BIND": "127.0.0.1:0",
+           f"{bind_prefix}_METRICS_PORT": "0"}
+    child = Child(name, [sys.executable, "-m", module, "--config", str(config), "--ready-file", str(ready)], env,
+                  out / "logs" / f"{name}.log")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready.exists():
+        if not child.alive():
+            child.stop()
+            raise DemoError(f"{name} exited with status {child.proc.returncode} before it was ready; "
+                            f"log {child.log_path}:\n{child.tail()}")
+        if time.monotonic() > deadline:
+            child.kill()
+            raise DemoError(f"{name} not ready after {READY_TIMEOUT_S:.0f} s; log {child.log_path}")
+        time.sleep(0.05)
+    info = json.loads(ready.read_text(encoding="utf-8"))
+    addr = f"127.0.0.1:{info['port']}"
+    try:
+        wait_serving(addr, child)
+    except Exception:
+        child.kill()
+        raise
+    return child, addr, info
+
+
+def run_soak(bundle: str | None = None, edges: int = 32, soak_s: float = 600.0, out: str | None = None,
+             data: str | None = None, task: str | None = None, batch_size: int = 16, snr_db: float = 10.0,
+             fading: str = "awgn", images_per_run: int = DEFAULT_SOAK_IMAGES, sample_every_s: float = 30.0,
+             work_dir: str | None = None, log: Callable[[str], None] = print, grace_s: float = 300.0) -> dict:
+    """``edges`` edge devices through one relay and server for ``soak_s`` seconds: each device is an
+    ``rkdsc edge`` process sending ``images_per_run`` images; when one finishes before the end a new
+    process takes its place (the edge client cannot loop), sized from the observed rate so the last
+    runs end near ``soak_s``. Returns (and writes to ``out``) the document's ``soak`` section: errors
+    (images without an answer, failed edge runs), images/s and latency over the soak, and the
+    server's and relay's RSS, thread and file-descriptor counts when ready (before the edges), at the
+    start (every device streaming), every ``sample_every_s`` and at the end (after the last device)."""
+    from rkdsc.common.bundle import load_bundle
+    from rkdsc.common.experiments.demo import Child, DemoError, scrape
+
+    if edges < 1 or soak_s <= 0 or images_per_run < 1:
+        raise ValueError(f"--soak-s / --edges / --soak-images: expected positive values, got {soak_s}, {edges}, "
+                         f"{images_per_run}")
+    tmp = tempfile.TemporaryDirectory(prefix="rkdsc-soak-") if work_dir is None else None
+    work = Path(work_dir or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    children: list[Child] = []
+    try:
+        bundle_dir, how = resolve_bundle(bundle, work, log)
+        bdl = load_bundle(bundle_dir)
+        task = task or bdl.task().name
+        spec = bdl.task(task)
+        folder = _soak_images(prepare_images(data, bdl, task, images_per_run, work), images_per_run, work)
+        sout = work / "soak"
+        for sub in ("logs", "metrics", "edges", "run"):
+            (sout / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (sout / "run").glob("*.json"):
+            stale.unlink()
+        cfg = write_topology(work / "topology-soak.toml", Path(bundle_dir), folder, task, edges, images_per_run,
+                             batch_size, snr_db, fading)
+        log(f"bench: soak, {edges} edge device(s) for {soak_s:g} s ({images_per_run} images per edge run) ...")
+        server, server_addr, sinfo = _start_service("server", "rkdsc.server", cfg, sout, {}, "RKDSC_SERVER")
+        children.append(server)
+        relay, relay_addr, rinfo = _start_service("relay", "rkdsc.basestation", cfg, sout,
+                                                  {"RKDSC_SERVER_ADDR": server_addr}, "RKDSC_RELAY")
+        children.append(relay)
+        services = {"server": server, "relay": relay}
+        t0 = time.monotonic()
+        deadline = t0 + soak_s
+        samples: list[dict] = []
+        running: dict[str, tuple[Child, Path, int]] = {}  # transmitter id -> (edge process, out dir, limit)
+        runs: list[dict] = []
+        starts = {"n": 0}
+
+        def sample(label: str) -> None:
+            samples.append({"label": label, "t_s": round(time.monotonic() - t0, 2), "edges_running": len(running),
+                            **{n: proc_status(c.proc.pid) for n, c in services.items()}})
+
+        def launch(tid: str, limit: int) -> None:
+            starts["n"] += 1
+            odir = sout / "edges" / tid / f"run-{starts['n']:05d}"
+            args = [sys.executable, "-m", "rkdsc.edge", "--config", str(cfg), "--id", tid, "--out", str(odir),
+                    "--no-progress", "--limit", str(limit)]
+            child = Child(f"edge {tid}", args, {**os.environ, "PYTHONUNBUFFERED": "1", "RKDSC_RELAY_ADDR": relay_addr},
+                          sout / "logs" / f"edge-{tid}-{starts['n']:05d}.log")
+            children.append(child)
+            running[tid] = (child, odir, limit)
+
+        def collect(tid: str) -> None:
+            child, odir, limit = running.pop(tid)
+            rc = child.stop()
+            children.remove(child)
+            try:
+                s = json.loads((odir / "summary.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                s = {}
+            runs.append({"id": tid, "out": str(odir), "exit_status": rc, "images": s.get("images", limit),
+                         "answered": s.get("answered", 0), "errors": s.get("errors", limit) if s else limit,
+                         "wall_s": s.get("wall_s"), "failure": s.get("failure") or (None if rc == 0 else
+                                                                                    f"exit status {rc}; log {child.log_path}"),
+                         "ended": _mtime(odir / "summary.json")})
+
+        def next_limit() -> int:
+            """Images of a new run: what one device sends in the time left at the observed rate."""
+            rates = [r["answered"] / r["wall_s"] for r in runs if r.get("wall_s") and r["answered"]]
+            if not rates:
+                return images_per_run
+            left = deadline - time.monotonic()
+            return int(max(batch_size, min(images_per_run, statistics.median(rates) * left)))
+
+        sample("ready")
+        ids = [f"edge-{i + 1}" for i in range(edges)]
+        for tid in ids:
+            launch(tid, images_per_run)
+        first = {tid: running[tid][1] / "results.jsonl" for tid in ids}
+        next_sample = t0 + sample_every_s
+        failure = None
+        while running:
+            now = time.monotonic()
+            for tid in list(running):
+                if not running[tid][0].alive():
+                    collect(tid)
+                    if time.monotonic() < deadline - 1.0:
+                        launch(tid, next_limit())
+            if first and all(_nonempty(p) for p in first.values()):
+                first = {}
+                sample("start")
+            if now >= next_sample:
+                sample("periodic")
+                next_sample += sample_every_s
+            dead = [n for n, c in services.items() if not c.alive()]
+            if dead:
+                failure = f"{dead[0]} died (status {services[dead[0]].proc.returncode}); log " \
+                          f"{services[dead[0]].log_path}:\n{services[dead[0]].tail()}"
+                break
+            if now > deadline + grace_s:
+                failure = f"{len(running)} edge run(s) still going {grace_s:g} s after the end of the soak"
+                break
+            time.sleep(0.2)
+        if first:  # the runs ended before every device had streamed (tiny soaks): the start is the ready sample
+            samples.append(dict(samples[0], label="start"))
+        for tid in list(running):  # only after a failure
+            running[tid][0].kill()
+            collect(tid)
+        sample("end")
+        duration = time.monotonic() - t0
+        sm, rm = "", ""
+        try:
+            sm, rm = scrape(sinfo["metrics_port"]), scrape(rinfo["metrics_port"])
+        except OSError:
+            pass
+        (sout / "metrics" / "server.prom").write_text(sm)
+        (sout / "metrics" / "relay.prom").write_text(rm)
+        exits = {}
+        for name in ("relay", "server"):
+            exits[name] = services[name].stop()
+            children.remove(services[name])
+        lat: list[float] = []
+        for r in runs:
+            try:
+                with open(Path(r["out"]) / "results.jsonl", encoding="utf-8") as f:
+                    lat += [rec["latency_ms"] for rec in map(json.loads, f) if rec.get("latency_ms") is not None]
+            except OSError:
+                pass
+        ends = [r["ended"] for r in runs]
+        starts_t = [r["ended"] - r["wall_s"] for r in runs if r.get("wall_s")]
+        window = (max(ends) - min(starts_t)) if ends and starts_t else None
+        answered = sum(r["answered"] for r in runs)
+        errors = sum(r["errors"] for r in runs)
+        failed_runs = [r for r in runs if r["exit_status"] != 0 or r.get("failure")]
+        pick = lambda label: next((s for s in samples if s["label"] == label), None)  # noqa: E731
+        start, end = pick("start"), pick("end")
+        soak = {
+            "edges": edges, "requested_s": soak_s, "duration_s": duration, "images_per_run": images_per_run,
+            "batch_size": batch_size, "sample_every_s": sample_every_s, "edge_runs": len(runs),
+            "images": sum(r["images"] for r in runs), "answered": answered, "errors": errors,
+            "failed_runs": len(failed_runs), "failures": [r["failure"] for r in failed_runs[:5]],
+            "failure": failure, "images_per_s": answered / window if window else None,
+            "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},
+            "service_exit_status": exits,
+            "server": {"start": (start or {}).get("server"), "end": (end or {}).get("server")},
+            "relay": {"start": (start or {}).get("relay"), "end": (end or {}).get("relay")},
+            "samples": samples, "services": service_figures(sout, spec.symbols_per_image),
+            "logs": str(sout / "logs"),
+        }
+        soak["ok"] = (failure is None and errors == 0 and not failed_runs and all(v == 0 for v in exits.values()))
+        doc = {"bundle": str(bundle_dir), "bundle_source": how, "task": task, "fading": fading, "snr_db": snr_db,
+               "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+                           "python": platform.python_version()},
+               "soak": soak}
+    finally:
+        for child in children:
+            child.kill()
+        if tmp is not None:
+            tmp.cleanup()
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return doc
+
+
+def _mtime(path: Path) -> float:
+    """When a file was last written (time.time() when it is missing)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkdsc bench",
         description="Side-by-side benchmarks in one run: in-process pipeline vs the networked topology (server + "
-                    "relay + 1 and 3 edge processes over gRPC), edge encoder torch vs onnxruntime (batch 1 and 32), "
-                    "the relay's channel cost per symbol (AWGN, Rayleigh) and bytes on the wire per image vs the raw "
-                    "image. Prints a table; --out writes the JSON with ratios.",
+                    "relay + 1, 3 and 32 edge processes over gRPC), the batch-1 latency with one frame in flight, "
+                    "edge encoder torch vs onnxruntime (batch 1 and 32), the relay's channel cost per symbol as it "
+                    "calls it (AWGN, Rayleigh) and bytes on the wire per image vs the raw image, with the data-plane "
+                    "goals (PASS / FAIL per row). Prints tables; --out writes the JSON with ratios. --soak-s runs "
+                    "the --edges devices continuously instead and reports errors and the services' RSS / threads.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--bundle", default=None, metavar="DIR",
                    help="bundle directory (default: deploy/bundle when present, else a random test bundle)")
@@ -519,7 +992,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per encode batch (edges and in-process)")
     p.add_argument("--snr", type=float, default=10.0, help="link SNR in dB")
     p.add_argument("--fading", default="awgn", choices=("awgn", "rayleigh"), help="link channel")
-    p.add_argument("--edges", type=int_list(min_value=1), default=(1, 3), help="comma-separated edge-device counts to run")
+    p.add_argument("--edges", type=int_list(min_value=1), default=DEFAULT_EDGES,
+                   help="comma-separated edge-device counts to run (the largest above 3 is the many-edge row); "
+                        "with --soak-s: the largest is the number of devices")
+    p.add_argument("--latency-images", type=int, default=None,
+                   help="images of the batch-1, one-frame-in-flight latency runs (default: --images; 0 = skip)")
     p.add_argument("--encoder-batches", type=int_list(min_value=1), default=(1, 32), help="batch sizes of the encoder comparison")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads = onnxruntime intra-op threads for the encoder comparison (default: all CPUs)")
@@ -527,6 +1004,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeat the in-process and networked runs this many times in alternation; the ratios are "
                         "per round, side by side, and the JSON gives their median and every round")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds each networked run may take")
+    p.add_argument("--soak-s", type=float, default=None, metavar="SECONDS",
+                   help="soak mode: run the --edges devices continuously for this long (new edge processes as old "
+                        "ones finish) and report errors and the server's and relay's RSS and threads at start and end")
+    p.add_argument("--soak-images", type=int, default=DEFAULT_SOAK_IMAGES,
+                   help="soak mode: images per edge run (at most; the last runs are sized to end with the soak)")
+    p.add_argument("--sample-every", type=float, default=30.0, metavar="SECONDS",
+                   help="soak mode: sample the services' RSS and threads this often")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep the generated images, topologies and demo outputs here (default: a temp dir)")
     p.add_argument("--quiet", action="store_true", help="print only the table")
@@ -537,18 +1021,31 @@ def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     try:
-        doc = run_bench(args.bundle, args.images, args.out, args.data, args.task, args.batch_size, args.snr,
-                        args.fading, args.edges, args.encoder_batches, args.threads, args.timeout, args.work_dir, log,
-                        rounds=args.rounds)
+        if args.soak_s is not None:
+            doc = run_soak(args.bundle, max(args.edges), args.soak_s, args.out, args.data, args.task, args.batch_size,
+                           args.snr, args.fading, args.soak_images, args.sample_every, args.work_dir, log)
+        else:
+            doc = run_bench(args.bundle, args.images, args.out, args.data, args.task, args.batch_size, args.snr,
+                            args.fading, args.edges, args.encoder_batches, args.threads, args.timeout, args.work_dir,
+                            log, rounds=args.rounds, latency_images=args.latency_images)
     except Exception as exc:  # noqa: BLE001 - report any failure with its type, exit non-zero
         from rkdsc.common.bundle import BundleError
+        from rkdsc.common.experiments.demo import DemoError
 
         if isinstance(exc, (ValueError, BundleError, FileNotFoundError)):
             print(f"rkdsc bench: error: {exc}", file=sys.stderr)
             return 2
+        if isinstance(exc, DemoError):
+            print(f"rkdsc bench: failed: {exc}", file=sys.stderr)
+            return 1
         raise
+    if args.soak_s is not None:
+        print(soak_markdown(doc))
+        return 0 if doc["soak"]["ok"] else 1
     print(bench_markdown(doc))
     failed = [e for e, res in doc["networked"].items() if res.get("failure")]
+    if doc.get("latency") and doc["latency"]["networked"].get("failure"):
+        failed.append("1 (batch-1 latency)")
     if failed:
         print(f"rkdsc bench: networked run(s) with {', '.join(failed)} edge(s) failed; see the note above",
               file=sys.stderr)

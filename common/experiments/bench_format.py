@@ -10,9 +10,89 @@ def _f(v: Any, spec: str = ".2f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _goal_cells(row: dict) -> tuple[str, str, str]:
+    """(reference, measured, ratio / difference) cells of a goal row."""
+    unit, m = row.get("unit"), row.get("measure")
+    spec = {"images/s": ",.0f", "ms": ".2f", "ns": ",.0f"}.get(unit, ".2f")
+    ref = "n/a" if row.get("reference") is None else f"{format(row['reference'], spec)} {unit}"
+    if row.get("reference_label") and row.get("reference_label") != "in-process":
+        ref = f"{row['reference_label']}: {ref}"
+    meas = "not run" if row.get("measured") is None else f"{format(row['measured'], spec)} {unit}"
+    if row.get("detail"):
+        meas += f" ({row['detail']})"
+    v, rounds = row.get("value"), [x for x in row.get("rounds") or [] if x is not None]
+    if v is None:
+        return ref, meas, "n/a"
+    if m == "ratio":
+        cell = f"{v:.2f}x"
+        spread = f" ({min(rounds):.2f}-{max(rounds):.2f})" if len(rounds) > 1 else ""
+    elif m == "delta":
+        cell = f"{v:+.2f} ms"
+        spread = f" ({min(rounds):+.2f} to {max(rounds):+.2f})" if len(rounds) > 1 else ""
+    else:
+        ratio = v / row["reference"] if row.get("reference") else None
+        cell = f"{v:,.0f} {unit}" + (f" = {ratio:.0f}x batched" if ratio else "")
+        spread = ""
+    return ref, meas, cell + spread
+
+
+def goals_markdown(doc: dict) -> list[str]:
+    """The data-plane goal table (``doc["goals"]``, from ``rkdsc.common.experiments.bench.goal_rows``):
+    one row per figure with the reference, the measurement, the ratio or difference (median over the
+    rounds, range in brackets) and PASS / FAIL against the goal; [] for documents without goals."""
+    rows = doc.get("goals")
+    if not rows:
+        return []
+    lines = ["Data plane against its goals (side by side in this run):", "",
+             "| figure | reference | networked / as called | ratio / difference | goal | verdict |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        ref, meas, cell = _goal_cells(row)
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[row.get("pass")]
+        lines.append(f"| {row['figure']} | {ref} | {meas} | {cell} | {row['goal']} | {verdict} |")
+    done = [r for r in rows if r.get("pass") is not None]
+    lines += ["", f"{sum(1 for r in done if r['pass'])} of {len(done)} goals met"
+              + (f" ({len(rows) - len(done)} not run)" if len(done) < len(rows) else "") + ".", ""]
+    return lines
+
+
+def soak_markdown(doc: dict) -> str:
+    """The soak result (``rkdsc bench --soak-s``): errors, rate, latency and the server's and relay's RSS,
+    threads and file descriptors at ready / start / end, and every sample."""
+    s = doc["soak"]
+    lat = s.get("latency_ms") or {}
+    lines = [f"Soak: {s['edges']} edge device(s) for {s['duration_s']:.0f} s (asked {s['requested_s']:g} s), "
+             f"{s['edge_runs']} edge runs of at most {s['images_per_run']} images, batch {s['batch_size']}; bundle "
+             f"`{doc.get('bundle_source')}`, {doc.get('fading')} {doc.get('snr_db', 0):g} dB.", "",
+             f"{s['answered']} of {s['images']} images answered, **{s['errors']} errors**, {s['failed_runs']} failed "
+             f"edge runs; {_f(s.get('images_per_s'), '.1f')} images/s; latency p50 {_f(lat.get('p50'), '.1f')} ms, "
+             f"p99 {_f(lat.get('p99'), '.1f')} ms; exit status on SIGTERM: "
+             + ", ".join(f"{k} {v}" for k, v in (s.get("service_exit_status") or {}).items())
+             + f". Verdict: {'PASS' if s.get('ok') else 'FAIL'}.", "",
+             "| sample | t s | edges running | server RSS MiB | server threads | server fds | relay RSS MiB | "
+             "relay threads | relay fds |", "|---|---|---|---|---|---|---|---|---|"]
+    for x in s.get("samples") or []:
+        sv, rl = x.get("server") or {}, x.get("relay") or {}
+        lines.append(f"| {x['label']} | {x['t_s']:.1f} | {x['edges_running']} | {_f(sv.get('rss_mb'), '.1f')} | "
+                     f"{_f(sv.get('threads'), 'd')} | {_f(sv.get('fds'), 'd')} | {_f(rl.get('rss_mb'), '.1f')} | "
+                     f"{_f(rl.get('threads'), 'd')} | {_f(rl.get('fds'), 'd')} |")
+    for name in ("server", "relay"):
+        a, b = (s.get(name) or {}).get("start") or {}, (s.get(name) or {}).get("end") or {}
+        if a.get("rss_mb") is not None and b.get("rss_mb") is not None:
+            lines.append(f"{name}: RSS {a['rss_mb']:.1f} -> {b['rss_mb']:.1f} MiB ({b['rss_mb'] - a['rss_mb']:+.1f}), "
+                         f"threads {a['threads']} -> {b['threads']}, fds {a.get('fds')} -> {b.get('fds')} "
+                         f"(start -> end)")
+    if s.get("failure"):
+        lines.append(f"Failed: {s['failure']}")
+    for f in s.get("failures") or []:
+        lines.append(f"Edge run failed: {f}")
+    return "\n".join(lines)
+
+
 def bench_markdown(doc: dict) -> str:
-    """Tables of the in-process vs networked runs, the edge encoder (torch vs onnxruntime), the relay's
-    channel cost and the bytes on the wire, followed by the document's notes."""
+    """Tables of the in-process vs networked runs, the edge encoder (torch vs onnxruntime; the max abs
+    difference only for a same-weight pair), the relay's channel cost and the bytes on the wire,
+    followed by the document's notes."""
     ip = doc["inprocess"]
     base = ip.get("images_per_s")
     rounds = int(doc.get("rounds") or 1)
@@ -21,7 +101,7 @@ def bench_markdown(doc: dict) -> str:
            "medians over the rounds, and 'x in-process' is the median of the per-round ratios (range in brackets)."
            if rounds > 1 else "")
     lines = [f"Bundle `{doc['bundle_source']}`, task `{doc['task']}`, {doc['images_per_edge']} images per edge, "
-             f"batch {doc['batch_size']}, {doc['fading']} {doc['snr_db']:g} dB.{how}", "",
+             f"batch {doc['batch_size']}, {doc['fading']} {doc['snr_db']:g} dB.{how}", "", *goals_markdown(doc),
              "| path | images/s | x in-process | p50 ms | p99 ms | accuracy |", "|---|---|---|---|---|---|",
              f"| in-process | {_f(base, '.1f')} | 1.00 | {_f(ip['latency_ms']['p50'])} | "
              f"{_f(ip['latency_ms']['p99'])} | {_f(ip['accuracy'], '.3f')} |"]
@@ -32,17 +112,42 @@ def bench_markdown(doc: dict) -> str:
         cell = _f(ratio) + (f" ({min(spread):.2f}-{max(spread):.2f})" if len(spread) > 1 else "")
         lines.append(f"| networked, {e} edge(s) | {_f(rate, '.1f')} | {cell} | {_f(res['latency_ms']['p50'])} | "
                      f"{_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
+    lat = doc.get("latency")
+    if lat:
+        for name, res in (("in-process, batch 1", lat["inprocess"]),
+                          (f"networked, 1 edge, batch 1, {lat.get('max_in_flight', 1)} frame in flight", lat["networked"])):
+            lines.append(f"| {name} ({lat['images']} images) | {_f(res.get('images_per_s'), '.1f')} | "
+                         f"{_f(res['images_per_s'] / base if res.get('images_per_s') and base else None)} | "
+                         f"{_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | "
+                         f"{_f(res.get('accuracy'), '.3f')} |")
+    runs = [(f"{e} edge(s)", res) for e, res in doc["networked"].items()]
+    if lat:
+        runs.append(("1 edge, batch 1", lat["networked"]))
+    runs = [(n, res["services"]) for n, res in runs if res.get("services")]
+    if runs:
+        lines += ["", "Inside the services (their own /metrics, last round):", "",
+                  "| networked run | relay frames per channel call | relay channel ns/symbol | relay round trip ms | "
+                  "server mean batch | server decode ms/batch |", "|---|---|---|---|---|---|"]
+        for n, sv in runs:
+            lines.append(f"| {n} | {_f(sv.get('relay_frames_per_channel_call'), '.1f')} | "
+                         f"{_f(sv.get('relay_channel_ns_per_symbol'), ',.0f')} | {_f(sv.get('relay_roundtrip_ms_mean'))} | "
+                         f"{_f(sv.get('server_mean_batch'), '.1f')} | {_f(sv.get('server_decode_ms_per_batch'))} |")
+        lines.append("")
     for e, res in doc["networked"].items():
         if res.get("failure") or res.get("errors"):
             first = (res.get("failure") or "").strip().splitlines()[:1]
             lines.append(f"networked, {e} edge(s): {res.get('errors', 0)} of {res.get('images', 0)} images "
                          f"without a result" + (f"; failed: {first[0]}" if first else ""))
     enc = doc["encoder"]
-    lines += ["", f"Edge encoder, {enc['threads']} thread(s) each (torch: {enc['torch_source']}):", "",
+    # older documents have no "same_weights": their random-weight twins were compared with the bundle's file
+    same = enc.get("same_weights", "random weights" not in str(enc.get("torch_source", "")))
+    ort = f"; onnxruntime: {enc['ort_source']}" if enc.get("ort_source") else ""
+    lines += ["", f"Edge encoder, {enc['threads']} thread(s) each (torch: {enc['torch_source']}{ort}):", "",
               "| batch | torch ms/img | onnxruntime ms/img | ORT speed-up | max abs diff |", "|---|---|---|---|---|"]
     for b, res in enc["batches"].items():
+        diff = _f(res.get("max_abs_diff"), ".1e") if same else "n/a (different weights)"
         lines.append(f"| {b} | {_f(res.get('torch_ms_per_image'), '.3f')} | {_f(res['ort_ms_per_image'], '.3f')} | "
-                     f"{_f(res.get('ort_speedup'))} | {_f(res.get('max_abs_diff'), '.1e')} |")
+                     f"{_f(res.get('ort_speedup'))} | {diff} |")
     ch = doc["channel"]
     lines += ["", f"Relay channel (`channel.simulate`, {ch['symbols_per_frame']} symbols per frame):", "",
               "| channel | ns/symbol, frames batched | ns/symbol, one frame per call | ratio |", "|---|---|---|---|"]
@@ -50,6 +155,12 @@ def bench_markdown(doc: dict) -> str:
         if f in ch:
             b, one = ch[f]["batched_ns_per_symbol"], ch[f]["per_frame_ns_per_symbol"]
             lines.append(f"| {f} | {b:.1f} | {one:.1f} | {_f(one / b if b else None, '.1f')} |")
+    rp = ch.get("relay_pattern")
+    if rp:
+        lines += ["", f"As the relay calls it ({rp['frames_per_call']} frame(s) per call, from "
+                      f"{rp.get('frames_per_call_source', 'its metrics')}; {rp['fading']}): "
+                      f"{rp['ns_per_symbol']:.1f} ns per symbol, "
+                      f"{rp['ns_per_symbol'] * rp['frames_per_call'] * ch['symbols_per_frame'] / 1e3:.1f} us per call."]
     wi = doc["wire"]
     lines += ["", f"Wire: {_f(wi['uplink_bytes_per_image'], '.0f')} bytes per image uplink ({wi['symbol_payload_bytes']} "
                   f"of symbols) vs {wi['raw_image_bytes']} raw image bytes ({_f(wi['raw_over_wire'])}x less) and "

@@ -22,7 +22,10 @@
    ``OUT/edges/<id>/results.jsonl``.
 
 Exit status: 0 when every process succeeded, 1 when one failed (children are always
-stopped: SIGTERM, then SIGKILL), 2 for a bad config or bundle.
+stopped: SIGTERM, then SIGKILL), 2 for a bad config or bundle. An edge fails (exit status 1)
+when its stream failed or more than its ``max_failed_fraction`` of images got no answer (2:
+no images); each transmitter row of the summary carries ``exit_status``, ``ok``, ``failure``
+(the edge's reason) and ``errors_by_code``, and the error message names the failed device.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rkdsc.common.config import Config, ConfigError, load_config
+from rkdsc.common.experiments.stats import ci95
 from rkdsc.common.process import PARENT_PID_ENV
 
 READY_TIMEOUT_S = 120.0   # service start (model loading) limit
@@ -111,24 +115,18 @@ def _wait_ready(child: Child, ready_file: Path, timeout_s: float) -> dict:
 def wait_serving(addr: str, child: Child | None = None, timeout_s: float = READY_TIMEOUT_S,
                  service: str = "") -> None:
     """Poll grpc.health.v1.Health/Check on addr until SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from rkdsc.common.service.probe import HealthProbe
 
     deadline = time.monotonic() + timeout_s
     last = "no answer"
-    with grpc.insecure_channel(addr) as chan:
-        stub = health_pb2_grpc.HealthStub(chan)
+    with HealthProbe(addr) as probe:
         while time.monotonic() < deadline:
             if child is not None and not child.alive():
                 raise DemoError(f"{child.name} exited with status {child.proc.returncode}; "
                                 f"log {child.log_path}:\n{child.tail()}")
-            try:
-                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                last = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-            except grpc.RpcError as exc:
-                last = exc.code().name
+            last = probe.status(service, timeout_s=2.0)
+            if last == "SERVING":
+                return
             time.sleep(0.1)
     name = child.name if child else addr
     raise DemoError(f"{name} at {addr} not SERVING after {timeout_s:.0f} s (last: {last})")
@@ -178,18 +176,32 @@ def ensure_samples(cfg: Config, bundle_input_size: int | None) -> list[str]:
     return notes
 
 
+def _edge_summary(out: Path, transmitter_id: str) -> dict:
+    """OUT/edges/<id>/summary.json ({} when the edge wrote none or it is unreadable)."""
+    path = out / "edges" / transmitter_id / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _ci_text(ci: list[float] | None) -> str:
+    return "-" if not ci else f"{ci[0]:.3f}-{ci[1]:.3f}"
+
+
 def table(rows: list[dict]) -> str:
     head = (f"{'transmitter':<14}{'task':<9}{'snr_db':>7} {'fading':<14}{'images':>7}{'answered':>9}"
-            f"{'errors':>7}{'accuracy':>9}{'p50 ms':>8}{'p99 ms':>8}{'symbols':>8}")
+            f"{'errors':>7}{'accuracy':>9}{'n':>6}{'95% CI':>14}{'p50 ms':>8}{'p99 ms':>8}{'symbols':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lat = r.get("latency_ms") or {}
         lines.append(f"{r['id']:<14}{r['task']:<9}{r['snr_db']:>7.1f} {r['fading']:<14}{r['images']:>7}"
-                     f"{r['answered']:>9}{r['errors']:>7}{_fmt(r['accuracy'], '.4f'):>9}"
+                     f"{r['answered']:>9}{r['errors']:>7}{_fmt(r['accuracy'], '.4f'):>9}{_fmt(r.get('labelled'), 'd'):>6}"
+                     f"{_ci_text(r.get('accuracy_ci95')):>14}"
                      f"{_fmt(lat.get('p50'), '.2f'):>8}{_fmt(lat.get('p99'), '.2f'):>8}"
                      f"{r['symbols_per_image']:>8}")
     return "\n".join(lines)
@@ -243,8 +255,8 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
             say(f"{name:<8} pid {child.proc.pid} on {addr} (metrics :{info['metrics_port']})")
             return child, addr, info
 
-        server, server_addr, sinfo = start_service("server", "server", {}, "RKDSC_SERVER")
-        relay, relay_addr, rinfo = start_service("relay", "basestation", {"RKDSC_SERVER_ADDR": server_addr},
+        server, server_addr, sinfo = start_service("server", "rkdsc.server", {}, "RKDSC_SERVER")
+        relay, relay_addr, rinfo = start_service("relay", "rkdsc.basestation", {"RKDSC_SERVER_ADDR": server_addr},
                                                  "RKDSC_RELAY")
         # ---- edges
         edges: list[tuple[Any, Child]] = []
@@ -259,13 +271,17 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
         say(f"edges    {', '.join(t.id for t, _ in edges)} streaming ...")
         deadline = time.monotonic() + timeout_s
         failed: list[str] = []
+        edge_status: dict[str, int] = {}  # transmitter id -> exit status of its edge
         for t, child in edges:
             try:
                 rc = child.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 raise DemoError(f"{child.name} still running after {timeout_s:.0f} s; log {child.log_path}") from None
-            if rc != 0:
-                failed.append(f"{child.name} exited with status {rc}; log {child.log_path}:\n{child.tail()}")
+            edge_status[t.id] = rc
+            if rc != 0:  # the edge's own verdict (failed images by error code, stream error, no images)
+                why = _edge_summary(out, t.id).get("failure")
+                failed.append(f"{child.name} exited with status {rc}" + (f": {why}" if why else "")
+                              + f"; log {child.log_path}:\n{child.tail()}")
             for other in (server, relay):
                 if not other.alive():
                     raise DemoError(f"{other.name} died (status {other.proc.returncode}); "
@@ -279,13 +295,17 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
             if rc != 0:
                 failed.append(f"{svc.name} exited with status {rc} on SIGTERM; log {svc.log_path}:\n{svc.tail()}")
         for t, child in edges:
-            path = out / "edges" / t.id / "summary.json"
-            s = json.loads(path.read_text()) if path.exists() else {}
+            s = _edge_summary(out, t.id)
+            rc = edge_status.get(t.id)
             rows.append({
+                "exit_status": rc, "ok": rc == 0 and s.get("ok", True),
+                "failure": s.get("failure") or (None if rc == 0 else f"edge exited with status {rc}"),
+                "errors_by_code": s.get("errors_by_code", {}),
                 "id": t.id, "task": t.task, "snr_db": t.snr_db, "fading": t.fading,
                 "path_gain_db": t.path_gain_db, "effective_snr_db": t.effective_snr_db,
                 "images": s.get("images", 0), "answered": s.get("answered", 0), "errors": s.get("errors", 0),
-                "accuracy": s.get("accuracy"),
+                "accuracy": s.get("accuracy"), "labelled": s.get("labelled"),
+                "accuracy_ci95": ci95(s.get("accuracy"), s.get("labelled") or 0),
                 "latency_ms": {"p50": (s.get("latency_ms") or {}).get("p50"),
                                "p99": (s.get("latency_ms") or {}).get("p99")},
                 "symbols_per_image": s.get("symbols_per_image", bundle.task(t.task).symbols_per_image),

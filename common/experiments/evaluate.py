@@ -9,15 +9,24 @@ numpy channel with MMSE equalization -> demapping -> decode), never the torch we
                    --bundle runs/x/bundles/jscc-student --label JSCC-student \
                    --preset default --channel rayleigh --out fig6-rayleigh.json --plot fig6-rayleigh.png
 
+    rkdsc evaluate --workdir runs/mine --channel awgn --out runs/mine/heldout.json --plot heldout.png
+
 Output (one bundle)::
 
-    {"bundle": "...", "channel": "awgn", "points": [{"snr_db": -10.0, "accuracy": 0.41, "n": 359}, ...],
-     "label": "...", "task": "...", "data": "...", "seed": 0}
+    {"bundle": "...", "channel": "awgn", "points": [{"snr_db": -10.0, "accuracy": 0.41, "n": 359,
+     "ci95": [0.36, 0.46]}, ...], "label": "...", "task": "...", "data": "...", "seed": 0}
+
+``ci95`` is the 95 % Wilson interval of the accuracy over the ``n`` images
+(``rkdsc.common.experiments.stats``); the plot draws it as error bars and puts ``n`` in the legend.
 
 With several bundles the top-level keys are those of the first and ``curves`` holds one such
 object per bundle. Data: ``--data DIR`` (class sub-folders, labels by folder name mapped to the
-bundle's ``class_names``) or ``--preset NAME`` (the preset's held-back split: for digits the
-part never used in training, otherwise the validation split; no images are written).
+bundle's ``class_names``), ``--preset NAME`` (the preset's held-back split: for digits the
+part never used in training, otherwise the validation split; no images are written) or
+``--workdir DIR`` (the same split of the preset ``rkdsc train`` recorded in ``DIR/results.json``,
+its ``--set`` overrides included; without ``--bundle`` every bundle of ``DIR/bundles/``).
+``--data`` pointing at the folder a bundle was trained on prints a warning (and adds
+``"warnings"`` to the JSON): that accuracy mixes in training images.
 
 The noise is reproducible: the channel generator of SNR point ``i`` is
 ``numpy.random.default_rng([seed, i])``, the same for every bundle, so curves differ only by
@@ -35,8 +44,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rkdsc.common.channel import FADINGS
+from rkdsc.common.experiments.stats import ci95, yerr
+
 DEFAULT_SNRS_DB = [-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0]  # paper Fig. 6 x axis
-CHANNELS = ("awgn", "rayleigh", "rayleigh_fast", "rician")
+CHANNELS = FADINGS  # every channel the numpy channel simulates
 
 
 # ----------------------------------------------------------------------------- data
@@ -114,6 +126,71 @@ def preset_eval_dataset(preset) -> tuple[Any, list[str], str]:
     return val_ds, list(class_names), "val"
 
 
+def preset_of_workdir(workdir: str | os.PathLike, sets: Sequence[str] | None = None) -> Any:
+    """The preset a training work dir was trained with: ``results.json`` ``preset_config`` (every
+    ``--set`` of the training run already applied), plus ``sets`` on top."""
+    from rkdsc.common.train.presets import parse_set_args, preset_from_dict, with_overrides
+
+    workdir = Path(workdir)
+    doc = None
+    for f in (workdir / "results.json", *sorted((workdir / "stage2").glob("*/model.json"))):
+        if f.is_file():
+            doc = json.loads(f.read_text(encoding="utf-8"))
+            if isinstance(doc.get("preset_config"), dict):
+                break
+            doc = None
+    if doc is None:
+        raise ValueError(f"--workdir {workdir}: no results.json or stage2/*/model.json with the preset's settings "
+                         "(train it with `rkdsc train` first, or pass --preset)")
+    preset = preset_from_dict(doc["preset_config"], name=str(doc.get("preset") or doc["preset_config"].get("name")))
+    return with_overrides(preset, parse_set_args(list(sets))) if sets else preset
+
+
+def workdir_bundles(workdir: str | os.PathLike) -> list[str]:
+    """Every exported bundle of a work dir (``WORKDIR/bundles/<method>/``), RKD-SC first."""
+    found = sorted(d for d in (Path(workdir) / "bundles").glob("*") if (d / "manifest.json").is_file())
+    found.sort(key=lambda d: (d.name != "rkd-sc", d.name))
+    if not found:
+        raise ValueError(f"--workdir {workdir}: no bundles under {Path(workdir) / 'bundles'}; pass --bundle")
+    return [str(d) for d in found]
+
+
+def training_data_root(manifest: dict) -> Path | None:
+    """The image folder a bundle was trained on, when its provenance says (``provenance.data.root``,
+    else the recorded work dir's ``results.json``); None for digits or when unknown."""
+    prov = manifest.get("provenance") or {}
+    data = prov.get("data") if isinstance(prov.get("data"), dict) else None
+    if data is None and prov.get("workdir"):
+        res = Path(str(prov["workdir"])) / "results.json"
+        try:
+            data = json.loads(res.read_text(encoding="utf-8")).get("preset_config", {}).get("data")
+        except (OSError, ValueError, AttributeError):
+            data = None
+    if not isinstance(data, dict) or data.get("dataset") in (None, "digits", "cifar100"):
+        return None
+    from rkdsc.common.train.presets import resolve_data_root
+
+    root = str(data.get("root") or "")
+    if Path(root).is_absolute():
+        return Path(root).resolve()
+    return resolve_data_root(str(data["dataset"]), root)
+
+
+def training_folder_warning(data_dir: str | os.PathLike, bundle_path: str, manifest: dict) -> str | None:
+    """A warning when --data is (inside, or contains) the folder the bundle was trained on."""
+    root = training_data_root(manifest)
+    if root is None or not str(root) or str(root) == ".":
+        return None
+    data = Path(data_dir).resolve()
+    if not (data == root or root in data.parents or data in root.parents):
+        return None
+    prov = manifest.get("provenance") or {}
+    where = f"--workdir {prov['workdir']}" if prov.get("workdir") else f"--preset {prov.get('preset', 'PRESET')}"
+    return (f"--data {data_dir} is the training image folder of bundle {bundle_path} (data.root {root}): its "
+            f"accuracy mixes in images the model was trained on; evaluate the held-out split with {where} instead "
+            f"(or write it as a folder: rkdsc samples {where} --split val --out DIR)")
+
+
 def _same_spec(a: dict, b: Any) -> bool:
     get = b.get if isinstance(b, dict) else (lambda k: getattr(b, k))
     size = get("size")
@@ -150,9 +227,9 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str
     points = []
     bar = None
     if progress:
-        from rkdsc.common.train.common import progress as _progress
+        from rkdsc.common.train import common as train_common
 
-        bar = _progress(total=len(snrs_db), desc=f"evaluate {Path(bundle_path).name} {channel}")
+        bar = train_common.progress(total=len(snrs_db), desc=f"evaluate {Path(bundle_path).name} {channel}")
     for i, snr in enumerate(snrs_db):
         pipe.rng = np.random.default_rng([int(seed), i])
         correct = 0
@@ -160,7 +237,8 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str
             out = pipe.run(data.images[start:start + batch_size], float(snr), channel,
                            labels=labels[start:start + batch_size])
             correct += int(out["correct"].sum())
-        points.append({"snr_db": float(snr), "accuracy": correct / n if n else float("nan"), "n": n})
+        acc = correct / n if n else float("nan")
+        points.append({"snr_db": float(snr), "accuracy": acc, "n": n, "ci95": ci95(acc, n)})
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -183,9 +261,12 @@ def plot_curves(curves: Sequence[dict], path: str | os.PathLike, title: str | No
         for c in (c for c in curves if c["channel"] == ch):
             xs = [p["snr_db"] for p in c["points"]]
             ys = [100.0 * p["accuracy"] for p in c["points"]]
-            ax.plot(xs, ys, marker="o", label=c.get("label") or Path(c["bundle"]).name)
+            ns = [int(p.get("n") or 0) for p in c["points"]]
+            n_text = f"n={ns[0]}" if len(set(ns)) == 1 else f"n={min(ns)}..{max(ns)}"
+            ax.errorbar(xs, ys, yerr=yerr([p["accuracy"] for p in c["points"]], ns), marker="o", capsize=3,
+                        label=f"{c.get('label') or Path(c['bundle']).name} ({n_text})")
         ax.set_xlabel("SNR (dB)")
-        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_ylabel("top-1 accuracy (%), bars: 95% Wilson CI")
         ax.set_title(names.get(ch, ch))
         ax.set_ylim(0, 100)
         ax.grid(True, alpha=0.3)
@@ -213,8 +294,14 @@ def run_evaluation(bundles: Sequence[str], labels: Sequence[str] | None, channel
     preset_data = load_preset_split(preset, limit, seed) if preset is not None else None
     folder_cache: dict[str, EvalData] = {}
     curves = []
+    warnings: list[str] = []
     for i, b in enumerate(bundles):
         bundle = load_bundle(b)
+        if data_dir is not None:
+            warning = training_folder_warning(data_dir, b, bundle.manifest)
+            if warning and warning not in warnings:
+                print(f"evaluate: warning: {warning}", file=sys.stderr)
+                warnings.append(warning)
         if preset_data is not None:
             data, spec = preset_data
             if not _same_spec(spec, bundle.input):
@@ -234,6 +321,8 @@ def run_evaluation(bundles: Sequence[str], labels: Sequence[str] | None, channel
     out = dict(curves[0])
     if len(curves) > 1:
         out["curves"] = curves
+    if warnings:
+        out["warnings"] = warnings
     return out
 
 
@@ -262,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Accuracy versus SNR of one or more bundles, run exactly as deployed (ONNX edge + "
                     "numpy channel + ONNX server in one process). Writes {bundle, channel, points:[{snr_db, "
                     "accuracy, n}]} and optionally a plot (several bundles share one plot, like the paper's Fig. 6).")
-    p.add_argument("--bundle", action="append", required=True, metavar="DIR",
-                   help="bundle directory (repeat to compare several bundles on the same images and noise)")
+    p.add_argument("--bundle", action="append", metavar="DIR",
+                   help="bundle directory (repeat to compare several bundles on the same images and noise; "
+                        "default with --workdir: every bundle of WORKDIR/bundles/)")
     p.add_argument("--label", action="append", metavar="NAME",
                    help="legend label of the matching --bundle (repeat once per bundle; default: the "
                         "bundle's provenance method or folder name)")
@@ -271,8 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", metavar="DIR",
                      help="image folder with one sub-folder per class; folder names must be the bundle's class names")
     src.add_argument("--preset", metavar="NAME",
-                     help="evaluate on this training preset's held-back split (digits) or validation split, "
-                          "without writing images")
+                     help="evaluate on this training preset's held-back split (digits) or validation split "
+                          "(image folders: the images training held out), without writing images; a name or a "
+                          ".toml path")
+    src.add_argument("--workdir", metavar="DIR",
+                     help="evaluate on the held-out split of the preset a `rkdsc train` work dir was trained with "
+                          "(DIR/results.json, its --set overrides included); without --bundle: every bundle of "
+                          "DIR/bundles/")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a value of the --preset / --workdir preset (as given to `rkdsc train --set`), "
+                        "e.g. --set data.root=/data/mine")
     p.add_argument("--channel", default="awgn", choices=CHANNELS,
                    help="channel model between edge and server (default: awgn)")
     p.add_argument("--snr", default=",".join(f"{v:g}" for v in DEFAULT_SNRS_DB), metavar="LIST",
@@ -305,13 +403,25 @@ def join_negative_values(argv: list[str], options: tuple[str, ...] = ("--snr",))
 def cli(argv: list[str] | None = None) -> int:
     from rkdsc.common.bundle.manifest import BundleError
 
+    from rkdsc.common.train.presets import PresetError, load_preset, parse_set_args
+
     args = build_parser().parse_args(join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         snrs = parse_snrs(args.snr)
-        out = run_evaluation(args.bundle, args.label, args.channel, snrs, data_dir=args.data,
-                             preset=args.preset, seed=args.seed, limit=args.limit, task=args.task,
+        if args.set and args.data:
+            raise ValueError("--set: applies to --preset or --workdir, not to --data")
+        preset = args.preset
+        if args.workdir:
+            preset = preset_of_workdir(args.workdir, args.set)
+        elif args.preset and args.set:
+            preset = load_preset(args.preset, parse_set_args(args.set))
+        bundles = args.bundle or (workdir_bundles(args.workdir) if args.workdir else None)
+        if not bundles:
+            raise ValueError("--bundle: give at least one bundle directory (or --workdir DIR to use its bundles)")
+        out = run_evaluation(bundles, args.label, args.channel, snrs, data_dir=args.data,
+                             preset=preset, seed=args.seed, limit=args.limit, task=args.task,
                              progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, BundleError) as exc:
+    except (ValueError, FileNotFoundError, BundleError, PresetError) as exc:
         print(f"rkdsc evaluate: error: {exc}", file=sys.stderr)
         return 2
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -319,8 +429,9 @@ def cli(argv: list[str] | None = None) -> int:
     if args.plot:
         plot_curves(out.get("curves", [out]), args.plot, title=f"{out['task']} ({out['data']})")
     for c in out.get("curves", [out]):
-        row = "  ".join(f"{p['snr_db']:g}dB:{100 * p['accuracy']:.1f}%" for p in c["points"])
-        print(f"{c['label']:>16s} [{c['channel']}] n={c['points'][0]['n']}  {row}")
+        row = "  ".join(f"{p['snr_db']:g}dB:{100 * p['accuracy']:.1f}%" + (
+            f"[{100 * p['ci95'][0]:.1f},{100 * p['ci95'][1]:.1f}]" if p.get("ci95") else "") for p in c["points"])
+        print(f"{c['label']:>16s} [{c['channel']}] n={c['points'][0]['n']} (95% Wilson CI in brackets)  {row}")
     return 0
 
 

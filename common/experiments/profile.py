@@ -1,32 +1,18 @@
-"""Table II: encoder complexity and per-image encode latency of every method.
+"""``rkdsc profile``: Table II, encoder complexity and per-image encode latency of every method.
 
-For each method the *transmitter side* (what runs on the edge device) is profiled:
+One row per (architecture source, method); the profiled module is the method's edge part built
+through ``rkdsc.common.models.registry`` from an ``ArchSpec`` (the model configs: StudentConfig,
+depths, CATConfig, TeacherConfig) with random weights. Columns: parameters (with / without
+the CAT), GFLOPs (2 per multiply-accumulate), median ms per image with torch and onnxruntime
+(``rkdsc.common.experiments.timing``; equal thread counts; batch 1 and a large batch), torch on
+CUDA when available, the paper's IoT estimate ``t_CPU * 871.49 / 32`` (``iot_ms``) and the same
+with this machine's matmul GFLOPS (``iot_scaled_ms``), and the transmitted feature dimension.
 
-* ``rkd-sc``        student (the searched depths) + CAT encoder -> ``compact_dim`` values
-* ``jscc-student``  the same student alone -> ``feature_dim`` (512) values
-* ``jscc-teacher``  the teacher (timm; at paper scale CLIP ViT-B/16) -> 512 values
-
-Columns: parameters (encoder with and without the CAT), GFLOPs (2 FLOPs per multiply-
-accumulate, ``rkdsc.common.models.complexity.count_flops``), the median per-image encode time on
-the CPU with torch and with onnxruntime at batch 1 and at a large batch (same thread count
-for both), on a GPU with torch when ``torch.cuda.is_available()``, the paper's IoT estimate
-and the transmitted feature dimension.
-
-IoT column (paper, Table II footnote 2): ``t_IoT = t_CPU * 871.49 / 32`` where 871.49 GFLOPS
-is the peak the authors measured on THEIR CPU (Intel i9-14900KF) and 32 GFLOPS the Raspberry
-Pi 4 B's peak. The formula is applied to the CPU time measured here (torch, batch 1), so it
-mixes this machine's time with their CPU's throughput; the ``iot_scaled_ms`` variant uses
-this machine's own matmul throughput instead: ``t_IoT' = t_CPU * GFLOPS_here / 32``.
-
-Sources of the architecture (one row per method and source):
-* ``--preset NAME`` (repeatable): input size, student widths, ``search.depths``, CAT settings
-  and the teacher of the preset (``--depths`` / ``--input-size`` / ``--compression-ratio``
-  override them);
-* no preset: the paper scale (224x224, Table I widths, depths ``--depths`` or [1,2,2,2]);
-* ``--workdir DIR`` (repeatable): the depths found by KDL-DARTS in DIR/search-kdl-darts/arch.json
-  (or DIR/arch.json), the preset recorded in DIR/results.json, and onnxruntime timings of the
-  exported bundles DIR/bundles/<method>/ (the deployed files) instead of a fresh export;
-* ``--bundle DIR`` (repeatable): onnxruntime-only rows from a bundle (torch columns "n/a").
+Sources: ``--preset NAME`` (its configs and ``search.depths``); none: the paper scale (224x224,
+Table I widths, depths [1,2,2,2]); ``--workdir DIR`` (the preset of its stage-2 model.json or
+results.json, the KDL-DARTS depths, the trained architecture of stage2/*/model.json, and its
+exported bundles timed with onnxruntime); ``--bundle DIR`` (onnxruntime-only rows).
+``--depths`` / ``--input-size`` / ``--compression-ratio`` / ``--teacher`` override.
 
     rkdsc profile --preset cifar10-cpu --skip-teacher --out runs/profile.json
     rkdsc profile --depths 3 4 4 1 --compression-ratio 0.8          # paper scale, 224x224
@@ -34,24 +20,23 @@ Sources of the architecture (one row per method and source):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import re
-import statistics
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from rkdsc.common.cliargs import int_list, str_list
+from rkdsc.common.experiments.timing import (export_edge_onnx, matmul_gflops, time_ort, time_torch,
+                                             time_torch_interleaved)
 
 PAPER_CPU_GFLOPS = 871.49  # the paper's CPU (i9-14900KF), measured by its authors
 PI_GFLOPS = 32.0  # Raspberry Pi 4 B peak (CPU-Monkey), as in the paper
-METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
-PAPER_TEACHER = "vit_base_patch16_clip_224.openai"
 
 # Table II of the paper (GPU in microseconds, CPU / IoT in ms per image).
 PAPER_TABLE_II = [
@@ -74,63 +59,73 @@ def iot_ms(cpu_ms: float, cpu_gflops: float = PAPER_CPU_GFLOPS, iot_gflops: floa
 
 # ----------------------------------------------------------------------------- specs
 
+def _methods() -> tuple[str, ...]:
+    from rkdsc.common.models.registry import method_names
+
+    return method_names()
+
+
+def _student_config(**kw):
+    from rkdsc.common.models.student import StudentConfig
+
+    return StudentConfig(**kw)
+
+
+def _cat_config(**kw):
+    from rkdsc.common.models.cat import CATConfig
+
+    return CATConfig(**kw)
+
+
+def _teacher_config(**kw):
+    from rkdsc.common.models.spec import TeacherConfig
+
+    return TeacherConfig(**kw)
+
+
 @dataclass
 class ArchSpec:
-    """What to build for one source (preset, explicit flags, or a work dir)."""
+    """What to profile for one source (preset, explicit flags, or a work dir): the model configs."""
     label: str  # row label (preset name, "paper-scale", work dir name)
     dataset: str = ""  # data set of the preset ("cifar10", "tinyimagenet", ...; "" = unknown)
-    input_size: int = 224  # square input side in pixels
+    student: StudentConfig = field(default_factory=lambda: _student_config(input_size=224))  # paper scale
     depths: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # blocks per layer (Table I)
-    compression_ratio: float = 0.8  # CAT compression ratio (Eq. 22)
-    stem_widths: tuple[int, ...] = (32, 32, 64)  # student stem widths
-    planes: tuple[int, ...] = (16, 32, 64, 128)  # student Bottleneck widths
-    expansion: int = 4  # Bottleneck expansion
-    max_depth: int = 5  # Table I max depth (only bounds the depths)
-    feature_dim: int = 512  # semantic feature size
-    heads: int = 8  # attention-pool heads of the student
-    cat_heads: int = 8  # CAT attention heads
-    cat_d_ff: int = 2048  # CAT feed-forward width
-    teacher_name: str = PAPER_TEACHER  # timm name of the teacher
-    teacher_img_size: int | None = None  # teacher input size (None: the model's own)
-    teacher_kwargs: dict = field(default_factory=dict)  # extra timm kwargs of the teacher
+    cat: CATConfig = field(default_factory=_cat_config)  # CAT codec (compression ratio 0.8)
+    teacher: TeacherConfig = field(default_factory=_teacher_config)  # the paper's CLIP ViT-B/16
     bundles: dict[str, str] = field(default_factory=dict)  # method -> bundle dir (work dir source)
 
+    @property
+    def input_size(self) -> int:
+        return self.student.input_size
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+    def model_spec(self, method: str) -> ModelSpec:
+        """The ModelSpec of ``method`` on this architecture (max_depth widened to the depths)."""
+        from rkdsc.common.models.registry import get_method
+        from rkdsc.common.models.spec import ModelSpec
+
+        m = get_method(method).name
+        student = dataclasses.replace(self.student, max_depth=max(self.student.max_depth, max(self.depths)))
+        return ModelSpec(method=m, feature_dim=self.student.feature_dim, depths=list(self.depths),
+                         student=student if m != "jscc-teacher" else None, cat=self.cat if m == "rkd-sc" else None,
+                         teacher=self.teacher if m == "jscc-teacher" else None)
 
 
 def spec_from_preset(preset: Any, label: str | None = None) -> ArchSpec:
-    """ArchSpec from a loaded Preset (dataclasses or a plain dict of the same sections)."""
-    data, student, cat = _get(preset, "data", {}), _get(preset, "student", {}), _get(preset, "cat", {})
-    teacher, search = _get(preset, "teacher", {}), _get(preset, "search", {})
-    spec = ArchSpec(label=label or str(_get(preset, "name", "preset")))
-    spec.dataset = str(_get(data, "dataset", "") or "")
-    spec.input_size = int(_get(data, "input_size", spec.input_size))
-    depths = _get(search, "depths", None)
-    if depths:
-        spec.depths = [int(d) for d in depths]
-    for key, attr in (("stem_widths", "stem_widths"), ("planes", "planes")):
-        v = _get(student, key, None)
-        if v:
-            setattr(spec, attr, tuple(int(x) for x in v))
-    for key in ("expansion", "max_depth", "feature_dim", "heads"):
-        v = _get(student, key, None)
-        if v is not None:
-            setattr(spec, key, int(v))
-    if _get(cat, "compression_ratio", None) is not None:
-        spec.compression_ratio = float(_get(cat, "compression_ratio"))
-    if _get(cat, "n_heads", None) is not None:
-        spec.cat_heads = int(_get(cat, "n_heads"))
-    if _get(cat, "d_ff", None) is not None:
-        spec.cat_d_ff = int(_get(cat, "d_ff"))
-    if _get(teacher, "name", None):
-        spec.teacher_name = str(_get(teacher, "name"))
-        img = _get(teacher, "img_size", None)
-        spec.teacher_img_size = int(img) if img else None
-        spec.teacher_kwargs = dict(_get(teacher, "timm_kwargs", None) or {})
+    """ArchSpec from a loaded Preset, or the dict of one (``Preset.to_dict()``, e.g. model.json's
+    ``preset_config``): its student and CAT configs, ``search.depths``, data set and teacher."""
+    if isinstance(preset, dict):
+        from rkdsc.common.train.presets import preset_from_dict
+
+        preset = preset_from_dict(preset, name=str(preset.get("name", "preset")))
+    from rkdsc.common.models.spec import PAPER_TEACHER, TeacherConfig
+
+    t = preset.teacher
+    spec = ArchSpec(label=label or str(preset.name), dataset=str(preset.data.dataset or ""),
+                    student=preset.student_config(), cat=preset.cat_config(),
+                    teacher=TeacherConfig(name=str(t.name or PAPER_TEACHER), img_size=int(t.img_size) if t.img_size else None,
+                                          feature_dim=int(t.feature_dim), timm_kwargs=dict(t.timm_kwargs or {})))
+    if preset.search.depths:
+        spec.depths = [int(d) for d in preset.search.depths]
     return spec
 
 
@@ -148,33 +143,37 @@ def _read_json(path: Path) -> Any:
 
 
 def spec_from_workdir(workdir: str | Path) -> ArchSpec:
-    """ArchSpec of a pipeline work dir: preset from results.json, depths from KDL-DARTS."""
+    """ArchSpec of a pipeline work dir: its preset (the stage-2 model.json's ``preset_config``, else
+    the name in results.json), the KDL-DARTS depths, and the trained architecture of the stage-2
+    model.json when there is one."""
+    from rkdsc.common.models.spec import read_model_spec
+
     workdir = Path(workdir)
     results = _read_json(workdir / "results.json") if (workdir / "results.json").is_file() else {}
     preset = results.get("preset")
+    trained = None
     for model_json in sorted((workdir / "stage2").glob("*/model.json")):
-        cfg = _read_json(model_json).get("preset_config")
-        if isinstance(cfg, dict):
-            preset = cfg  # the exact preset of the run, --set overrides included
-            break
-    spec: ArchSpec
-    if isinstance(preset, dict):
-        spec = spec_from_preset(preset, label=workdir.name)
-    elif isinstance(preset, str) and preset:
+        doc = _read_json(model_json)
+        trained = read_model_spec(doc, "rkd-sc")
+        if isinstance(doc.get("preset_config"), dict):
+            preset = doc["preset_config"]  # the exact preset of the run, --set overrides included
+        break
+    spec = ArchSpec(label=workdir.name)
+    if isinstance(preset, (dict, str)) and preset:
         try:
-            spec = spec_from_preset(_load_preset(preset), label=workdir.name)
-        except Exception:  # noqa: BLE001 - an unknown preset name still leaves the arch.json
-            spec = ArchSpec(label=workdir.name)
-    else:
-        spec = ArchSpec(label=workdir.name)
+            spec = spec_from_preset(preset if isinstance(preset, dict) else _load_preset(preset), label=workdir.name)
+        except Exception:  # noqa: BLE001 - an unknown preset still leaves the arch.json / model.json
+            pass
     for cand in (workdir / "search-kdl-darts" / "arch.json", workdir / "arch.json"):
         if cand.is_file():
             spec.depths = [int(d) for d in _read_json(cand)["depths"]]
             break
+    if trained is not None and trained.student is not None and trained.cat is not None:
+        spec.student, spec.depths, spec.cat = trained.student, list(trained.depths), trained.cat
     ratio = results.get("compression_ratio")
     if ratio is not None:
-        spec.compression_ratio = float(ratio)
-    for method in METHODS:
+        spec.cat = dataclasses.replace(spec.cat, compression_ratio=float(ratio))
+    for method in _methods():
         b = workdir / "bundles" / method
         if (b / "manifest.json").is_file():
             spec.bundles[method] = str(b)
@@ -184,156 +183,17 @@ def spec_from_workdir(workdir: str | Path) -> ArchSpec:
 # ----------------------------------------------------------------------------- models
 
 def build_encoder(method: str, spec: ArchSpec):
-    """(edge module (image, snr_db) -> transmitted values, {"encoder", "student", "cat_encoder"} params)."""
-    import torch  # noqa: F401
+    """(edge module (image, snr_db) -> transmitted values, {"encoder", "student", "cat_encoder"} params),
+    built through the method registry with random weights."""
+    from rkdsc.common.models import count_params
+    from rkdsc.common.models.registry import get_method
 
-    from rkdsc.common.models import (CATConfig, CATEncoder, EdgePart, JSCCEdgePart, Student, StudentConfig,
-                               build_teacher, count_params)
-
-    if method in ("rkd-sc", "jscc-student"):
-        scfg = StudentConfig(input_size=spec.input_size, stem_widths=tuple(spec.stem_widths),
-                             planes=tuple(spec.planes), expansion=spec.expansion,
-                             max_depth=max(spec.max_depth, max(spec.depths)), feature_dim=spec.feature_dim,
-                             heads=spec.heads)
-        student = Student(scfg, spec.depths)
-        if method == "jscc-student":
-            n = count_params(student)
-            return JSCCEdgePart(student), {"encoder": n, "student": n, "cat_encoder": 0}
-        cat = CATEncoder(CATConfig(feature_dim=spec.feature_dim, n_heads=spec.cat_heads, d_ff=spec.cat_d_ff,
-                                   compression_ratio=spec.compression_ratio))
-        edge = EdgePart(student, cat)
-        return edge, {"encoder": count_params(edge), "student": count_params(student),
-                      "cat_encoder": count_params(cat)}
-    if method == "jscc-teacher":
-        teacher = build_teacher(spec.teacher_name, feature_dim=spec.feature_dim, img_size=spec.teacher_img_size,
-                                **spec.teacher_kwargs)
-        n = count_params(teacher)
-        return JSCCEdgePart(teacher), {"encoder": n, "student": n, "cat_encoder": 0}
-    raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-
-
-# ----------------------------------------------------------------------------- timing
-
-def _median_per_image_ms(run: Callable[[], Any], batch: int, warmup: int, repeats: int,
-                         budget_s: float, sync: Callable[[], None] = lambda: None) -> dict:
-    """Warm up, then time `run` until `repeats` runs or `budget_s` (at least 3 runs); per image."""
-    for _ in range(warmup):
-        run()
-    sync()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return {"per_image_ms": med * 1e3 / batch, "batch_ms": med * 1e3, "runs": len(times),
-            "min_per_image_ms": min(times) * 1e3 / batch,
-            "images_per_s": batch / med if med > 0 else float("inf")}
-
-
-def time_torch(module, input_size: int, batch: int, device: str = "cpu", warmup: int = 3,
-               repeats: int = 20, budget_s: float = 3.0) -> dict:
-    import torch
-
-    time.sleep(0.2)  # let a previous onnxruntime session's spinning worker threads go idle
-    module = module.to(device).eval()
-    gen = torch.Generator().manual_seed(0)
-    img = torch.randn(batch, 3, input_size, input_size, generator=gen).to(device)
-    snr = torch.full((batch,), 10.0).to(device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-
-    def run():
-        with torch.inference_mode():
-            module(img, snr)
-
-    out = _median_per_image_ms(run, batch, warmup, repeats, budget_s, sync)
-    module.to("cpu")
-    return out
-
-
-def time_torch_interleaved(modules: dict[str, Any], input_size: int, batch: int, warmup: int = 3,
-                           repeats: int = 20, budget_s: float = 3.0, rounds: int = 10) -> dict[str, dict]:
-    """Time several CPU modules in alternation: each of `rounds` rounds runs every module for its
-    share of `repeats` (and of `budget_s`), so that load from other jobs on a shared machine falls
-    on all of them alike and their ratios stay meaningful. Per module: the median over all its runs."""
-    import torch
-
-    gen = torch.Generator().manual_seed(0)
-    img = torch.randn(batch, 3, input_size, input_size, generator=gen)
-    snr = torch.full((batch,), 10.0)
-    for m in modules.values():
-        m.to("cpu").eval()
-    times: dict[str, list[float]] = {name: [] for name in modules}
-    per_round = max(1, -(-repeats // rounds))
-    with torch.inference_mode():
-        for m in modules.values():
-            for _ in range(warmup):
-                m(img, snr)
-        for _ in range(rounds):
-            for name, m in modules.items():
-                start = time.perf_counter()
-                for _ in range(per_round):
-                    t0 = time.perf_counter()
-                    m(img, snr)
-                    times[name].append(time.perf_counter() - t0)
-                    if time.perf_counter() - start > budget_s / rounds:
-                        break
-    out = {}
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        out[name] = {"per_image_ms": med * 1e3 / batch, "batch_ms": med * 1e3, "runs": len(ts), "rounds": rounds,
-                     "min_per_image_ms": min(ts) * 1e3 / batch, "images_per_s": batch / med if med > 0 else float("inf")}
-    return out
-
-
-def time_ort(onnx_path: str | Path, input_size: int, batch: int, threads: int, warmup: int = 3,
-             repeats: int = 20, budget_s: float = 3.0) -> dict:
-    import numpy as np
-
-    from rkdsc.common.bundle.runtime import make_session
-
-    sess = make_session(onnx_path, intra_op_threads=threads)
-    rng = np.random.default_rng(0)
-    feeds_all = {"image": rng.standard_normal((batch, 3, input_size, input_size), dtype=np.float32),
-                 "snr_db": np.full((batch,), 10.0, dtype=np.float32)}
-    feeds = {i.name: feeds_all[i.name] for i in sess.get_inputs()}
-    out_name = sess.get_outputs()[0].name
-    return _median_per_image_ms(lambda: sess.run([out_name], feeds), batch, warmup, repeats, budget_s)
-
-
-def matmul_gflops(threads: int, n: int = 1024, budget_s: float = 1.0) -> float:
-    """This machine's float32 matmul throughput with torch at `threads` threads (GFLOPS)."""
-    import torch
-
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        gen = torch.Generator().manual_seed(0)
-        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-        for _ in range(2):
-            a @ b
-        runs, start = 0, time.perf_counter()
-        best = float("inf")
-        while runs < 3 or time.perf_counter() - start < budget_s:
-            t0 = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t0)
-            runs += 1
-        return 2.0 * n ** 3 / best / 1e9
-    finally:
-        torch.set_num_threads(prev)
-
-
-def _onnx_for(module, spec: ArchSpec, path: Path) -> Path:
-    import torch
-
-    from rkdsc.common.bundle.export import export_part
-
-    gen = torch.Generator().manual_seed(0)
-    example = (torch.randn(2, 3, spec.input_size, spec.input_size, generator=gen), torch.tensor([5.0, 15.0]))
-    return export_part(module.eval(), path, ("image", "snr_db"), "symbols", example)
+    edge = get_method(method).edge(spec.model_spec(method))
+    encoder = getattr(edge, "student", None) or edge.encoder
+    cat = getattr(edge, "cat_encoder", None)
+    n_enc = count_params(encoder)
+    return edge, {"encoder": count_params(edge) if cat is not None else n_enc, "student": n_enc,
+                  "cat_encoder": count_params(cat) if cat is not None else 0}
 
 
 # ----------------------------------------------------------------------------- profiling
@@ -373,8 +233,8 @@ def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path,
     row: dict[str, Any] = {
         "method": method, "source": spec.label, "dataset": spec.dataset, "input_size": spec.input_size,
         "depths": list(spec.depths) if method != "jscc-teacher" else None,
-        "teacher": spec.teacher_name if method == "jscc-teacher" else None,
-        "compression_ratio": spec.compression_ratio if method == "rkd-sc" else None,
+        "teacher": spec.teacher.name if method == "jscc-teacher" else None,
+        "compression_ratio": spec.cat.compression_ratio if method == "rkd-sc" else None,
         "params": params, "params_m": params["encoder"] / 1e6,
         "params_without_cat_m": params["student"] / 1e6,
         "flops": flops, "gflops": flops / 1e9, "gmacs": flops / 2e9, "feature_dim": out_dim, "symbols_per_image": (out_dim + 1) // 2,
@@ -398,7 +258,7 @@ def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path,
             except Exception as exc:  # noqa: BLE001 - fall back to a fresh export
                 row["notes"].append(f"bundle {bundle} unusable ({exc}); exported a fresh ONNX file")
         if onnx_path is None:
-            onnx_path = _onnx_for(module, spec, tmp / f"{spec.label}-{method}.onnx")
+            onnx_path = export_edge_onnx(module, spec.input_size, tmp / f"{spec.label}-{method}.onnx")
         for b in batches:
             log(f"  {method} [{spec.label}] onnxruntime cpu batch {b} ...")
             lat[f"ort_cpu_b{b}"] = time_ort(onnx_path, spec.input_size, b, threads, opts.warmup, opts.repeats,
@@ -485,7 +345,7 @@ def profile(specs: list[ArchSpec], methods: list[str], opts: ProfileOptions, bun
             modules: dict[str, Any] = {}  # this spec's encoders, timed again side by side below
             for method in methods:
                 if method == "jscc-teacher":
-                    key = (spec.teacher_name, spec.teacher_img_size, json.dumps(spec.teacher_kwargs, sort_keys=True))
+                    key = (spec.teacher.name, spec.teacher.img_size, json.dumps(spec.teacher.timm_kwargs, sort_keys=True))
                     if key in teacher_done and not spec.bundles.get(method):
                         continue  # dataset independent: profile each teacher once
                     teacher_done.add(key)
@@ -606,6 +466,9 @@ def paper_table_markdown() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rkdsc.common.models.spec import PAPER_TEACHER
+
+    methods = _methods()
     p = argparse.ArgumentParser(
         prog="rkdsc profile",
         description="Table II of the paper for every method: encoder parameters (with / without CAT), GFLOPs "
@@ -630,8 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="data-set tag of the rows (cifar10, cifar100, tinyimagenet); the report compares rows "
                         "with the paper's Table II row of this data set (default: the preset's data set)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated methods among " + ", ".join(METHODS))
+    p.add_argument("--methods", default=",".join(methods),
+                   help="comma-separated methods among " + ", ".join(methods))
     p.add_argument("--skip-teacher", action="store_true", help="do not profile jscc-teacher (it is slow on a CPU)")
     p.add_argument("--batches", type=int_list(min_value=1, example="1,64"), default=(1, 64),
                    help="comma-separated batch sizes to time; the first is the single-image latency")
@@ -660,9 +523,9 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"rkdsc profile: --interleave-rounds must be >= 0, got {args.interleave_rounds}", file=sys.stderr)
         return 2
     methods = str_list(args.methods)
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in _methods()]
     if bad:
-        print(f"rkdsc profile: --methods: unknown {bad}; choose from {list(METHODS)}", file=sys.stderr)
+        print(f"rkdsc profile: --methods: unknown {bad}; choose from {list(_methods())}", file=sys.stderr)
         return 2
     if args.skip_teacher:
         methods = [m for m in methods if m != "jscc-teacher"]
@@ -680,13 +543,13 @@ def cli(argv: list[str] | None = None) -> int:
         if args.depths:
             s.depths = list(args.depths)
         if args.input_size:
-            s.input_size = args.input_size
+            s.student = dataclasses.replace(s.student, input_size=args.input_size)
         if args.compression_ratio is not None:
-            s.compression_ratio = args.compression_ratio
+            s.cat = dataclasses.replace(s.cat, compression_ratio=args.compression_ratio)
         if args.dataset:
             s.dataset = args.dataset
         if args.teacher:
-            s.teacher_name, s.teacher_img_size, s.teacher_kwargs = args.teacher, None, {}
+            s.teacher = _teacher_config(name=args.teacher, feature_dim=s.student.feature_dim)
     opts = ProfileOptions(batches=args.batches, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
                           budget_s=args.budget_s, teacher_batches=args.teacher_batches, gpu=not args.no_gpu,
                           ort=not args.no_ort, interleave_rounds=args.interleave_rounds)

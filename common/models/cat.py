@@ -54,7 +54,9 @@ class CATConfig:
 
     @property
     def compact_dim(self) -> int:  # real values sent per image
-        return compact_dim(self.feature_dim, self.compression_ratio)
+        from rkdsc.common.bundle.manifest import compact_dim_for  # the project's one rule (torch-free)
+
+        return compact_dim_for(self.feature_dim, self.compression_ratio)
 
 
 def compact_dim(feature_dim: int, compression_ratio: float) -> int:

@@ -74,9 +74,11 @@ def _fmt(name: str, items: list[str], limit: int = 10) -> str:
 class Teacher(nn.Module):
     """Frozen timm backbone (+ trainable adapter when needed): image [B,3,H,W] -> [B, feature_dim]."""
 
-    def __init__(self, backbone: nn.Module, name: str, img_size: tuple[int, int], feature_dim: int, out_dim: int):
+    def __init__(self, backbone: nn.Module, name: str, img_size: tuple[int, int], feature_dim: int, out_dim: int,
+                 label: str | None = None):
         super().__init__()
         self.name, self.img_size, self.feature_dim, self.out_dim = name, img_size, feature_dim, out_dim
+        self.label = label or name  # what reports call it: the timm name, plus what changed the model
         self.backbone = backbone.eval()
         for p in self.backbone.parameters():
             p.requires_grad_(False)
@@ -125,6 +127,19 @@ def _output_dim(model: nn.Module) -> int:
     return int(getattr(model, "head_hidden_size", None) or model.num_features)
 
 
+def teacher_label(name: str, timm_kwargs: dict | None = None, img_size: int | None = None,
+                  default_img_size: int | None = None) -> str:
+    """The teacher as reports name it: the timm name when the model is that model, otherwise the
+    name plus the arguments that made it a different one, e.g.
+    ``vit_tiny_patch16_224 (img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=2, num_classes=64)``.
+    ``img_size`` counts only when it differs from the model's own (``default_img_size``)."""
+    parts = []
+    if img_size is not None and img_size != default_img_size:
+        parts.append(f"img_size={img_size}")
+    parts += [f"{k}={v}" for k, v in (timm_kwargs or {}).items() if k != "img_size"]
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
 def build_teacher(name: str = "vit_base_patch16_clip_224.openai", checkpoint: str | Path | None = None,
                   feature_dim: int = 512, img_size: int | None = None, **timm_kwargs) -> Teacher:
     """timm.create_model(name, pretrained=False, img_size=img_size, **timm_kwargs), frozen.
@@ -152,10 +167,12 @@ def build_teacher(name: str = "vit_base_patch16_clip_224.openai", checkpoint: st
         size = tuple(backbone.patch_embed.img_size)
     else:
         size = tuple(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-2:])
-    teacher = Teacher(backbone, name, (int(size[0]), int(size[1])), feature_dim, _output_dim(backbone))
+    default_size = (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size", (3, None, None))[-1]
+    label = teacher_label(name, timm_kwargs, img_size, default_size)
+    teacher = Teacher(backbone, name, (int(size[0]), int(size[1])), feature_dim, _output_dim(backbone), label=label)
     if checkpoint is not None:
         teacher.load_checkpoint(checkpoint)
     return teacher
 
 
-__all__ = ["Teacher", "build_teacher", "CheckpointError", "load_state_dict_file"]
+__all__ = ["Teacher", "build_teacher", "teacher_label", "CheckpointError", "load_state_dict_file"]

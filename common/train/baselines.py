@@ -1,29 +1,19 @@
-"""JSCC baselines of the paper (Sec. IV.A.2): JSCC-student and JSCC-teacher.
+"""JSCC baselines of the paper (Sec. IV.A.2): JSCC-student and JSCC-teacher (``rkdsc baseline``).
 
-Both send the encoder's ``feature_dim`` (512) real feature itself, with no CAT:
-``h -> real_to_complex -> normalize_power -> channel (MMSE, perfect CSI) -> complex_to_real
--> ClassifierHead``, i.e. ``symbols_per_image = feature_dim / 2`` and compression ratio 0.
-Training is end to end through the same differentiable channel as stage 2: per-sample SNR
-uniform in ``baseline.snr_db_range``, per-sample channel uniform in ``baseline.channels``,
-cross-entropy only (no distillation), AdamW (weight decay 1e-4), cosine LR per epoch from
-``baseline.lr`` to ``baseline.lr_min``, gradient-norm clip 1.0, ``baseline.epochs`` epochs.
+Both send the encoder's ``feature_dim`` real feature itself, with no CAT (``JSCCSystem``:
+encoder -> channel, MMSE, perfect CSI -> ``ClassifierHead``; compression ratio 0), trained end
+to end through the stage-2 channel with cross-entropy only, on ``baseline.*`` settings
+(SNR range, channels, epochs, lr; AdamW 1e-4, cosine LR, grad clip 1.0 as in stage 2).
 
-* **JSCC-student** trains the searched encoder architecture (``Student`` with the KDL-DARTS
-  depths, fresh seeded initialisation, NOT distilled) together with a fresh ``ClassifierHead``.
-  Trained: every student and head parameter.
-* **JSCC-teacher** uses the teacher itself as the encoder ("the encoder directly utilizes the
-  teacher model"): the teacher (timm backbone and, if it has one, its adapter) is frozen
-  exactly as distillation sees it and only a fresh ``ClassifierHead`` is trained through the
-  channel. Because the teacher is frozen and deterministic, training reads its features from
-  the feature cache (the same table stages 1 and 2 use) instead of running it every step;
-  the exported edge part runs the real teacher.
+* **JSCC-student**: the searched ``Student`` (fresh seeded init, NOT distilled) + a fresh head;
+  every parameter is trained.
+* **JSCC-teacher**: the frozen teacher as encoder, only a fresh head is trained; training reads
+  the teacher's features from the feature cache, the exported edge part runs the real teacher.
 
-T-DeepSC and RTSC are not reproduced (no public reference implementation fits this search
-space; see docs/training.md).
-
-Files: ``workdir/baseline-<kind>/{checkpoint/, log.jsonl, baseline.json, <task>/model.safetensors,
-<task>/model.json}`` (+ ``<task>/teacher.safetensors`` for JSCC-teacher, so the folder is
-self-contained for export). Several presets = several tasks, each trained on its own.
+Files: ``workdir/baseline-<kind>/<task>/{checkpoint/, log.jsonl, baseline.json, model.safetensors,
+model.json}`` (+ ``teacher.safetensors`` for JSCC-teacher, so the folder is self-contained for
+export); ``model.json`` holds the ``ModelSpec`` keys, loaded through ``rkdsc.common.models.registry``.
+Several presets = several tasks, each trained on its own.
 """
 from __future__ import annotations
 
@@ -31,40 +21,24 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rkdsc.common.models.registry import get_method
+from rkdsc.common.models.spec import ModelSpec, TeacherConfig
+from rkdsc.common.models.system import JSCCSystem
 from rkdsc.common.train import ddp
-from rkdsc.common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, load_weights, make_loader, progress,
-                                 save_checkpoint, save_weights, seed_everything, write_json)
-from rkdsc.common.train.distill import (GRAD_CLIP, VAL_SNRS_DB, WEIGHT_DECAY, TaskSetup, _ctx, _fresh, _read_json,
-                                  _sync_note, add_common_args, build_student, draw_channel, epoch_seed,
-                                  get_teacher_synced, input_spec, load_presets, make_tasks, student_config_dict,
-                                  teacher_features, transmit)
+from rkdsc.common.train.common import (JsonlLogger, clear_outputs, cosine_lr, default_ctx, load_checkpoint,
+                                       make_loader, progress, read_json, save_checkpoint, save_weights, seed_everything,
+                                       sync_note, write_json)
+from rkdsc.common.train.distill import (GRAD_CLIP, VAL_SNRS_DB, WEIGHT_DECAY, TaskSetup, add_common_args,
+                                        draw_channel, epoch_seed, get_teacher_synced, input_spec, load_presets,
+                                        make_tasks, teacher_features)
 
 KINDS = ("jscc-student", "jscc-teacher")
-
-
-class JSCCSystem(nn.Module):
-    """encoder -> (feature_dim real values through the channel) -> head.
-
-    ``encoder`` is None for JSCC-teacher training, whose inputs are cached teacher features.
-    """
-
-    def __init__(self, encoder: nn.Module | None, feature_dim: int, num_classes: int, head_hidden: int):
-        super().__init__()
-        from rkdsc.common.models.heads import ClassifierHead
-
-        self.encoder = encoder
-        self.head = ClassifierHead(feature_dim, num_classes, head_hidden)
-
-    def forward(self, inputs: torch.Tensor, snr_db: torch.Tensor, fading_idx: torch.Tensor | None,
-                channels: Sequence[str], generator: torch.Generator | None, noise: bool = True) -> torch.Tensor:
-        h = inputs if self.encoder is None else self.encoder(inputs)  # [B, F]
-        return self.head(transmit(h, snr_db, fading_idx, channels, generator, noise))  # [B, C]
 
 
 @torch.no_grad()
@@ -115,17 +89,16 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
 
     if kind not in KINDS:
         raise ValueError(f"baseline kind: expected one of {list(KINDS)}, got {kind!r}")
-    ctx = _ctx(ctx)
+    ctx = default_ctx(ctx)
     task = task or make_tasks([preset], workdir, [arch] if arch is not None else None)[0]
     p, dev, b = task.preset, ctx.device, task.preset.baseline
-    root = Path(workdir) / f"baseline-{kind}"
-    out = root / task.name
-    done = _read_json(out / "baseline.json")
+    out = get_method(kind).root(workdir) / task.name
+    done = read_json(out / "baseline.json")
     if resume and done is not None and done.get("epochs") == b.epochs:
         log(f"{kind} [{task.name}]: reusing {out / 'baseline.json'}")
         return done
     if not resume:
-        _fresh(out, ctx, ("checkpoint", "log.jsonl", "baseline.json"))
+        clear_outputs(out, ctx, ("checkpoint", "log.jsonl", "baseline.json"))
 
     train_ds, val_ds, class_names = build_datasets(p)
     fdim = p.teacher.feature_dim
@@ -200,24 +173,25 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
             + " ".join(f"{k.split('_')[-1]} {v:.3f}" for k, v in vals.items()) + f" ({elapsed:.0f} s)")
         ran += 1
     else:
-        spec: dict[str, Any] = {
-            "task": task.name, "method": kind, "class_names": list(class_names), "feature_dim": fdim,
-            "compression_ratio": 0.0, "compact_dim": fdim, "head": {"hidden": p.head.hidden},
-            "input": input_spec(p), "snr_train_db": [float(v) for v in b.snr_db_range], "channels": list(b.channels),
-            "preset": p.name, "preset_config": p.to_dict(), "seed": p.seed, "epochs": b.epochs, "val": vals,
-            "trained": trained}
         if kind == "jscc-student":
-            spec.update(depths=task.depths, student=student_config_dict(p.student_config()),
-                        params={"encoder": count_params(system.encoder), "head": count_params(system.head)})
+            arch = ModelSpec(method=kind, feature_dim=fdim, num_classes=len(class_names), head_hidden=p.head.hidden,
+                             depths=task.depths, student=p.student_config())
+            params = {"encoder": count_params(system.encoder), "head": count_params(system.head)}
         else:
             from rkdsc.common.train.teacher import teacher_build_kwargs
 
-            spec.update(teacher={"name": p.teacher.name, "img_size": p.teacher.img_size, "feature_dim": fdim,
-                                 "timm_kwargs": teacher_build_kwargs(p),
-                                 "source": getattr(teacher, "checkpoint_path", "")},
-                        params={"encoder": count_params(teacher), "head": count_params(system.head)})
+            arch = ModelSpec(method=kind, feature_dim=fdim, num_classes=len(class_names), head_hidden=p.head.hidden,
+                             teacher=TeacherConfig(name=p.teacher.name, img_size=p.teacher.img_size, feature_dim=fdim,
+                                                   timm_kwargs=teacher_build_kwargs(p),
+                                                   source=getattr(teacher, "checkpoint_path", "")))
+            params = {"encoder": count_params(teacher), "head": count_params(system.head)}
+        spec: dict[str, Any] = {
+            "task": task.name, "class_names": list(class_names), **arch.to_json(),
+            "input": input_spec(p), "snr_train_db": [float(v) for v in b.snr_db_range], "channels": list(b.channels),
+            "preset": p.name, "preset_config": p.to_dict(), "seed": p.seed, "epochs": b.epochs, "val": vals,
+            "trained": trained, "params": params}
         summary = {**{k: spec[k] for k in ("task", "method", "epochs", "val", "params", "trained", "seed")},
-                   "time_s": round(time.time() - t0, 3), "ddp": _sync_note(system, ctx)}
+                   "time_s": round(time.time() - t0, 3), "ddp": sync_note(system, ctx)}
         if ctx.is_main:
             save_weights(out / "model.safetensors", system)
             if kind == "jscc-teacher":
@@ -227,28 +201,6 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
         ddp.barrier(ctx)
         return summary
     return {"task": task.name, "stopped_after_epoch": start + ran, "epochs": b.epochs}
-
-
-def load_jscc_parts(task_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict]:
-    """(encoder, head, spec) of a trained baseline task folder, in eval mode."""
-    task_dir = Path(task_dir)
-    spec = _read_json(task_dir / "model.json")
-    if spec is None:
-        raise FileNotFoundError(f"{task_dir / 'model.json'}: not found (baseline not finished?)")
-    num_classes = len(spec["class_names"])
-    if spec["method"] == "jscc-student":
-        system = JSCCSystem(build_student(spec), spec["feature_dim"], num_classes, spec["head"]["hidden"])
-        load_weights(task_dir / "model.safetensors", system)
-        encoder = system.encoder
-    else:
-        from rkdsc.common.models.teacher import build_teacher
-
-        t = spec["teacher"]
-        encoder = build_teacher(t["name"], None, t["feature_dim"], t["img_size"], **t["timm_kwargs"])
-        load_weights(task_dir / "teacher.safetensors", encoder)
-        system = JSCCSystem(None, spec["feature_dim"], num_classes, spec["head"]["hidden"])
-        load_weights(task_dir / "model.safetensors", system)
-    return encoder.to(device).eval(), system.head.to(device).eval(), spec
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,7 @@
 """Small shared utilities of the training code: seeding, cosine schedules, JSONL logs,
-checkpoints with resume, device choice, data loaders and progress bars.
+checkpoints with resume, device choice, data loaders, progress bars, and the run-folder helpers
+of every trainer (``read_json``, ``clear_outputs``, ``default_ctx``, ``sync_note``). Weight files
+are ``rkdsc.common.models.weights`` (re-exported here).
 
 Checkpoint layout (``save_checkpoint(path, models, optimizers, state)``), a directory::
 
@@ -26,6 +28,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from torch import nn
+
+from rkdsc.common.models.weights import load_weights, save_weights, state_dict_for_save
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -126,45 +130,49 @@ def write_json(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON document at ``path``, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def default_ctx(ctx=None):
+    """``ctx``, else a single-process ``ddp.DistContext`` on ``pick_device()``."""
+    from rkdsc.common.train import ddp
+
+    return ctx if ctx is not None else ddp.DistContext(device=pick_device())
+
+
+def clear_outputs(out: str | Path, ctx, names=("checkpoint", "log.jsonl")) -> None:
+    """Remove a previous run's outputs ``out/<name>`` on rank 0, then wait for every rank
+    (a run without --resume starts over)."""
+    from rkdsc.common.train import ddp
+
+    out = Path(out)
+    if ctx.is_main:
+        for n in names:
+            p = out / n
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    ddp.barrier(ctx)
+
+
+def sync_note(module: nn.Module, ctx) -> dict:
+    """Per-rank weight checksums of ``module`` (all equal when DDP kept the replicas in sync)."""
+    from rkdsc.common.train import ddp
+
+    sums = ddp.gather_strings(ddp.state_checksum(module), ctx)
+    return {"world_size": ctx.world_size, "rank_weight_sha256": sums, "in_sync": len(set(sums)) == 1}
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
-
-
-def state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU, contiguous, unshared copies of a (possibly DDP-wrapped) model's state dict."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in _unwrap(model).state_dict().items()}
-
-
-def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """Model weights -> one .safetensors file (atomic)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state_dict_for_save(model), str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def load_weights(path: str | Path, model: nn.Module, strict: bool = True) -> nn.Module:
-    """Load a .safetensors file into `model` (DDP wrappers unwrapped), on the model's device."""
-    from safetensors.torch import load_file
-
-    target = _unwrap(model)
-    try:
-        device = next(target.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    target.load_state_dict(load_file(str(path), device=str(device)), strict=strict)
-    return model
 
 
 def save_checkpoint(path: str | Path, models: dict[str, nn.Module], optimizers: dict[str, Any] | None = None,
@@ -226,5 +234,5 @@ def num_threads_note() -> str:
 
 __all__ = [
     "seed_everything", "cosine_lr", "pick_device", "progress", "make_loader", "JsonlLogger", "write_json",
-    "file_sha256", "set_threads", "save_weights", "load_weights", "state_dict_for_save", "save_checkpoint", "load_checkpoint",
+    "file_sha256", "read_json", "default_ctx", "clear_outputs", "sync_note", "set_threads", "save_weights", "load_weights", "state_dict_for_save", "save_checkpoint", "load_checkpoint",
 ]

@@ -23,43 +23,25 @@ CAT decoder and head (Eq. 27). The SNR of each sample is drawn uniformly from
 ``stage2.snr_db_range`` and its channel uniformly from ``stage2.channels`` (per sample, so
 every batch mixes AWGN and Rayleigh block fading).
 
-Decision on L_RE: the target ``h`` is DETACHED, so L_RE trains the channel codec (and only
-the codec) to "accurately recover the original semantic features despite channel noise", as the
-paper describes it; the encoder is still trained end to end through L_KD and L_task via
-h_tilde. Measured on the smoke preset (480 digits, stage-2 lr 5e-4, 6 epochs, val accuracy at
-20 dB AWGN): detached 0.58; not detached 0.18, because with a live target the encoder follows
-the freshly initialised decoder, whose output is nearly input-independent, and collapses
-(L_RE -> 0.002 within two epochs while L_KD stays at the teacher features' variance). The
-detached form has one weakness the loss does not control: the encoder's output scale (the CAT
-encoder's LayerNorm and the power normalisation make the rest of the chain nearly
-scale-invariant), which Adam lets drift; at the paper's stage-2 learning rate (5e-4) the drift
-is harmless on the smoke preset (L_RE stays ~1.2), at 3e-3 it blew up (L_RE 6 -> 24, training
-diverged). On the default preset (30 epochs at 5e-4) the drift shows as L_KD rising from 0.35
-(epoch 1) to ~4.2 and L_RE from 1.8 to ~4.8 while the accuracy keeps improving (held-back
-digits 0.98 at 20 dB, 0.60 at -10 dB AWGN). A live target with the encoder frozen for the first
-two epochs (codec warm-up) still collapsed on the smoke preset (20 dB: 0.38 vs 0.68 detached).
-
-Other choices (the paper does not give them): AdamW with weight decay 1e-4 (the paper's model
-weight decay), cosine annealing per epoch from ``lr`` to ``lr_min`` (as stated), gradient-norm
-clipping at 1.0 in stage 2, stage 1 starts from a fresh seeded initialisation of the derived
-architecture, CAT and heads start fresh in stage 2. Per-epoch randomness (data order, SNR,
-fading, noise) is seeded by (seed, epoch, rank), so a resumed run repeats exactly what an
-uninterrupted run would have done.
+The target ``h`` of L_RE is detached and the optimizer settings are the project's own (why, and
+what was measured: docs/decisions.md, "stage 2: detached L_RE target" and "RKD optimizer settings").
+Per-epoch randomness (data order, SNR, fading, noise) is seeded by (seed, epoch, rank), so a
+resumed run repeats exactly what an uninterrupted run would have done.
 
 Files (single task: TASK_DIR = workdir; several tasks: TASK_DIR = workdir/tasks/<task>)::
 
     TASK_DIR/stage1/{checkpoint/, log.jsonl, student.safetensors, stage1.json}
     workdir/stage2/{checkpoint/, log.jsonl, stage2.json, <task>/model.safetensors, <task>/model.json}
 
-``model.json`` holds everything needed to rebuild the modules (configs, depths, class names,
-input spec), so export needs no preset.
+``model.json`` = the architecture (``rkdsc.common.models.spec.ModelSpec.to_json``) + class names,
+input spec, training settings and metrics; ``rkdsc.common.models.registry`` rebuilds and loads it,
+so export needs no preset.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -70,10 +52,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rkdsc.common.models.spec import ModelSpec, config_dict
+from rkdsc.common.models.system import TaskSystem
 from rkdsc.common.train import ddp
-from rkdsc.common.train.common import (JsonlLogger, cosine_lr, load_checkpoint, load_weights, make_loader,
-                                 pick_device, progress, save_checkpoint, save_weights, seed_everything,
-                                 write_json)
+from rkdsc.common.train.common import (JsonlLogger, clear_outputs, cosine_lr, default_ctx, load_checkpoint,
+                                       load_weights, make_loader, progress, read_json, save_checkpoint, save_weights,
+                                       seed_everything, sync_note, write_json)
 
 VAL_SNRS_DB = (-5.0, 5.0, 20.0)  # AWGN SNRs of the per-epoch validation accuracy
 WEIGHT_DECAY = 1e-4  # AdamW weight decay of stage 1, stage 2 and the baselines
@@ -152,59 +136,6 @@ def make_tasks(presets: Sequence[Any], workdir: str | Path, archs: Sequence[Any]
 
 # ----------------------------------------------------------------------------- modules
 
-class TaskSystem(nn.Module):
-    """student -> CAT encoder -> channel -> CAT decoder -> head for one task (stage 2)."""
-
-    def __init__(self, student: nn.Module, cat_cfg, num_classes: int, head_hidden: int):
-        super().__init__()
-        from rkdsc.common.models.cat import CATDecoder, CATEncoder
-        from rkdsc.common.models.heads import ClassifierHead
-
-        self.student = student
-        self.cat_encoder = CATEncoder(cat_cfg)
-        self.cat_decoder = CATDecoder(cat_cfg)
-        self.head = ClassifierHead(cat_cfg.feature_dim, num_classes, head_hidden)
-
-    def forward(self, images: torch.Tensor, snr_db: torch.Tensor, fading_idx: torch.Tensor | None,
-                channels: Sequence[str], generator: torch.Generator | None, noise: bool = True,
-                encoder_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (h [B, F], h_tilde [B, F], logits [B, C])."""
-        if encoder_grad:
-            h = self.student(images)  # [B, F]
-        else:
-            with torch.no_grad():
-                h = self.student(images)
-        x = self.cat_encoder(h, snr_db)  # [B, compact]
-        x_hat = transmit(x, snr_db, fading_idx, channels, generator, noise)  # [B, compact]
-        h_tilde = self.cat_decoder(x_hat, snr_db)  # [B, F]
-        return h, h_tilde, self.head(h_tilde)
-
-
-def transmit(x: torch.Tensor, snr_db: torch.Tensor, fading_idx: torch.Tensor | None, channels: Sequence[str],
-             generator: torch.Generator | None, noise: bool = True) -> torch.Tensor:
-    """Real [B, N] -> symbols -> unit power -> channel (MMSE) -> real [B, N]; differentiable in x.
-
-    ``fading_idx`` [B] picks ``channels[fading_idx[b]]`` per sample (None: channels[0] for all).
-    ``noise=False`` skips the channel (the symbols arrive as sent, still power-normalized).
-    """
-    from rkdsc.common.channel.torch_channel import complex_to_real, normalize_power, real_to_complex, simulate
-
-    n = x.shape[1]
-    z = normalize_power(real_to_complex(x))  # [B, K]
-    if not noise:
-        return complex_to_real(z, n).to(x.dtype)
-    y = None
-    for i, ch in enumerate(channels):
-        yi = simulate(z, snr_db, ch, generator, equalize=True)[0]  # [B, K]
-        if y is None:
-            y = yi
-        elif fading_idx is not None:
-            y = torch.where((fading_idx == i)[:, None], yi, y)
-        if fading_idx is None:
-            break
-    return complex_to_real(y, n).to(x.dtype)
-
-
 def draw_channel(batch: int, snr_db_range: Sequence[float], channels: Sequence[str], generator: torch.Generator,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample SNR ~ U[lo, hi] dB and channel index ~ U{0..len(channels)-1}."""
@@ -214,37 +145,12 @@ def draw_channel(batch: int, snr_db_range: Sequence[float], channels: Sequence[s
     return snr, idx
 
 
-def student_config_dict(cfg) -> dict:
-    d = dataclasses.asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def build_student(spec: dict):
-    from rkdsc.common.models.student import Student, StudentConfig
-
-    cfg = dict(spec["student"])
-    for k in ("stem_widths", "planes"):
-        cfg[k] = tuple(cfg[k])
-    return Student(StudentConfig(**cfg), spec["depths"])
-
-
-def build_task_system(spec: dict) -> TaskSystem:
-    """Rebuild a TaskSystem from its model.json spec (weights not loaded)."""
-    from rkdsc.common.models.cat import CATConfig
-
-    return TaskSystem(build_student(spec), CATConfig(**spec["cat"]), len(spec["class_names"]), spec["head"]["hidden"])
-
-
 def input_spec(preset) -> dict:
     return {"size": int(preset.data.input_size), "mean": [float(v) for v in preset.data.mean],
             "std": [float(v) for v in preset.data.std]}
 
 
 # ----------------------------------------------------------------------------- shared helpers
-
-def _ctx(ctx: ddp.DistContext | None) -> ddp.DistContext:
-    return ctx if ctx is not None else ddp.DistContext(device=pick_device())
-
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
     """Seed of one epoch's randomness (data order, SNR/fading/noise) on one rank."""
@@ -313,28 +219,6 @@ def system_accuracy(system: nn.Module, dataset, batch_size: int, device: torch.d
     return correct / max(n, 1)
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _fresh(out: Path, ctx: ddp.DistContext, names: Sequence[str] = ("checkpoint", "log.jsonl")) -> None:
-    """Remove a previous run's checkpoint and log (a run without --resume starts over)."""
-    if ctx.is_main:
-        for n in names:
-            p = out / n
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    ddp.barrier(ctx)
-
-
-def _sync_note(module: nn.Module, ctx: ddp.DistContext) -> dict:
-    """Per-rank weight checksums (all equal when DDP kept the replicas in sync)."""
-    sums = ddp.gather_strings(ddp.state_checksum(module), ctx)
-    return {"world_size": ctx.world_size, "rank_weight_sha256": sums, "in_sync": len(set(sums)) == 1}
-
-
 # ----------------------------------------------------------------------------- stage 1
 
 def run_stage1(preset, workdir: str | Path, arch: Any = None, teacher=None, *, task: TaskSetup | None = None,
@@ -351,16 +235,16 @@ def run_stage1(preset, workdir: str | Path, arch: Any = None, teacher=None, *, t
     from rkdsc.common.models.student import Student
     from rkdsc.common.train.features import FeatureDataset
 
-    ctx = _ctx(ctx)
+    ctx = default_ctx(ctx)
     task = task or make_tasks([preset], workdir, [arch] if arch is not None else None)[0]
     preset, dev, s1 = task.preset, ctx.device, task.preset.stage1
     out = task.workdir / "stage1"
-    done = _read_json(out / "stage1.json")
+    done = read_json(out / "stage1.json")
     if resume and done is not None and done.get("epochs") == s1.epochs and done.get("depths") == task.depths:
         log(f"stage 1 [{task.name}]: reusing {out / 'stage1.json'} (val MSE {done['val_mse_final']:.5f})")
         return done
     if not resume:
-        _fresh(out, ctx, ("checkpoint", "log.jsonl", "stage1.json", "student.safetensors"))
+        clear_outputs(out, ctx, ("checkpoint", "log.jsonl", "stage1.json", "student.safetensors"))
     if teacher is None:
         teacher = get_teacher_synced(preset, task.workdir, ctx, log)
     train_ds, val_ds, _ = build_datasets(preset)
@@ -428,13 +312,13 @@ def run_stage1(preset, workdir: str | Path, arch: Any = None, teacher=None, *, t
             f"({elapsed:.0f} s)")
         ran += 1
     else:
-        sync = _sync_note(student, ctx)
+        sync = sync_note(student, ctx)
         sync["samples_per_rank_last_epoch"] = [int(v) for v in ddp.gather_strings(str(n if ran else 0), ctx)]
         summary = {"task": task.name, "preset": preset.name, "seed": preset.seed, "depths": task.depths,
                    "arch_source": task.arch_source, "epochs": s1.epochs, "val_mse_init": mse0,
                    "val_mse_final": mse_va, "student_params": count_params(student),
                    "time_s": round(time.time() - t0, 3), "ddp": sync,
-                   "student_config": student_config_dict(preset.student_config())}
+                   "student_config": config_dict(preset.student_config())}
         if ctx.is_main:
             save_weights(out / "student.safetensors", student)
             write_json(out / "stage1.json", summary)
@@ -473,7 +357,7 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
     from rkdsc.common.models.complexity import count_params
     from rkdsc.common.train.features import FeatureDataset
 
-    ctx = _ctx(ctx)
+    ctx = default_ctx(ctx)
     presets = list(presets) if isinstance(presets, (list, tuple)) else [presets]
     tasks = list(tasks) if tasks is not None else make_tasks(presets, workdir, archs)
     workdir = Path(workdir)
@@ -481,12 +365,12 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
     s2, dev = p0.stage2, ctx.device
     n_epochs = s2.epochs if epochs is None else int(epochs)
     out = workdir / out_name
-    done = _read_json(out / "stage2.json")
+    done = read_json(out / "stage2.json")
     if resume and done is not None and done.get("epochs") == n_epochs and [t["task"] for t in done["tasks"]] == [t.name for t in tasks]:
         log(f"stage 2: reusing {out / 'stage2.json'}")
         return done
     if not resume:
-        _fresh(out, ctx, ("checkpoint", "log.jsonl", "stage2.json"))
+        clear_outputs(out, ctx, ("checkpoint", "log.jsonl", "stage2.json"))
 
     seed_everything(p0.seed)
     items: list[_TaskData] = []
@@ -496,7 +380,7 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
         if not s1_file.is_file():
             raise FileNotFoundError(f"stage 2 [{task.name}]: {s1_file} not found; run stage 1 first "
                                     f"(rkdsc distill --stage 1)")
-        s1 = _read_json(task.workdir / "stage1" / "stage1.json") or {}
+        s1 = read_json(task.workdir / "stage1" / "stage1.json") or {}
         if s1.get("depths", task.depths) != task.depths:
             raise ValueError(f"stage 2 [{task.name}]: stage 1 used depths {s1['depths']}, now {task.depths}")
         teacher = teachers[i] if teachers else get_teacher_synced(p, task.workdir, ctx, log)
@@ -613,17 +497,17 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
                    "stage2": dataclasses.asdict(s2), "train_encoder": train_encoder, "noise": noise, "tasks": []}
         for it in items:
             p = it.task.preset
-            spec = {"task": it.task.name, "method": summary["method"], "class_names": it.class_names,
-                    "depths": it.task.depths, "student": student_config_dict(p.student_config()),
-                    "cat": dataclasses.asdict(p.cat_config()), "head": {"hidden": p.head.hidden},
-                    "feature_dim": p.teacher.feature_dim, "input": input_spec(p),
+            arch = ModelSpec(method=summary["method"], feature_dim=p.teacher.feature_dim,
+                             num_classes=len(it.class_names), head_hidden=p.head.hidden, depths=it.task.depths,
+                             student=p.student_config(), cat=p.cat_config())
+            spec = {"task": it.task.name, "class_names": it.class_names, **arch.to_json(), "input": input_spec(p),
                     "snr_train_db": [float(v) for v in s2.snr_db_range], "channels": list(s2.channels),
                     "preset": p.name, "preset_config": p.to_dict(), "seed": p.seed,
                     "params": {"student": count_params(it.system.student),
                                "cat_encoder": count_params(it.system.cat_encoder),
                                "cat_decoder": count_params(it.system.cat_decoder),
                                "head": count_params(it.system.head)},
-                    "val": last_val.get(it.task.name, {}), "ddp": _sync_note(it.system, ctx)}
+                    "val": last_val.get(it.task.name, {}), "ddp": sync_note(it.system, ctx)}
             if ctx.is_main:
                 save_weights(out / it.task.name / "model.safetensors", it.system)
                 write_json(out / it.task.name / "model.json", spec)
@@ -633,17 +517,6 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
         ddp.barrier(ctx)
         return summary
     return {"stopped_after_epoch": start + ran, "epochs": n_epochs}
-
-
-def load_task_system(task_dir: str | Path, device: str | torch.device = "cpu") -> tuple[TaskSystem, dict]:
-    """(TaskSystem with trained weights, its spec) from a stage-2 task folder."""
-    task_dir = Path(task_dir)
-    spec = _read_json(task_dir / "model.json")
-    if spec is None:
-        raise FileNotFoundError(f"{task_dir / 'model.json'}: not found (stage 2 not finished?)")
-    system = build_task_system(spec).to(device)
-    load_weights(task_dir / "model.safetensors", system)
-    return system.eval(), spec
 
 
 # ----------------------------------------------------------------------------- CLI

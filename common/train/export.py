@@ -3,15 +3,16 @@
     rkdsc export --workdir runs/default --method rkd-sc --out deploy/bundle
     rkdsc export --workdir runs/default --method jscc-student --out runs/default/bundles/jscc-student
 
-* ``rkd-sc``: every task of ``workdir/stage2`` as ``EdgePart(student, CAT encoder)`` and
-  ``ServerPart(CAT decoder, head)``; compact_dim = floor(F * (1 - compression_ratio)).
-* ``jscc-student`` / ``jscc-teacher``: every task of ``workdir/baseline-<method>`` as
-  ``JSCCEdgePart(encoder)`` / ``JSCCServerPart(head)``; the feature itself is sent
-  (compact_dim = feature_dim, compression_ratio 0.0).
+Every trained task of the method (``rkdsc.common.models.registry``: its folder, how to load it
+and how to cut it into edge and server part) becomes one bundle task; compact_dim is the
+CAT's ``floor(F * (1 - compression_ratio))`` for ``rkd-sc``, the feature itself
+(``feature_dim``, ratio 0.0) for the JSCC baselines.
 
 The provenance records the method, preset, seed, git commit, command line, the work
-directory, per-task architecture and parameter counts, and the metrics known at export time
-(validation accuracies of training, and ``workdir/eval/<method>-*.json`` when present).
+directory, per task its architecture (``ModelSpec.to_json()`` keys: method, depths, student,
+cat, teacher, head, feature_dim, compression_ratio, compact_dim), parameter counts, SNR range and
+channels, and the metrics known at export time (validation accuracies of training, and
+``workdir/eval/<method>-*.json`` when present).
 """
 from __future__ import annotations
 
@@ -21,27 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
+from rkdsc.common.models.registry import get_method, method_names
 
-
-def method_dir(workdir: str | Path, method: str) -> Path:
-    if method not in METHODS:
-        raise ValueError(f"--method: expected one of {list(METHODS)}, got {method!r}")
-    return Path(workdir) / ("stage2" if method == "rkd-sc" else f"baseline-{method}")
-
-
-def task_dirs(workdir: str | Path, method: str) -> list[Path]:
-    """Trained task folders of a method, in stage-2 task order (else sorted by name)."""
-    root = method_dir(workdir, method)
-    found = {d.name: d for d in sorted(root.glob("*/")) if (d / "model.json").is_file()} if root.is_dir() else {}
-    if not found:
-        raise FileNotFoundError(f"{root}: no trained tasks (no */model.json); train {method} first")
-    order = []
-    s2 = Path(workdir) / "stage2" / "stage2.json"
-    if s2.is_file():
-        order = [t["task"] for t in json.loads(s2.read_text(encoding="utf-8")).get("tasks", [])]
-    names = [n for n in order if n in found] + sorted(n for n in found if n not in order)
-    return [found[n] for n in names]
+METHODS = method_names()
 
 
 def _eval_metrics(workdir: Path, method: str) -> dict:
@@ -65,27 +48,21 @@ def export_from_workdir(workdir: str | Path, out: str | Path, method: str, prove
 
     from rkdsc.common.bundle.export import export_bundle
     from rkdsc.common.bundle.manifest import verify_bundle
-    from rkdsc.common.models.cat import compact_dim
-    from rkdsc.common.models.system import EdgePart, JSCCEdgePart, JSCCServerPart, ServerPart
-    from rkdsc.common.train.baselines import load_jscc_parts
-    from rkdsc.common.train.distill import load_task_system
+    from rkdsc.common.models.spec import read_model_spec
 
+    m = get_method(method)
     workdir = Path(workdir)
-    tasks, specs = [], []
+    tasks, specs, archs = [], [], {}
     with torch.no_grad():
-        for d in task_dirs(workdir, method):
-            if method == "rkd-sc":
-                system, spec = load_task_system(d)
-                edge, server = EdgePart(system.student, system.cat_encoder), ServerPart(system.cat_decoder, system.head)
-                ratio = float(spec["cat"]["compression_ratio"])
-                cdim = compact_dim(spec["feature_dim"], ratio)
-            else:
-                encoder, head, spec = load_jscc_parts(d)
-                edge, server = JSCCEdgePart(encoder), JSCCServerPart(head)
-                ratio, cdim = 0.0, int(spec["feature_dim"])
+        for d in m.task_dirs(workdir):
+            system, spec = m.load(d)
+            arch = read_model_spec(spec, m.name)
+            edge, server = m.parts(system)
             tasks.append({"name": spec["task"], "class_names": spec["class_names"], "edge_part": edge.eval(),
-                          "server_part": server.eval(), "compression_ratio": ratio, "compact_dim": cdim})
+                          "server_part": server.eval(), "compression_ratio": arch.compression_ratio,
+                          "compact_dim": arch.compact_dim})
             specs.append(spec)
+            archs[spec["task"]] = arch.to_json()
     first = specs[0]
     for s in specs[1:]:
         if s["input"] != first["input"] or s["feature_dim"] != first["feature_dim"]:
@@ -95,7 +72,8 @@ def export_from_workdir(workdir: str | Path, out: str | Path, method: str, prove
     prov: dict[str, Any] = {
         "method": method, "preset": first["preset"] if len(specs) == 1 else [s["preset"] for s in specs],
         "seed": first["seed"], "workdir": str(workdir.resolve()),
-        "tasks": {s["task"]: {k: s[k] for k in ("depths", "params", "cat", "snr_train_db", "channels") if k in s}
+        "tasks": {s["task"]: {**archs[s["task"]],
+                              **{k: s[k] for k in ("params", "snr_train_db", "channels") if k in s}}
                   for s in specs},
         "metrics": {"val": {s["task"]: s.get("val", {}) for s in specs}, **_eval_metrics(workdir, method)},
     }
@@ -133,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "manifest.json with sha256 checksums and provenance); the bundle is verified after writing.")
     p.add_argument("--workdir", required=True, metavar="DIR", help="work directory of rkdsc train / distill / baseline")
     p.add_argument("--method", required=True, choices=METHODS,
-                   help="rkd-sc (stage-2 student + CAT), jscc-student or jscc-teacher (baselines, no CAT)")
+                   help="; ".join(f"{m.name}: {m.description}" for m in map(get_method, METHODS)))
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write (created)")
     p.add_argument("--max-mb", type=float, metavar="MB", help="fail when the bundle is larger than this")
     return p

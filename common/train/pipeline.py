@@ -127,8 +127,12 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
             log(f"export {m}: reusing {target} (newer than the trained weights, verifies)")
             bundles[m] = target
         else:
-            bundles[m] = export_from_workdir(workdir, target, m, provenance={"preset": preset.name, "seed": preset.seed,
-                                                                             "command": command})
+            bundles[m] = export_from_workdir(workdir, target, m, provenance={
+                "preset": preset.name, "seed": preset.seed, "command": command,
+                # what it was trained on: `rkdsc evaluate --data` warns when pointed at this folder
+                "data": {"dataset": preset.data.dataset,
+                         "root": str(preset.data_root()) if preset.data.dataset != "digits" else "",
+                         "val_fraction": preset.data.val_fraction, "max_per_class": preset.data.max_per_class}})
         done()
 
     # 7. evaluation ---------------------------------------------------------------------------------
@@ -168,18 +172,20 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
 
     # 8. summary ------------------------------------------------------------------------------------
     from rkdsc.common.bundle.manifest import read_manifest
+    from rkdsc.common.models.registry import get_method
 
     def method_summary(m: str) -> dict:
         man = read_manifest(bundles[m])
         t = man["tasks"][0]
         comp = man["components"]
-        spec_dir = workdir / ("stage2" if m == "rkd-sc" else f"baseline-{m}") / task.name
+        spec_dir = get_method(m).root(workdir) / task.name
         spec = _read(spec_dir / "model.json") or {}
         params = spec.get("params", {})
         enc = params.get("student", params.get("encoder"))
         return {"bundle": str(bundles[m]), "encoder_params": enc,
                 "edge_params": comp[t["edge"]]["params"], "server_params": comp[t["server"]]["params"],
                 "symbols_per_image": t["symbols_per_image"], "compact_dim": t["compact_dim"],
+                # at 25 / -10 dB: None when --snr left them out (the summary then reads the curves)
                 "accuracy": {ch: {"25": _acc_at(evals[m][ch]["points"], 25.0),
                                   "-10": _acc_at(evals[m][ch]["points"], -10.0)} for ch in EVAL_CHANNELS},
                 "curves": {ch: evals[m][ch]["points"] for ch in EVAL_CHANNELS}}
@@ -191,8 +197,11 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
         "device": str(getattr(teacher, "device", None) or next(teacher.parameters()).device),
         "torch_threads": torch.get_num_threads(),
         "preset_config": preset.to_dict(),  # with any --set overrides applied (the report turns them back into flags)
-        "teacher": {"name": preset.teacher.name, "source": preset.teacher.checkpoint or "self-trained",
-                    "val_acc": tmeta.get("val_acc"), "params": count_params(teacher)},
+        "teacher": {"name": preset.teacher.name, "label": getattr(teacher, "label", preset.teacher.name),
+                    "source": preset.teacher.checkpoint or "self-trained",
+                    # a checkpoint teacher has no classifier for this data set: no accuracy to measure
+                    "val_acc": tmeta.get("val_acc") if not preset.teacher.checkpoint else None,
+                    "params": count_params(teacher)},
         "search": search,
         "stage1": {k: s1.get(k) for k in ("depths", "val_mse_init", "val_mse_final", "epochs", "student_params", "time_s")},
         "stage2": {"epochs": s2.get("epochs"), "time_s": s2.get("time_s"),
@@ -217,29 +226,50 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
 def bundle_up_to_date(workdir: Path, method: str, bundle: Path) -> bool:
     """True when ``bundle`` verifies and is newer than every trained weight file of ``method``."""
     from rkdsc.common.bundle.manifest import verify_bundle
-    from rkdsc.common.train.export import task_dirs
+    from rkdsc.common.models.registry import get_method
 
     manifest = bundle / "manifest.json"
     if not manifest.is_file() or verify_bundle(bundle):
         return False
     try:
-        weights = [f for d in task_dirs(workdir, method) for f in d.glob("*.safetensors")]
+        weights = [f for d in get_method(method).task_dirs(workdir) for f in d.glob("*.safetensors")]
     except FileNotFoundError:
         return False
     return all(f.stat().st_mtime <= manifest.stat().st_mtime for f in weights)
 
 
+def _num(v, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def teacher_accuracy_text(teacher: dict) -> str:
+    """'val acc 0.9312', or why there is none (a checkpoint teacher has no classifier for the data)."""
+    if teacher.get("val_acc") is not None:
+        return f"val acc {teacher['val_acc']:.4f}"
+    if teacher.get("source") not in (None, "", "self-trained"):
+        return "val acc not measured (pretrained checkpoint: no classifier trained on this data set)"
+    return "val acc n/a"
+
+
 def summary_table(results: dict) -> str:
+    """The readable summary `rkdsc train` ends with (works for any --snr list)."""
+    t = results["teacher"]
     lines = [f"results for preset {results['preset']} (eval on {results['eval']['split']}, n={results['eval']['n']}):",
-             f"  teacher {results['teacher']['name']}: val acc {results['teacher']['val_acc']}"]
+             f"  teacher {t.get('label') or t['name']}: {teacher_accuracy_text(t)}"]
+    snrs = results["eval"].get("snrs_db") or DEFAULT_SNRS_DB
+    hi, lo = max(snrs), min(snrs)
     for m, s in results["methods"].items():
-        acc = s["accuracy"]
-        lines.append(f"  {METHOD_LABELS.get(m, m):>13s}: encoder {s['encoder_params']:,} params, "
-                     f"{s['symbols_per_image']} symbols/image; AWGN 25 dB {acc['awgn']['25']:.3f}, -10 dB "
-                     f"{acc['awgn']['-10']:.3f}; Rayleigh 25 dB {acc['rayleigh']['25']:.3f}, -10 dB {acc['rayleigh']['-10']:.3f}")
+        curves = s.get("curves") or {}
+        parts = []
+        for ch, name in (("awgn", "AWGN"), ("rayleigh", "Rayleigh")):
+            pts = curves.get(ch) or []
+            parts.append(f"{name} {hi:g} dB {_num(_acc_at(pts, hi))}, {lo:g} dB {_num(_acc_at(pts, lo))}")
+        lines.append(f"  {METHOD_LABELS.get(m, m):>13s}: encoder {_num(s['encoder_params'], ',')} params, "
+                     f"{s['symbols_per_image']} symbols/image; " + "; ".join(parts))
     for m, s in results["search"].items():
         if isinstance(s, dict):
-            lines.append(f"  search {m}: depths {s['depths']}, {s['selected_params']:,} params, val acc {s['val_acc']}")
+            lines.append(f"  search {m}: depths {s['depths']}, {_num(s.get('selected_params'), ',')} params, "
+                         f"val acc {_num(s.get('val_acc'), '.4f')}")
     lines.append(f"  wall time {results['wall_s']:.0f} s")
     return "\n".join(lines)
 

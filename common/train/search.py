@@ -27,12 +27,9 @@ With ``kd_weight = 0`` the MSE term is not computed at all and with ``lambda_j =
 penalty is skipped, so KDL-DARTS with both at 0 executes exactly DARTS's computation (same seed
 -> bit-identical alphas); only the final selection rule differs unless ``selection="alpha"``.
 
-Penalty factors (Eq. 17). ``|o_lj|`` = parameters of candidate j of layer l
-(``candidate_params()``). Raw counts (10^4..10^6) divided by T_beta = 2 would saturate the
-softmax (beta = one-hot on the largest candidate), so the counts are NORMALISED per layer by
-the layer's largest candidate before the softmax: ``beta_l = softmax((|o_lj| / max_k |o_lk|) /
-T_beta)``. Each layer's beta thus orders its candidates by size with a spread set by T_beta
-alone, whatever the layer's width.
+Penalty factors (Eq. 17): ``beta_l = softmax((|o_lj| / max_k |o_lk|) / T_beta)`` with ``|o_lj|`` the
+parameters of candidate j of layer l (``candidate_params()``), normalised per layer
+(docs/decisions.md, "Search: normalised penalty factors").
 
 Final selection (Alg. 1 line 11, k = 1: one depth per layer). The mixture weights
 ``w_l = softmax(alpha_l / T_alpha)`` (not the raw alpha, which may be negative and are only
@@ -41,9 +38,7 @@ defined up to a per-layer constant) are multiplied by ``(1 - beta_l)``; KDL-DART
 never picks a deeper candidate than the second (1 - beta falls with size).
 
 Optimisers: cosine schedules from lr_w / lr_alpha to their minima over the epochs; the alpha
-optimizer defaults to SGD because the penalty's gradient ``lambda_J * beta_lj`` (Eq. 20) only
-discriminates between candidates through its per-candidate size: Adam would rescale a constant
-gradient to the same step for every candidate and cancel the penalty's effect.
+optimizer defaults to SGD (docs/decisions.md, "Search: SGD for alpha").
 
 Distributed: under torchrun the student and the head are wrapped in DistributedDataParallel
 (common/train/ddp.py) and each half is sharded with a DistributedSampler; the step functions

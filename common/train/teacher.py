@@ -81,8 +81,10 @@ def get_teacher(preset, workdir: str | Path, log: Callable[[str], None] = print,
         path = Path(t.checkpoint).expanduser()
         if not path.is_file():
             raise TeacherError(f"preset {preset.name!r}: teacher.checkpoint = {t.checkpoint!r}: no such file")
-        log(f"teacher: {t.name} from {path}")
-        return _attach(_build(preset, path), path).to(device)
+        teacher = _build(preset, path)
+        log(f"teacher: {teacher.label} from {path} (a pretrained checkpoint: no classifier is trained on this data "
+            "set, so it has no validation accuracy)")
+        return _attach(teacher, path).to(device)
     if t.train_epochs <= 0:
         raise TeacherError(
             f"preset {preset.name!r}: teacher.checkpoint is empty and teacher.train_epochs = 0: give local weights "
@@ -128,7 +130,7 @@ def train_teacher(preset, out_dir: str | Path, log: Callable[[str], None] = prin
         opt, lambda s: (s + 1) / warm if s < warm else 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
     history, t0 = [], time.time()
     n_params = sum(p.numel() for p in backbone.parameters())
-    log(f"teacher: training {t.name} ({n_params / 1e6:.2f}M params, {teacher_build_kwargs(preset)}) for "
+    log(f"teacher: training {teacher.label} ({n_params / 1e6:.2f}M params) for "
         f"{t.train_epochs} epochs on {len(train_ds)} images ({len(classes)} classes), device {device}")
     for epoch in range(t.train_epochs):
         backbone.train()
@@ -158,7 +160,7 @@ def train_teacher(preset, out_dir: str | Path, log: Callable[[str], None] = prin
     teacher.eval()
     save_weights(out_dir / "teacher.safetensors", teacher, metadata={"name": t.name})
     save_weights(out_dir / "head.safetensors", head)
-    meta = {"name": t.name, "img_size": t.img_size, "feature_dim": t.feature_dim,
+    meta = {"name": t.name, "label": teacher.label, "img_size": t.img_size, "feature_dim": t.feature_dim,
             "timm_kwargs": teacher_build_kwargs(preset), "num_classes": len(classes), "class_names": classes,
             "params": n_params, "epochs": t.train_epochs, "val_acc": history[-1]["val_acc"] if history else None,
             "train_acc": history[-1]["train_acc"] if history else None, "time_s": round(time.time() - t0, 2),

@@ -172,3 +172,27 @@ def test_the_link_seed_drives_the_channel_draws(services, bundle):
     a, b, c = scores_after_seed(7, 0), scores_after_seed(7, 10), scores_after_seed(8, 20)
     assert a == b
     assert a != c
+
+
+def test_create_server_on_taken_port_names_the_address(make_config):
+    """The relay shares the skeleton with the server: same error, its upstream channel released."""
+    import socket
+
+    from rkdsc.basestation import relay
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg, _ = make_config(basestation={"port": port}, name="relay.toml")
+        with pytest.raises(OSError, match=f"relay: cannot bind 127.0.0.1:{port}"):
+            relay.create_server(cfg)
+
+
+def test_the_relay_process_logs_through_rkdsc_relay(make_config, tmp_path):
+    from tests.common.service.processes import run_service_until_ready
+
+    _, path = make_config()
+    err = run_service_until_ready("rkdsc.basestation", path, tmp_path / "ready.json")
+    assert "rkdsc.relay: relay: serving on port" in err and "rkdsc.relay: relay: stopped" in err
+    assert "rkdsc.server" not in err

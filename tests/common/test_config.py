@@ -23,10 +23,27 @@ def test_the_default_topology_has_three_devices_at_different_distances():
     assert cfg.relay_addr == f"127.0.0.1:{cfg.basestation.port}"
 
 
-def test_config_fadings_are_the_channel_fadings():
-    from rkdsc.common.channel import FADINGS as CHANNEL_FADINGS
+def test_channel_names_have_one_definition():
+    """FADINGS, EQUALIZERS and the channel defaults are assigned once, in numpy_channel.py; the
+    config (and everything else) imports them."""
+    import re
 
-    assert tuple(FADINGS) == tuple(CHANNEL_FADINGS)
+    from rkdsc.common import channel
+    from rkdsc.common.config import TransmitterConfig
+
+    assert FADINGS is channel.FADINGS and TransmitterConfig(id="x").fading == channel.DEFAULT_FADING
+    names = ("FADINGS", "EQUALIZERS", "DEFAULT_FADING", "DEFAULT_EQUALIZER", "DEFAULT_K_FACTOR")
+    pattern = re.compile(rf"^\s*({'|'.join(names)})\s*(:[^=]*)?=", re.M)
+    found = {}
+    for folder in ("common", "edge", "basestation", "server"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for name, _ in pattern.findall(path.read_text(encoding="utf-8")):
+                found.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    assert found == {name: ["common/channel/numpy_channel.py"] for name in names}
+    literal = repr(tuple(channel.FADINGS))  # nor a copy under another name (CHANNELS = ("awgn", ...))
+    copies = [str(p.relative_to(ROOT)) for folder in ("common", "edge", "basestation", "server")
+              for p in (ROOT / folder).rglob("*.py") if literal.replace("'", '"') in p.read_text(encoding="utf-8")]
+    assert copies == ["common/channel/numpy_channel.py"]
 
 
 def _doc(**tx_overrides):
@@ -47,6 +64,11 @@ def _doc(**tx_overrides):
     ({"bundle": {"path": "b"}, "basestation": {"server_addr": "nohost"}},
      "basestation.server_addr: expected host:port, got 'nohost'"),
     ({"bundle": {}}, "bundle.path: required key is missing"),
+    ({"bundle": {"path": "b"}, "relay_addr": "x"}, "relay_addr: unknown key 'relay_addr'"),
+    (_doc(seed=1.5), "transmitters[1].seed: expected an integer, got 1.5"),
+    (_doc(limit=True), "transmitters[1].limit: expected an integer, got True"),
+    (_doc(id="a b"), "transmitters[1].id: expected an id without spaces, at most 128 characters, got 'a b'"),
+    ({"bundle": {"path": "b"}, "transmitters": {"id": "x"}}, "transmitters: expected a list, got {'id': 'x'}"),
 ])
 def test_validation_errors_name_the_field_and_the_value(doc, message):
     with pytest.raises(ConfigError) as err:
@@ -115,3 +137,46 @@ def test_samples_are_the_held_back_split_in_class_folders_and_deterministic(tmp_
     with Image.open(a[0]) as im:
         assert im.size == (16, 16) and im.mode == "RGB"
     assert cli(["--out", str(tmp_path / "a"), "--count", "3"]) == 2  # exists: needs --force
+
+
+# ----------------------------------------------------------------------------- hardening: unreadable files
+
+def test_a_config_with_non_utf8_bytes_is_a_config_error_naming_the_file_and_the_byte_offset(tmp_path):
+    data = b'[bundle]\npath = "b\xff\xfendle"\n'
+    path = tmp_path / "latin.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    offset = data.index(b"\xff")
+    assert str(err.value).startswith(f"{path}: not UTF-8 text")
+    assert f"byte 0xff at byte offset {offset} (line 2, column 10)" in str(err.value)
+
+
+def test_a_utf8_bom_is_accepted_and_a_folder_is_a_config_error(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b'\xef\xbb\xbf[bundle]\npath = "b"\n')
+    assert load_config(path, env={}).bundle.path == tmp_path / "b"
+    with pytest.raises(ConfigError, match=f"{tmp_path}: is a folder, not a config file"):
+        load_config(tmp_path, env={})
+
+
+def test_services_exit_2_on_a_non_utf8_config_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "latin.toml"
+    path.write_bytes(b'[bundle]\npath = "b\xe9"\n')
+    offset = path.read_bytes().index(b"\xe9")
+    rkdsc = str(Path(sys.executable).with_name("rkdsc"))
+    for args in (["server"], ["basestation"], ["edge", "--id", "a", "--out", str(tmp_path / "o")]):
+        proc = subprocess.run([rkdsc, *args, "--config", str(path)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and f"{path}: not UTF-8 text" in proc.stderr, (args, proc.stderr)
+        assert f"byte offset {offset} " in proc.stderr, proc.stderr
+
+
+def test_max_failed_fraction_is_a_fraction():
+    assert parse_config({"bundle": {"path": "b"}, "transmitters": [{"id": "a"}]}).transmitters[0] \
+        .max_failed_fraction == 0.0
+    with pytest.raises(ConfigError, match=r"transmitters\[0\]\.max_failed_fraction"):
+        parse_config({"bundle": {"path": "b"}, "transmitters": [{"id": "a", "max_failed_fraction": 1.5}]})

@@ -99,8 +99,10 @@ def test_airtime_and_propagation_emulation_keep_results_unchanged(make_config, b
         svc.close()
 
 
-def test_demo_runs_the_topology_as_processes_and_writes_the_summary(bundle_dir, tmp_path):
+def test_demo_runs_the_topology_as_processes_and_writes_the_summary(bundle_dir, tmp_path, monkeypatch):
     from rkdsc.common.experiments.demo import run_demo
+
+    monkeypatch.chdir(tmp_path)  # the services are started by their installed module names, from anywhere
 
     # no `images`: the default samples folder runs/samples/digits (under root) is generated
     config = write_toml(tmp_path / "tiny.toml", {}, {"bundle": {"path": str(bundle_dir)},
@@ -174,7 +176,7 @@ def test_services_refuse_to_start_on_a_bundle_that_fails_verification(bundle_dir
     config = write_toml(tmp_path / "t.toml", {}, {"bundle": {"path": str(bad)},
                                                   "server": {"port": 0, "metrics_port": -1}}, [{"id": "a"}])
     for module in ("server", "edge"):
-        args = [sys.executable, "-m", module, "--config", str(config)]
+        args = [sys.executable, "-m", f"rkdsc.{module}", "--config", str(config)]
         if module == "edge":
             args += ["--id", "a", "--out", str(tmp_path / "o")]
         proc = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path)

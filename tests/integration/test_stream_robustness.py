@@ -14,15 +14,9 @@ import pytest
 from rkdsc.basestation import relay
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
-from rkdsc.server.service import handler_threads
 from tests.conftest import Services, make_frame
 
 OLD_SERVER_POOL = 32  # handler threads of the edge server before they were sized from the topology
-
-
-def test_handler_pools_grow_with_the_topology(make_config):
-    cfg, _ = make_config(transmitters=[{"id": f"tx-{i}"} for i in range(40)])
-    assert handler_threads(cfg, 32) >= 32 + 40 and handler_threads(cfg, 64) >= 64 + 40
 
 
 def test_more_concurrent_streams_than_the_old_pool_are_served_together(make_config, bundle):

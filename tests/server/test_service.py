@@ -244,8 +244,13 @@ def test_create_server_on_taken_port_names_the_address(make_config, bundle):
         cfg, _ = make_config(server={"port": port})
         with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{port}"):
             create_server(cfg, bundle=bundle)
-        # the relay shares the skeleton: same error, its upstream channel released
-        from rkdsc.basestation import relay
-        cfg, _ = make_config(basestation={"port": port}, name="relay.toml")
-        with pytest.raises(OSError, match=f"relay: cannot bind 127.0.0.1:{port}"):
-            relay.create_server(cfg)
+    # the relay's half of this test is in tests/basestation, the skeleton's in tests/common/service
+
+
+def test_the_server_process_logs_through_rkdsc_server(make_config, tmp_path):
+    from tests.common.service.processes import run_service_until_ready
+
+    _, path = make_config()
+    err = run_service_until_ready("rkdsc.server", path, tmp_path / "ready.json")
+    assert "rkdsc.server: server: serving on port" in err and "rkdsc.server: server: stopped" in err
+    assert "rkdsc.relay" not in err

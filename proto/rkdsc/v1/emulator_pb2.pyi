@@ -87,7 +87,7 @@ class FrameError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class LinkState(_message.Message):
-    __slots__ = ("transmitter_id", "snr_db", "path_gain_db", "effective_snr_db", "fading", "seed", "frames", "instantaneous_snr_db")
+    __slots__ = ("transmitter_id", "snr_db", "path_gain_db", "effective_snr_db", "fading", "seed", "frames", "instantaneous_snr_db", "rician_k")
     TRANSMITTER_ID_FIELD_NUMBER: _ClassVar[int]
     SNR_DB_FIELD_NUMBER: _ClassVar[int]
     PATH_GAIN_DB_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class LinkState(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     INSTANTANEOUS_SNR_DB_FIELD_NUMBER: _ClassVar[int]
+    RICIAN_K_FIELD_NUMBER: _ClassVar[int]
     transmitter_id: str
     snr_db: float
     path_gain_db: float
@@ -104,7 +105,8 @@ class LinkState(_message.Message):
     seed: int
     frames: int
     instantaneous_snr_db: float
-    def __init__(self, transmitter_id: _Optional[str] = ..., snr_db: _Optional[float] = ..., path_gain_db: _Optional[float] = ..., effective_snr_db: _Optional[float] = ..., fading: _Optional[str] = ..., seed: _Optional[int] = ..., frames: _Optional[int] = ..., instantaneous_snr_db: _Optional[float] = ...) -> None: ...
+    rician_k: float
+    def __init__(self, transmitter_id: _Optional[str] = ..., snr_db: _Optional[float] = ..., path_gain_db: _Optional[float] = ..., effective_snr_db: _Optional[float] = ..., fading: _Optional[str] = ..., seed: _Optional[int] = ..., frames: _Optional[int] = ..., instantaneous_snr_db: _Optional[float] = ..., rician_k: _Optional[float] = ...) -> None: ...
 
 class ClassScore(_message.Message):
     __slots__ = ("index", "name", "score")
@@ -169,18 +171,20 @@ class LinkRequest(_message.Message):
     def __init__(self, transmitter_id: _Optional[str] = ...) -> None: ...
 
 class SetLinkRequest(_message.Message):
-    __slots__ = ("transmitter_id", "snr_db", "fading", "path_gain_db", "seed")
+    __slots__ = ("transmitter_id", "snr_db", "fading", "path_gain_db", "seed", "rician_k")
     TRANSMITTER_ID_FIELD_NUMBER: _ClassVar[int]
     SNR_DB_FIELD_NUMBER: _ClassVar[int]
     FADING_FIELD_NUMBER: _ClassVar[int]
     PATH_GAIN_DB_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    RICIAN_K_FIELD_NUMBER: _ClassVar[int]
     transmitter_id: str
     snr_db: float
     fading: str
     path_gain_db: float
     seed: int
-    def __init__(self, transmitter_id: _Optional[str] = ..., snr_db: _Optional[float] = ..., fading: _Optional[str] = ..., path_gain_db: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    rician_k: float
+    def __init__(self, transmitter_id: _Optional[str] = ..., snr_db: _Optional[float] = ..., fading: _Optional[str] = ..., path_gain_db: _Optional[float] = ..., seed: _Optional[int] = ..., rician_k: _Optional[float] = ...) -> None: ...
 
 class ListLinksRequest(_message.Message):
     __slots__ = ()

@@ -162,6 +162,33 @@ def test_compact_dim_rule_matches_paper_table_ii():
         assert compact_dim_for(f, r) == CATConfig(feature_dim=f, n_heads=1, compression_ratio=r).compact_dim
 
 
+def test_one_compact_dim_rule_for_model_preset_and_manifest():
+    """F = 10, r = 0.9: 10 * (1 - 0.9) = 0.9999... keeps 1 compact value in the model, the preset
+    and the manifest alike (one rule, compact_dim_for, with its float guard); r = 0.95 keeps none
+    and all three refuse it."""
+    from rkdsc.common.train.presets import PresetError, load_preset
+
+    assert compact_dim_for(10, 0.9) == 1 and symbols_for(1) == 1
+    assert CATConfig(feature_dim=10, n_heads=1, compression_ratio=0.9).compact_dim == 1
+    dims = {"teacher.feature_dim": 10, "student.feature_dim": 10, "cat.n_heads": 1}
+    p = load_preset("smoke", {**dims, "cat.compression_ratio": 0.9})
+    assert p.cat_config().compact_dim == 1
+    m = _good_manifest()
+    m.update(feature_dim=10, compression_ratio=0.9, compact_dim=1, symbols_per_image=1)
+    m["tasks"][0].update(compression_ratio=0.9, compact_dim=1, symbols_per_image=1)
+    assert validate_manifest(m) == []
+
+    assert compact_dim_for(10, 0.95) == 0
+    with pytest.raises(ValueError, match="leaves no compact dimension"):
+        CATConfig(feature_dim=10, n_heads=1, compression_ratio=0.95)
+    with pytest.raises(PresetError, match=r"cat\.compression_ratio: expected a ratio leaving >= 1 compact value "
+                                          r"of feature_dim 10, got 0\.95"):
+        load_preset("smoke", {**dims, "cat.compression_ratio": 0.95})
+    m["compression_ratio"] = m["tasks"][0]["compression_ratio"] = 0.95
+    assert any(p.startswith("compact_dim: expected floor(feature_dim * (1 - compression_ratio)) = "
+                            "floor(10 * (1 - 0.95)) = 0, got 1") for p in validate_manifest(m)), validate_manifest(m)
+
+
 def test_manifest_round_trip(paper_bundle, tmp_path):
     m = read_manifest(paper_bundle[0])
     for comp in m["components"].values():
@@ -215,25 +242,25 @@ _DELETE = object()
 
 
 @pytest.mark.parametrize("path,value,expected_key", [
-    ("tasks.0.num_classes", -1, "tasks[0].num_classes: expected positive int, got -1"),
+    ("tasks.0.num_classes", -1, "tasks[0].num_classes: expected a value >= 1, got -1"),
     ("tasks.0.num_classes", 4, "tasks[0].class_names: expected 4 names"),
-    ("tasks.0.class_names", ["a", 1, "c"], "tasks[0].class_names: expected list of strings"),
+    ("tasks.0.class_names", ["a", 1, "c"], "tasks[0].class_names[1]: expected a string, got 1"),
     ("tasks.0.name", "", "tasks[0].name"),
-    ("tasks.0.edge", "nope.edge", "tasks[0].edge: names component \"nope.edge\""),
+    ("tasks.0.edge", "nope.edge", "tasks[0].edge: names component 'nope.edge'"),
     ("tasks.0.compact_dim", 100, "tasks[0].compact_dim: expected floor"),
     ("tasks.0.symbols_per_image", 52, "tasks[0].symbols_per_image: expected ceil"),
     ("compact_dim", 100, "compact_dim: expected floor(feature_dim * (1 - compression_ratio))"),
     ("symbols_per_image", 50, "symbols_per_image: expected ceil(compact_dim / 2)"),
-    ("compression_ratio", 1.2, "compression_ratio: expected number in [0, 1)"),
-    ("feature_dim", "512", "feature_dim: expected positive int"),
+    ("compression_ratio", 1.2, "compression_ratio: expected a value < 1.0, got 1.2"),
+    ("feature_dim", "512", "feature_dim: expected an integer, got '512'"),
     ("format_version", 2, "format_version: expected 1, got 2"),
-    ("input.mean", [0.5, 0.5], "input.mean: expected list of 3 numbers"),
-    ("input.std", [0.5, 0.0, 0.5], "input.std: expected 3 positive numbers"),
+    ("input.mean", [0.5, 0.5], "input.mean: expected 3 numbers, got [0.5, 0.5]"),
+    ("input.std", [0.5, 0.0, 0.5], "input.std[1]: expected a value > 0.0, got 0.0"),
     ("input.size", 0, "input.size"),
     ("snr_train_db", [20.0, 5.0], "snr_train_db: expected lo <= hi"),
     ("components.digits.edge", None, None),  # special-cased below
-    ("provenance", _DELETE, "provenance: missing required key"),
-    ("tasks", [], "tasks: expected non-empty list"),
+    ("provenance", _DELETE, "provenance: required key is missing"),
+    ("tasks", [], "tasks: expected a non-empty list of tasks, got []"),
 ])
 def test_validate_manifest_names_the_key(path, value, expected_key):
     m = _good_manifest()
@@ -246,7 +273,7 @@ def test_validate_manifest_names_the_key(path, value, expected_key):
         joined = "\n".join(problems)
         assert "components.digits.edge.sha256: expected 64 lowercase hex digits" in joined
         assert "components.digits.edge.file: expected a path relative to the bundle" in joined
-        assert "components.digits.edge.params: expected non-negative int, got -5" in joined
+        assert "components.digits.edge.params: expected a value >= 0, got -5" in joined
         return
     _set(path, value)(m)
     problems = validate_manifest(m)
@@ -299,7 +326,7 @@ def test_verify_detects_missing_file(bundle_copy):
 def test_verify_detects_schema_error(bundle_copy):
     _edit_manifest(bundle_copy, _set("tasks.0.num_classes", -1))
     problems = verify_bundle(bundle_copy)
-    assert any(MANIFEST_NAME in p and "tasks[0].num_classes: expected positive int, got -1" in p
+    assert any(MANIFEST_NAME in p and "tasks[0].num_classes: expected a value >= 1, got -1" in p
                for p in problems), problems
 
 
@@ -476,3 +503,64 @@ def test_bundle_manifest_is_valid_json_on_disk(paper_bundle):
     assert m == copy.deepcopy(read_manifest(paper_bundle[0]))
     assert set(m) >= {"format_version", "tasks", "feature_dim", "compact_dim", "compression_ratio",
                       "symbols_per_image", "input", "snr_train_db", "components", "provenance"}
+
+
+# ----------------------------------------------------------------------------- hardening: bad manifests
+
+@pytest.mark.parametrize("text,kind", [("[1, 2, 3]", "an array"), ('"bundle"', "a string"), ("null", "null"),
+                                       ("7", "a number")])
+def test_a_manifest_that_is_json_but_not_an_object_is_a_bundle_error_naming_the_file(bundle_copy, text, kind):
+    (bundle_copy / MANIFEST_NAME).write_text(text)
+    with pytest.raises(BundleError) as err:
+        read_manifest(bundle_copy)
+    assert str(err.value) == f"{bundle_copy / MANIFEST_NAME}: expected a JSON object (the manifest), got {kind}"
+    assert verify_bundle(bundle_copy) == [str(err.value)]
+    with pytest.raises(BundleError, match="expected a JSON object"):
+        load_bundle(bundle_copy, verify=False)
+
+
+def test_a_manifest_that_is_not_utf8_names_the_file_and_the_offset(bundle_copy):
+    data = b'{"format_version": 1, "x": "\xff"}'
+    (bundle_copy / MANIFEST_NAME).write_bytes(data)
+    problems = verify_bundle(bundle_copy)
+    offset = data.index(b"\xff")
+    assert len(problems) == 1 and MANIFEST_NAME in problems[0] and f"byte offset {offset}:" in problems[0], problems
+
+
+def test_commands_refuse_a_non_object_manifest_without_a_traceback(bundle_copy, tmp_path):
+    """`rkdsc bundle verify|info`, `rkdsc server`, `rkdsc edge` as processes: a clear message naming
+    manifest.json, never an AttributeError traceback."""
+    (bundle_copy / MANIFEST_NAME).write_text("[1, 2, 3]")
+    rkdsc = str(Path(sys.executable).with_name("rkdsc"))
+    config = tmp_path / "t.toml"
+    config.write_text(f'[bundle]\npath = "{bundle_copy}"\n[server]\nport = 0\nmetrics_port = -1\n'
+                      f'[[transmitters]]\nid = "a"\nimages = "{tmp_path}"\n')
+    runs = {"verify": ([rkdsc, "bundle", "verify", str(bundle_copy)], 1),
+            "info": ([rkdsc, "bundle", "info", str(bundle_copy)], 1),
+            "server": ([rkdsc, "server", "--config", str(config)], 2),
+            "edge": ([rkdsc, "edge", "--config", str(config), "--id", "a", "--out", str(tmp_path / "o")], 2)}
+    for name, (args, status) in runs.items():
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == status, (name, proc.returncode, proc.stderr)
+        assert "Traceback" not in proc.stderr, (name, proc.stderr)
+        assert f"{bundle_copy / MANIFEST_NAME}: expected a JSON object (the manifest), got an array" in proc.stderr, \
+            (name, proc.stderr)
+
+
+def test_verify_checks_num_classes_and_compact_dim_against_the_declared_model_shapes(bundle_copy):
+    """A hand-edited num_classes (the manifest's class count no longer the width of the exported
+    logits) used to verify OK and then fail every frame at the server."""
+    def edit(m):
+        m["tasks"][0]["num_classes"] = 11
+        m["tasks"][0]["class_names"].append("extra")
+    _edit_manifest(bundle_copy, edit)
+    problems = verify_bundle(bundle_copy)
+    assert len(problems) == 1, problems
+    assert "tasks[0].num_classes: expected 10, the width of component 'digits.server' outputs.logits" in problems[0]
+    assert "got 11" in problems[0]
+    m = json.loads((bundle_copy / MANIFEST_NAME).read_text())
+    m["tasks"][0]["num_classes"] = 10
+    m["tasks"][0]["class_names"].pop()
+    m["components"]["digits.edge"]["outputs"]["symbols"]["shape"] = ["batch", 100]
+    assert any("tasks[0].compact_dim: expected 100, the width of component 'digits.edge' outputs.symbols" in p
+               for p in validate_manifest(m))

@@ -17,7 +17,7 @@ CANDIDATES = [
 ]
 
 
-def _arch(method: str, final: list[int], accs: list[float], depth_path: list[list[int]]) -> dict:
+def arch_doc(method: str, final: list[int], accs: list[float], depth_path: list[list[int]]) -> dict:
     history = [{"epoch": e, "alpha": [[0.0] * 5] * 4, "val_acc": a, "selected_depths": d,
                 "selected_params": sum(CANDIDATES[l][x - 1] for l, x in enumerate(d)), "loss_w": 1.0, "loss_a": 1.0}
                for e, (a, d) in enumerate(zip(accs, depth_path))]
@@ -28,9 +28,9 @@ def _arch(method: str, final: list[int], accs: list[float], depth_path: list[lis
 
 @pytest.fixture()
 def arch_pair(tmp_path):
-    kdl = _arch("kdl-darts", [3, 4, 4, 1], [0.30, 0.45, 0.61],
+    kdl = arch_doc("kdl-darts", [3, 4, 4, 1], [0.30, 0.45, 0.61],
                 [[5, 5, 5, 5], [3, 4, 4, 2], [3, 4, 4, 1]])
-    darts = _arch("darts", [5, 2, 5, 2], [0.28, 0.40, 0.55],
+    darts = arch_doc("darts", [5, 2, 5, 2], [0.28, 0.40, 0.55],
                   [[5, 5, 5, 5], [5, 2, 5, 3], [5, 2, 5, 2]])
     wd = tmp_path / "run"
     for a in (kdl, darts):

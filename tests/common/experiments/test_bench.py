@@ -14,8 +14,10 @@ from rkdsc.common.experiments import bench
 def doc(tmp_path_factory, bundle_dir, sample_dir):
     work = tmp_path_factory.mktemp("bench")
     out = work / "bench.json"
-    d = bench.run_bench(str(bundle_dir), images=8, out=str(out), data=str(sample_dir), batch_size=4, edges=(1, 3),
-                        encoder_batches=(1, 32), threads=1, work_dir=str(work / "wd"), log=lambda s: None, rounds=2)
+    # edges 1, 3 and 4 (the many-edge row at toy scale), the batch-1 latency runs on 4 images
+    d = bench.run_bench(str(bundle_dir), images=8, out=str(out), data=str(sample_dir), batch_size=4, edges=(1, 3, 4),
+                        encoder_batches=(1, 32), threads=1, work_dir=str(work / "wd"), log=lambda s: None, rounds=2,
+                        latency_images=4)
     assert json.loads(out.read_text())["ratios"] == d["ratios"]
     return d
 
@@ -51,6 +53,7 @@ def test_throughput_and_latency(doc):
 def test_encoder_torch_vs_ort(doc):
     enc = doc["encoder"]
     assert enc["torch"], enc["torch_source"]
+    assert enc["same_weights"]  # only same-weight pairs are compared
     same_weights = "random weights" not in enc["torch_source"]  # random bundle: seeded, identical weights
     for b in ("1", "32"):
         res = enc["batches"][b]
@@ -80,3 +83,124 @@ def test_channel_cost_and_wire_bytes(doc):
         lo, hi = min(doc["ratios"][f"networked_{e}_over_inprocess_throughput_rounds"]), \
             max(doc["ratios"][f"networked_{e}_over_inprocess_throughput_rounds"])
         assert f"| networked, {e} edge(s) | {res['images_per_s']:.1f} | {ratio:.2f} ({lo:.2f}-{hi:.2f}) |" in md
+
+
+def test_a_random_weight_twin_is_compared_with_its_own_export(bundle_dir, tmp_path):
+    """No training work dir: the twin has random weights, so onnxruntime runs the twin's own ONNX
+    export (not the bundle's file) and the difference is that of one network."""
+    import shutil
+
+    from rkdsc.common.bundle import load_bundle
+    from rkdsc.common.bundle.manifest import read_manifest, write_manifest
+
+    b = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, b)
+    man = read_manifest(b)
+    man["provenance"].update(method="rkd-sc", workdir=str(tmp_path / "gone"))
+    write_manifest(b, man)
+    bdl = load_bundle(b)
+    enc = bench.bench_encoder(bdl, bdl.task().name, (1,), 1, repeats=3, work=tmp_path)
+    assert enc["torch"] and enc["same_weights"], enc
+    assert "random weights" in enc["torch_source"] and "not found" in enc["torch_source"]
+    assert "ONNX export of the torch twin" in enc["ort_source"]
+    assert enc["batches"]["1"]["max_abs_diff"] < 1e-3
+
+
+def test_markdown_shows_no_difference_for_different_weights(doc):
+    """An older document whose torch twin had random weights: its max abs diff is not shown."""
+    old = dict(doc, encoder={"threads": 1, "torch_source": "architecture of preset 'default' with random weights (x)",
+                             "batches": {"1": {"torch_ms_per_image": 2.0, "ort_ms_per_image": 1.0, "ort_speedup": 2.0,
+                                               "max_abs_diff": 2.2}}})
+    md = bench_markdown(old)
+    assert "| 1 | 2.000 | 1.000 | 2.00 | n/a (different weights) |" in md and "2.2e+00" not in md
+
+
+GOAL_KEYS = {"id", "figure", "unit", "measure", "reference", "reference_label", "measured", "value", "rounds", "goal",
+             "threshold", "pass", "detail"}
+
+
+def test_goal_rows_cover_the_issue_table(doc):
+    """Every figure of the data-plane table is a goal row with its reference, measurement, ratio (median of
+    the per-round values), goal and verdict, in the JSON and in the printed table."""
+    import statistics
+
+    rows = {r["id"]: r for r in doc["goals"]}
+    assert list(rows) == ["throughput_1_edge", "throughput_3_edges", "latency_p99_batch1",
+                          "relay_channel_ns_per_symbol", "scale_many_edges"]
+    for r in rows.values():
+        assert set(r) == GOAL_KEYS and r["value"] is not None and isinstance(r["pass"], bool), r
+        assert r["reference"] > 0 and r["measured"] > 0
+    # throughput: the per-round ratios of the networked runs to in-process
+    for key, e in (("throughput_1_edge", "1"), ("throughput_3_edges", "3")):
+        assert rows[key]["rounds"] == doc["ratios"][f"networked_{e}_over_inprocess_throughput_rounds"]
+        assert rows[key]["pass"] == (rows[key]["value"] >= rows[key]["threshold"])
+    # batch-1 latency with one frame in flight: p99 difference per round, side by side
+    lat = doc["latency"]
+    assert lat["images"] == 4 and lat["batch_size"] == 1 and lat["max_in_flight"] == 1
+    assert lat["inprocess"]["batch_size"] == 1 and len(lat["inprocess"]["rounds"]) == 2
+    net = lat["networked"]
+    assert net["ok"] and net["errors"] == 0 and net["answered"] == 2 * 4 and net["max_in_flight"] == 1
+    assert 0 < net["rtt_ms"]["p50"] <= net["rtt_ms"]["p99"]
+    per_round = [n["p99_ms"] - i["p99_ms"] for n, i in zip(net["rounds"], lat["inprocess"]["rounds"])]
+    row = rows["latency_p99_batch1"]
+    assert row["rounds"] == pytest.approx(per_round) and row["value"] == pytest.approx(statistics.median(per_round))
+    assert row["measure"] == "delta" and row["pass"] == (row["value"] <= 2.0)
+    # the relay's channel: its call pattern from its own metrics (one simulate call per frame today)
+    sv = doc["networked"]["1"]["services"]
+    assert sv["relay_frames_per_channel_call"] >= 1 and sv["relay_channel_ns_per_symbol"] > 0
+    assert sv["server_mean_batch"] >= 1
+    rp = doc["channel"]["relay_pattern"]
+    assert rp["frames_per_call"] >= 1 and rp["fading"] == doc["fading"] and "metrics" in rp["frames_per_call_source"]
+    row = rows["relay_channel_ns_per_symbol"]
+    assert row["measured"] == rp["ns_per_symbol"] and row["reference"] == rp["batched_ns_per_symbol"]
+    assert row["pass"] == (row["value"] <= 50.0)
+    # the many-edge run against the 3-edge run, per round
+    assert doc["scale_edges"] == 4
+    row = rows["scale_many_edges"]
+    many = doc["networked"]["4"]
+    assert many["ok"] and many["errors"] == 0 and many["answered"] == 2 * 8 * 4
+    per_round = [b["images_per_s"] / a["images_per_s"] for a, b in zip(doc["networked"]["3"]["rounds"], many["rounds"])]
+    assert row["rounds"] == pytest.approx(per_round) and row["reference"] == doc["networked"]["3"]["images_per_s"]
+    md = bench_markdown(doc)
+    for r in rows.values():
+        verdict = "PASS" if r["pass"] else "FAIL"
+        assert f"| {r['figure']} |" in md and f"| {r['goal']} | {verdict} |" in md
+    assert "| networked, 1 edge, batch 1, 1 frame in flight (4 images) |" in md
+
+
+def test_older_documents_without_goals_still_render(doc):
+    old = {k: v for k, v in doc.items() if k not in ("goals", "latency")}
+    md = bench_markdown(old)
+    assert "against its goals" not in md and "| in-process |" in md
+
+
+def test_soak_reports_services_at_start_and_end(bundle_dir, sample_dir, tmp_path):
+    """Soak at toy scale: 2 edge processes for 3 s, started again as they finish; every image answered,
+    the server's and relay's RSS and threads sampled at ready, start and end."""
+    from rkdsc.common.experiments.bench_format import soak_markdown
+
+    out = tmp_path / "soak.json"
+    d = bench.run_soak(str(bundle_dir), edges=2, soak_s=3.0, out=str(out), data=str(sample_dir), batch_size=4,
+                       images_per_run=8, sample_every_s=1.0, work_dir=str(tmp_path / "wd"), log=lambda s: None)
+    assert json.loads(out.read_text()) == d
+    s = d["soak"]
+    assert s["ok"], (s["failure"], s["failures"])
+    assert s["errors"] == 0 and s["failed_runs"] == 0 and s["edge_runs"] >= 2
+    assert s["answered"] == s["images"] > 0 and s["images_per_s"] > 0
+    assert s["service_exit_status"] == {"relay": 0, "server": 0}
+    labels = [x["label"] for x in s["samples"]]
+    assert labels[0] == "ready" and labels[-1] == "end" and "start" in labels
+    for name in ("server", "relay"):
+        for when in ("start", "end"):
+            st = s[name][when]
+            assert st["rss_mb"] > 0 and st["threads"] >= 1 and st["fds"] >= 1, (name, when, st)
+    md = soak_markdown(d)
+    assert "**0 errors**" in md and "Verdict: PASS" in md and "| end |" in md
+
+
+def test_proc_status_of_this_process_and_a_gone_one():
+    import os
+
+    st = bench.proc_status(os.getpid())
+    assert st["rss_mb"] > 0 and st["threads"] >= 1 and st["fds"] >= 1
+    assert bench.proc_status(2 ** 22 + 12345) is None  # above the default pid_max: no such process

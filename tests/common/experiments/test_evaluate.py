@@ -44,7 +44,8 @@ def test_contract_json_and_plot(bundles, digits_dir, tmp_path):
     assert [p["snr_db"] for p in res["points"]] == DEFAULT_SNRS_DB  # -10, -5, ..., 25 by default
     n = _count_images(digits_dir)
     for p in res["points"]:
-        assert set(p) == {"snr_db", "accuracy", "n"}
+        assert set(p) == {"snr_db", "accuracy", "n", "ci95"}  # ci95: the 95 % Wilson interval
+        assert p["ci95"][0] <= p["accuracy"] <= p["ci95"][1]
         assert p["n"] == n == 60
         assert 0.0 <= p["accuracy"] <= 1.0
         assert abs(p["accuracy"] * n - round(p["accuracy"] * n)) < 1e-9  # a count of correct images

@@ -6,11 +6,14 @@ import json
 import pytest
 
 from rkdsc.common.experiments import profile as prof
+from rkdsc.common.models import CATConfig, StudentConfig, TeacherConfig
 
-TINY = dict(input_size=32, depths=[1, 1, 2, 1], compression_ratio=0.8, stem_widths=(8, 8, 16), planes=(4, 8, 16, 16),
-            max_depth=4, feature_dim=64, heads=4, cat_heads=4, cat_d_ff=64, teacher_name="vit_tiny_patch16_224",
-            teacher_img_size=32, teacher_kwargs={"patch_size": 8, "embed_dim": 64, "depth": 1, "num_heads": 2,
-                                                 "num_classes": 64})
+TINY = dict(student=StudentConfig(input_size=32, stem_widths=(8, 8, 16), planes=(4, 8, 16, 16), max_depth=4,
+                                   feature_dim=64, heads=4),
+            depths=[1, 1, 2, 1], cat=CATConfig(feature_dim=64, n_heads=4, d_ff=64, compression_ratio=0.8),
+            teacher=TeacherConfig(name="vit_tiny_patch16_224", img_size=32, feature_dim=64,
+                                  timm_kwargs={"patch_size": 8, "embed_dim": 64, "depth": 1, "num_heads": 2,
+                                               "num_classes": 64}))
 FAST = prof.ProfileOptions(batches=(1, 4), warmup=1, repeats=3, budget_s=0.05)
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from rkdsc.common.experiments import report
-from tests.common.experiments.test_analysis import _arch
+from tests.common.experiments.test_analysis import arch_doc
 
 SNRS = [-10.0, 0.0, 25.0]
 
@@ -47,8 +47,8 @@ def make_runs(tmp_path):
             "jscc-student": _method(400_000, 512, [0.10, 0.60, 0.88], [0.10, 0.50, 0.80]),
             "jscc-teacher": _method(5_000_000, 512, [0.20, 0.80, 0.92], [0.15, 0.70, 0.90]),
         }})
-    for a in (_arch("kdl-darts", [3, 4, 4, 1], [0.30, 0.61], [[5, 5, 5, 5], [3, 4, 4, 1]]),
-              _arch("darts", [5, 2, 5, 2], [0.28, 0.55], [[5, 5, 5, 5], [5, 2, 5, 2]])):
+    for a in (arch_doc("kdl-darts", [3, 4, 4, 1], [0.30, 0.61], [[5, 5, 5, 5], [3, 4, 4, 1]]),
+              arch_doc("darts", [5, 2, 5, 2], [0.28, 0.55], [[5, 5, 5, 5], [5, 2, 5, 2]])):
         _write(c10 / f"search-{a['method']}" / "arch.json", a)
     _write(c10 / "ablation" / "ablation.json", {
         "preset": "cifar10-cpu", "dataset": "cifar10", "snr_db": -10.0, "channels": ["awgn"], "epochs": 1,
@@ -176,12 +176,12 @@ def test_set_flags_round_trip_through_the_cli_parser():
     changed = with_overrides(load_preset("cifar10-cpu"), {
         "seed": 3, "search.epochs": 1, "stage2.channels": ["awgn"], "teacher.checkpoint": "/a b/c.safetensors",
         "teacher.timm_kwargs": {"patch_size": 8, "depth": 2, "num_classes": 256}})
-    flags = report._set_flags("cifar10-cpu", changed.to_dict())
+    flags = report.set_flags("cifar10-cpu", changed.to_dict())
     assert len(flags) == 5
     items = [shlex.split(f)[1] for f in flags]
     rebuilt = with_overrides(load_preset("cifar10-cpu"), parse_set_args(items))
     assert rebuilt.to_dict() == changed.to_dict()
-    assert report._set_flags("cifar10-cpu", load_preset("cifar10-cpu").to_dict()) == []
+    assert report.set_flags("cifar10-cpu", load_preset("cifar10-cpu").to_dict()) == []
 
 
 def _bench_doc() -> dict:

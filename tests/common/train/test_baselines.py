@@ -48,14 +48,15 @@ def test_jscc_student_trains_searched_architecture_from_scratch(baselines):
 
 def test_jscc_teacher_freezes_teacher_and_trains_head(baselines):
     from rkdsc.common.data.datasets import build_datasets
-    from rkdsc.common.train.baselines import load_jscc_parts
+    from rkdsc.common.models.registry import get_method
     from rkdsc.common.train.teacher import get_teacher
 
     wd, p = baselines["wd"], baselines["preset"]
     d = wd / "baseline-jscc-teacher" / "digits"
     spec = json.loads((d / "model.json").read_text())
     assert spec["trained"].startswith("head only")
-    encoder, head, _ = load_jscc_parts(d)
+    system, _ = get_method("jscc-teacher").load(d)
+    encoder = system.encoder
     teacher = get_teacher(p, wd, log=QUIET, device=torch.device("cpu"))
     _, val_ds, _ = build_datasets(p)
     x = torch.stack([val_ds[i][0] for i in range(16)])

@@ -95,13 +95,14 @@ def test_stage2_beats_stage1_only_system_at_minus_5db(trained):
     epochs and data but on noiseless symbols. Full stage 2 trains everything through the channel.
     Accuracy on the 359 held-back digits, averaged over three noise draws."""
     from rkdsc.common.data.datasets import heldout_dataset
-    from rkdsc.common.train.distill import load_task_system, system_accuracy
+    from rkdsc.common.models.registry import load_trained
+    from rkdsc.common.train.distill import system_accuracy
 
     wd, p = trained["wd"], trained["preset"]
     held = heldout_dataset(p)
     acc = {}
     for name in ("stage2", "stage1-only"):
-        system, spec = load_task_system(wd / name / "digits")
+        system, spec = load_trained(wd / name / "digits")
         acc[name] = sum(system_accuracy(system, held, 128, torch.device("cpu"), -5.0, "awgn", seed=k)
                         for k in range(3)) / 3
     assert acc["stage2"] > acc["stage1-only"] + 0.05, acc

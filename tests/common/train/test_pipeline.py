@@ -11,7 +11,7 @@ import torch
 from tests.common.train.test_distill import OVERRIDES, one_thread, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
 
 FAST = {**OVERRIDES, "search.epochs": 1, "stage1.epochs": 2, "stage2.epochs": 2, "baseline.epochs": 1}
-METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
+METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")  # the order of rkdsc.common.models.registry.METHODS
 
 
 def _args(wd) -> list[str]:
@@ -72,8 +72,7 @@ def test_bundles_verify_and_deploy_the_trained_modules(run):
     from rkdsc.common.bundle.manifest import verify_bundle
     from rkdsc.common.bundle.runtime import EdgeModel, load_bundle
     from rkdsc.common.data.datasets import heldout_dataset
-    from rkdsc.common.train.baselines import load_jscc_parts
-    from rkdsc.common.train.distill import load_task_system
+    from rkdsc.common.models.registry import get_method
     from rkdsc.common.train.presets import load_preset
 
     wd, res = run
@@ -89,12 +88,12 @@ def test_bundles_verify_and_deploy_the_trained_modules(run):
         got = EdgeModel(b).encode(x.numpy(), snr.numpy())
         with torch.no_grad():
             if m == "rkd-sc":
-                system, _ = load_task_system(wd / "stage2" / "digits")
+                system, _ = get_method(m).load(wd / "stage2" / "digits")
                 want = system.cat_encoder(system.student(x), snr)
                 assert b.tasks["digits"].compression_ratio == 0.8
             else:
-                encoder, _, _ = load_jscc_parts(wd / f"baseline-{m}" / "digits")
-                want = encoder(x)
+                system, _ = get_method(m).load(wd / f"baseline-{m}" / "digits")
+                want = system.encoder(x)
                 assert b.tasks["digits"].compression_ratio == 0.0 and b.tasks["digits"].compact_dim == 64
         np.testing.assert_allclose(got, want.numpy(), atol=2e-4, rtol=1e-3)
 

@@ -51,6 +51,18 @@ def test_builtin_presets_load_and_are_consistent():
         assert p.student.feature_dim == p.teacher.feature_dim
         assert p.student_config().input_size == p.data.input_size
         assert p.cat_config().compact_dim == int(p.teacher.feature_dim * (1 - p.cat.compression_ratio))
+    # [student] and [cat] are the model configs' fields (defaults from them), less the derived ones
+    from dataclasses import asdict, fields
+
+    from rkdsc.common.models.cat import CATConfig
+    from rkdsc.common.models.student import StudentConfig
+    from rkdsc.common.train.presets import Preset
+
+    d = asdict(Preset())  # all defaults
+    assert d["student"] == {k: list(v) if isinstance(v, tuple) else v
+                            for k, v in asdict(StudentConfig()).items() if k != "input_size"}
+    assert d["cat"] == {k: v for k, v in asdict(CATConfig()).items() if k != "feature_dim"}
+    assert [f.name for f in fields(p.student)] == [f.name for f in fields(StudentConfig)][1:]
 
 
 def test_paper_preset_has_section_iv_a_values():
@@ -68,20 +80,26 @@ def test_paper_preset_has_section_iv_a_values():
 def test_unknown_key_and_bad_value_errors_name_key_and_value(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\n[search]\nepochs = 3\nlamda_j = 0.1\n')
-    with pytest.raises(PresetError, match=r"unknown key 'lamda_j' in \[search\].*0\.1"):
+    with pytest.raises(PresetError, match=r"search\.lamda_j: unknown key 'lamda_j' .*got 0\.1"):
         load_preset(str(bad))
     with pytest.raises(PresetError, match=r"unknown key 'colour'"):
         load_preset("smoke", {"data.colour": "red"})
     with pytest.raises(PresetError, match=r"unknown key 'optimiser'"):
         load_preset("smoke", {"optimiser": "sgd"})
-    with pytest.raises(PresetError, match=r"search\.epochs = 'ten': expected int"):
+    with pytest.raises(PresetError, match=r"search\.epochs: expected an integer, got 'ten'"):
         load_preset("smoke", {"search.epochs": "ten"})
-    with pytest.raises(PresetError, match=r"data\.dataset = 'mnist'"):
+    with pytest.raises(PresetError, match=r"data\.dataset: expected one of digits, .*, got 'mnist'"):
         load_preset("smoke", {"data": {"dataset": "mnist"}})
-    with pytest.raises(PresetError, match=r"stage2\.channels = \['awgn', 'rician2'\]"):
+    with pytest.raises(PresetError, match=r"stage2\.channels\[1\]: expected one of awgn, rayleigh, got 'rician2'"):
         load_preset("smoke", {"stage2.channels": ["awgn", "rician2"]})
-    with pytest.raises(PresetError, match=r"student\.feature_dim = 32"):
+    with pytest.raises(PresetError, match=r"student\.feature_dim: expected the teacher's feature_dim 64 .*got 32"):
         load_preset("smoke", {"student.feature_dim": 32})
+    with pytest.raises(PresetError, match=r"search\.epochs: expected an integer, got True"):
+        load_preset("smoke", {"search.epochs": True})
+    with pytest.raises(PresetError, match=r"cat\.n_heads: expected a divisor of teacher\.feature_dim = 64, got 3"):
+        load_preset("smoke", {"cat.n_heads": 3})
+    with pytest.raises(PresetError, match=r"student\.input_size: unknown key 'input_size'"):  # derived: data.input_size
+        load_preset("smoke", {"student.input_size": 64})
     with pytest.raises(PresetError, match=r"unknown \(built-in presets"):
         load_preset("no-such-preset")
 

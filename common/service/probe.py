@@ -1,0 +1,42 @@
+"""Client side of grpc.health.v1: ask a service whether it is SERVING.
+
+``health_status(addr, service="", timeout_s=2.0) -> str``: ``"SERVING"``, another serving
+status name (``"NOT_SERVING"``, ...) or the gRPC status code name of a failed call
+(``"UNAVAILABLE"``, ``"DEADLINE_EXCEEDED"``, ...). ``HealthProbe(addr)`` keeps one channel
+for repeated checks (close it, or use it as a context manager).
+"""
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+class HealthProbe:
+    """One insecure channel to ``addr`` for repeated Health/Check calls."""
+
+    def __init__(self, addr: str):
+        self.addr = addr
+        self._channel = grpc.insecure_channel(addr)
+        self._stub = health_pb2_grpc.HealthStub(self._channel)
+
+    def status(self, service: str = "", timeout_s: float = 2.0) -> str:
+        try:
+            reply = self._stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            return exc.code().name
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "HealthProbe":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def health_status(addr: str, service: str = "", timeout_s: float = 2.0) -> str:
+    """The serving status name of ``service`` at ``addr``, or the failed call's status code name."""
+    with HealthProbe(addr) as probe:
+        return probe.status(service, timeout_s)
