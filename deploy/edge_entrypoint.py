@@ -5,11 +5,17 @@
 
 The transmitter id is, in this order:
 1. ``RKDSC_EDGE_ID`` when set (the fixed devices of deploy/compose.yaml: edge-near, ...);
-2. ``edge-<n>`` where ``n`` is the compose replica number of this container
+2. with ``JOB_COMPLETION_INDEX`` = i (set by Kubernetes in every pod of an Indexed Job,
+   deploy/k8s/base/edge-job.yaml): ``RKDSC_EDGE_ID_PATTERN`` with ``{index}`` replaced by i
+   when that is set (e.g. ``edge-{index}``), else the i-th ``[[transmitters]]`` id of the
+   topology ``$RKDSC_CONFIG`` (0 = the first). An index that is not an integer, beyond the
+   topology's list, or a pattern id the topology does not list is an error naming the
+   topology (exit status 2), never a guess;
+3. ``edge-<n>`` where ``n`` is the compose replica number of this container
    (``docker compose up --scale edge=N`` names the containers ``<project>-edge-1..N``; the
    number is read from the compose network's DNS: a PTR query for the container's own
    address to Docker's embedded resolver 127.0.0.11);
-3. the container hostname.
+4. the container hostname.
 
 The relay only accepts transmitter ids of its topology, so the images' compose topology
 (deploy/topology.compose.toml, made by deploy/Dockerfile) adds a pool of ``edge-1`` ..
@@ -17,8 +23,9 @@ The relay only accepts transmitter ids of its topology, so the images' compose t
 
 The run: every ``docker compose up`` first runs the one-shot ``run`` service
 (deploy/compose_run.py), which writes a new run id to ``$RKDSC_OUT/current-run``; results go
-to ``$RKDSC_OUT/<run id>/<transmitter id>/`` (``RKDSC_RUN_ID`` overrides; without either a
-fresh id is made here). So results of an earlier run never mix with this one.
+to ``$RKDSC_OUT/<run id>/<transmitter id>/`` (``RKDSC_RUN_ID`` overrides, e.g. the Job name
+and uid on Kubernetes; without either a fresh id is made here). So results of an earlier run
+never mix with this one.
 
 Then it runs ``python -m rkdsc.edge --config $RKDSC_CONFIG --id ID --out OUT`` (plus
 ``--limit $RKDSC_EDGE_LIMIT`` when that is set, plus the arguments given) as a child and
@@ -49,6 +56,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 
 DOCKER_DNS = ("127.0.0.11", 53)  # Docker's embedded resolver on user-defined networks
 HEARTBEAT_FILE = "/tmp/rkdsc-edge.heartbeat"
@@ -148,9 +156,64 @@ def replica_number() -> int | None:
     return replica_from_name(reverse_dns(ip))
 
 
+class EdgeIdError(ValueError):
+    """The transmitter id cannot be derived (bad JOB_COMPLETION_INDEX, topology, pattern)."""
+
+
+def topology_ids(config: str) -> list[str]:
+    """The ``[[transmitters]]`` ids of a topology file, in file order (EdgeIdError otherwise)."""
+    try:
+        with open(config, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise EdgeIdError(f"cannot read the topology {config}: {exc}") from None
+    txs = data.get("transmitters", [])
+    if not isinstance(txs, list) or not all(isinstance(t, dict) and isinstance(t.get("id"), str) for t in txs):
+        raise EdgeIdError(f"topology {config}: [[transmitters]] entries need a string id")
+    return [t["id"] for t in txs]
+
+
+def _ids_phrase(ids: list[str]) -> str:
+    shown = ", ".join(ids[:8]) + (f", ... {ids[-1]}" if len(ids) > 8 else "")
+    return f"{len(ids)} transmitter(s)" + (f": {shown}" if ids else "")
+
+
+def id_from_index(index: str, config: str, pattern: str | None = None) -> str:
+    """The transmitter id of pod `index` of an Indexed Job: `pattern` with {index} replaced,
+    or the index-th transmitter of the topology `config`. EdgeIdError naming the topology when
+    the index is not an integer >= 0, is beyond the list, or the pattern's id is unknown."""
+    try:
+        i = int(index.strip())
+        if i < 0:
+            raise ValueError
+    except ValueError:
+        raise EdgeIdError(f"JOB_COMPLETION_INDEX={index!r}: expected an integer >= 0") from None
+    ids = topology_ids(config)
+    if pattern:
+        if "{index}" not in pattern:
+            raise EdgeIdError(f"RKDSC_EDGE_ID_PATTERN={pattern!r}: expected {{index}} in it, e.g. 'edge-{{index}}'")
+        tid = pattern.replace("{index}", str(i))
+        if tid not in ids:
+            raise EdgeIdError(f"JOB_COMPLETION_INDEX={i} -> id {tid!r} (RKDSC_EDGE_ID_PATTERN={pattern!r}), "
+                              f"which the topology {config} does not list (the relay would refuse it); it has "
+                              f"{_ids_phrase(ids)}")
+        return tid
+    if i >= len(ids):
+        raise EdgeIdError(f"JOB_COMPLETION_INDEX={i} is out of range: the topology {config} has "
+                          f"{_ids_phrase(ids)} (indexes 0..{len(ids) - 1}); make the Job's completions at most "
+                          f"{len(ids)} or list more transmitters" if ids else
+                          f"JOB_COMPLETION_INDEX={i} is out of range: the topology {config} lists no transmitters")
+    return ids[i]
+
+
 def transmitter_id(env: dict[str, str] | os._Environ = os.environ) -> str:
+    """The transmitter id (module doc: RKDSC_EDGE_ID, JOB_COMPLETION_INDEX, compose replica,
+    hostname); EdgeIdError when JOB_COMPLETION_INDEX is set but does not name a transmitter."""
     if env.get("RKDSC_EDGE_ID"):
         return env["RKDSC_EDGE_ID"]
+    if env.get("JOB_COMPLETION_INDEX", "").strip():
+        return id_from_index(env["JOB_COMPLETION_INDEX"], env.get("RKDSC_CONFIG", "deploy/topology.toml"),
+                             env.get("RKDSC_EDGE_ID_PATTERN") or None)
     n = replica_number()
     return f"edge-{n}" if n is not None else socket.gethostname()
 
@@ -256,7 +319,11 @@ class Supervisor:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    tid = transmitter_id()
+    try:
+        tid = transmitter_id()
+    except EdgeIdError as exc:
+        print(f"edge entrypoint: {exc}", file=sys.stderr)
+        return 2
     config = os.environ.get("RKDSC_CONFIG", "deploy/topology.toml")
     results = os.environ.get("RKDSC_OUT", "runs/compose")
     run_id, source = current_run_id(results)
