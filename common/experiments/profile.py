@@ -9,12 +9,14 @@ CUDA when available, the paper's IoT estimate ``t_CPU * 871.49 / 32`` (``iot_ms`
 with this machine's matmul GFLOPS (``iot_scaled_ms``), and the transmitted feature dimension.
 
 Sources: ``--preset NAME`` (its configs and ``search.depths``); none: the paper scale (224x224,
-Table I widths, depths [1,2,2,2]); ``--workdir DIR`` (the preset of its stage-2 model.json or
+Table I widths, depths [1,2,2,2]; T-DeepSC / RTSC at their Table II sizes, RTSC resizing to its
+native 32x32); ``--workdir DIR`` (the preset of its stage-2 model.json or
 results.json, the KDL-DARTS depths, the trained architecture of stage2/*/model.json, and its
 exported bundles timed with onnxruntime); ``--bundle DIR`` (onnxruntime-only rows).
 ``--depths`` / ``--input-size`` / ``--compression-ratio`` / ``--teacher`` override.
 
     rkdsc profile --preset cifar10-cpu --skip-teacher --out runs/profile.json
+    rkdsc profile --methods t-deepsc,rtsc                           # the two baselines, Table II sizes
     rkdsc profile --depths 3 4 4 1 --compression-ratio 0.8          # paper scale, 224x224
 """
 from __future__ import annotations
@@ -59,6 +61,10 @@ def iot_ms(cpu_ms: float, cpu_gflops: float = PAPER_CPU_GFLOPS, iot_gflops: floa
 
 # ----------------------------------------------------------------------------- specs
 
+# profiled without --methods; the T-DeepSC / RTSC rows are asked for by name or with --methods all
+DEFAULT_METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")
+
+
 def _methods() -> tuple[str, ...]:
     from rkdsc.common.models.registry import method_names
 
@@ -92,6 +98,8 @@ class ArchSpec:
     depths: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # blocks per layer (Table I)
     cat: CATConfig = field(default_factory=_cat_config)  # CAT codec (compression ratio 0.8)
     teacher: TeacherConfig = field(default_factory=_teacher_config)  # the paper's CLIP ViT-B/16
+    tdeepsc: Any = None  # TDeepSCConfig of the t-deepsc row (None: the paper size at input_size)
+    rtsc: Any = None  # RTSCConfig of the rtsc row (None: the paper size; runs at 32 px whatever the input)
     bundles: dict[str, str] = field(default_factory=dict)  # method -> bundle dir (work dir source)
 
     @property
@@ -104,6 +112,18 @@ class ArchSpec:
         from rkdsc.common.models.spec import ModelSpec
 
         m = get_method(method).name
+        if m in ("t-deepsc", "rtsc"):  # their own encoders: no student, CAT or teacher
+            from rkdsc.common.models.rtsc import RTSCConfig
+            from rkdsc.common.models.tdeepsc import TDeepSCConfig
+
+            if m == "t-deepsc":
+                cfg = self.tdeepsc or TDeepSCConfig.for_input(self.input_size)
+                if cfg.input_size != self.input_size:
+                    cfg = dataclasses.replace(TDeepSCConfig.for_input(self.input_size), **{
+                        k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("input_size", "patch_size")})
+            else:
+                cfg = self.rtsc or RTSCConfig()
+            return ModelSpec(method=m, feature_dim=cfg.n_values, **{"tdeepsc" if m == "t-deepsc" else "rtsc": cfg})
         student = dataclasses.replace(self.student, max_depth=max(self.student.max_depth, max(self.depths)))
         return ModelSpec(method=m, feature_dim=self.student.feature_dim, depths=list(self.depths),
                          student=student if m != "jscc-teacher" else None, cat=self.cat if m == "rkd-sc" else None,
@@ -126,6 +146,7 @@ def spec_from_preset(preset: Any, label: str | None = None) -> ArchSpec:
                                           feature_dim=int(t.feature_dim), timm_kwargs=dict(t.timm_kwargs or {})))
     if preset.search.depths:
         spec.depths = [int(d) for d in preset.search.depths]
+    spec.tdeepsc, spec.rtsc = preset.tdeepsc_config(), preset.rtsc_config()
     return spec
 
 
@@ -232,7 +253,7 @@ def profile_method(method: str, spec: ArchSpec, opts: ProfileOptions, tmp: Path,
     batches = opts.teacher_batches if (method == "jscc-teacher" and opts.teacher_batches) else opts.batches
     row: dict[str, Any] = {
         "method": method, "source": spec.label, "dataset": spec.dataset, "input_size": spec.input_size,
-        "depths": list(spec.depths) if method != "jscc-teacher" else None,
+        "depths": list(spec.depths) if method in ("rkd-sc", "jscc-student") else None,
         "teacher": spec.teacher.name if method == "jscc-teacher" else None,
         "compression_ratio": spec.cat.compression_ratio if method == "rkd-sc" else None,
         "params": params, "params_m": params["encoder"] / 1e6,
@@ -493,8 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="data-set tag of the rows (cifar10, cifar100, tinyimagenet); the report compares rows "
                         "with the paper's Table II row of this data set (default: the preset's data set)")
-    p.add_argument("--methods", default=",".join(methods),
-                   help="comma-separated methods among " + ", ".join(methods))
+    p.add_argument("--methods", default=",".join(m for m in methods if m in DEFAULT_METHODS),
+                   help="comma-separated methods among " + ", ".join(methods) + ", or 'all' (every one: adds the "
+                        "T-DeepSC / RTSC baselines at their Table II sizes)")
     p.add_argument("--skip-teacher", action="store_true", help="do not profile jscc-teacher (it is slow on a CPU)")
     p.add_argument("--batches", type=int_list(min_value=1, example="1,64"), default=(1, 64),
                    help="comma-separated batch sizes to time; the first is the single-image latency")
@@ -522,7 +544,7 @@ def cli(argv: list[str] | None = None) -> int:
     if args.interleave_rounds < 0:
         print(f"rkdsc profile: --interleave-rounds must be >= 0, got {args.interleave_rounds}", file=sys.stderr)
         return 2
-    methods = str_list(args.methods)
+    methods = list(_methods()) if args.methods.strip() == "all" else str_list(args.methods)
     bad = [m for m in methods if m not in _methods()]
     if bad:
         print(f"rkdsc profile: --methods: unknown {bad}; choose from {list(_methods())}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Torch models of RKD-SC: student search space (Table I), Channel-Aware Transformer, timm
-teacher, task heads, the systems of every method and the edge/server halves exported to ONNX
-(``system``), one description of an architecture (``spec.ModelSpec``), the method registry
-(``registry``), weight files (``weights``) and complexity counts.
+teacher, task heads, the T-DeepSC and RTSC baselines (``tdeepsc``, ``rtsc``), the systems of
+every method and the edge/server halves exported to ONNX (``system``), one description of an
+architecture (``spec.ModelSpec``), the method registry (``registry``), weight files (``weights``)
+and complexity counts.
 
 Importing this package imports torch (timm is imported only when a teacher is built).
 """
@@ -11,6 +12,8 @@ from .complexity import count_flops, count_params, table_i_complexity
 from .heads import ClassifierHead
 from .student import (AttentionPool2d, Bottleneck, MixedLayer, SearchableStudent, Student, StudentConfig,
                       derive_student)
+from .rtsc import RTSCConfig, RTSCDecoder, RTSCEncoder
+from .tdeepsc import CodecSystem, TDeepSCConfig, TDeepSCDecoder, TDeepSCEncoder
 from .registry import METHODS, Method, get_method, load_trained, method_names
 from .spec import ModelSpec, TeacherConfig, read_model_spec
 from .system import EdgePart, JSCCEdgePart, JSCCServerPart, JSCCSystem, ServerPart, TaskSystem, transmit
@@ -22,5 +25,6 @@ __all__ = [
     "ClassifierHead", "Teacher", "build_teacher", "CheckpointError", "EdgePart", "ServerPart",
     "JSCCEdgePart", "JSCCServerPart", "TaskSystem", "JSCCSystem", "transmit", "count_params", "count_flops",
     "table_i_complexity", "ModelSpec", "TeacherConfig", "read_model_spec", "Method", "METHODS", "get_method",
-    "method_names", "load_trained",
+    "method_names", "load_trained", "TDeepSCConfig", "TDeepSCEncoder", "TDeepSCDecoder", "RTSCConfig",
+    "RTSCEncoder", "RTSCDecoder", "CodecSystem",
 ]

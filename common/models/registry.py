@@ -8,7 +8,7 @@
     m.task_dirs(workdir)                    # its trained task folders in a work dir
 
 ``METHODS`` maps names to records, in a fixed order (``rkd-sc``, ``jscc-student``,
-``jscc-teacher``); add a method by adding a record. ``load_trained(task_dir)`` loads any task
+``jscc-teacher``, ``t-deepsc``, ``rtsc``); add a method by adding a record. ``load_trained(task_dir)`` loads any task
 folder by the ``method`` its ``model.json`` names (``reads`` lists the extra names a record
 accepts, e.g. the stage-1-only ablation of RKD-SC).
 
@@ -110,6 +110,28 @@ def _build_jscc_teacher(spec: ModelSpec) -> nn.Module:
     return JSCCSystem(encoder, spec.feature_dim, spec.num_classes, spec.head_hidden)
 
 
+def _codec_config(spec: ModelSpec, attr: str):
+    cfg = getattr(spec, attr)
+    if cfg is None:
+        raise ValueError(f"model spec of {spec.method}: no {attr} config")
+    if int(spec.feature_dim) != int(cfg.n_values):
+        raise ValueError(f"model spec of {spec.method}: feature_dim {spec.feature_dim} must equal the "
+                         f"{cfg.n_values} values the {attr} encoder sends")
+    return cfg
+
+
+def _build_tdeepsc(spec: ModelSpec) -> nn.Module:
+    from .tdeepsc import build_tdeepsc
+
+    return build_tdeepsc(_codec_config(spec, "tdeepsc"), spec.num_classes, spec.head_hidden)
+
+
+def _build_rtsc(spec: ModelSpec) -> nn.Module:
+    from .rtsc import build_rtsc
+
+    return build_rtsc(_codec_config(spec, "rtsc"), spec.num_classes, spec.head_hidden)
+
+
 def _rkd_parts(system: nn.Module) -> tuple[nn.Module, nn.Module]:
     from .system import EdgePart, ServerPart
 
@@ -120,6 +142,14 @@ def _jscc_parts(system: nn.Module) -> tuple[nn.Module, nn.Module]:
     from .system import JSCCEdgePart, JSCCServerPart
 
     return JSCCEdgePart(system.encoder), JSCCServerPart(system.head)
+
+
+def _codec_parts(system: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """T-DeepSC / RTSC: the whole encoder at the edge, the whole decoder (ending in its head) at the
+    server; both ignore snr_db (the JSCC halves keep it as a graph input)."""
+    from .system import JSCCEdgePart, JSCCServerPart
+
+    return JSCCEdgePart(system.encoder), JSCCServerPart(system.decoder)
 
 
 def _load_system(system: nn.Module, task_dir: Path) -> None:
@@ -144,6 +174,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            _build_jscc_student, _jscc_parts, _load_system),
     Method("jscc-teacher", "baseline-jscc-teacher", "baseline: frozen teacher + trained head, no CAT",
            _build_jscc_teacher, _jscc_parts, _load_teacher_system),
+    Method("t-deepsc", "baseline-t-deepsc", "baseline: ViT task encoder -> 10 values (KB scores) / KB-reading "
+                                           "transformer decoder, trained end to end at a fixed SNR (12 dB)",
+           _build_tdeepsc, _codec_parts, _load_system),
+    Method("rtsc", "baseline-rtsc", "baseline: real-time ViT codec at 32x32 -> 512 values / ViT decoder + head, "
+                                    "trained end to end",
+           _build_rtsc, _codec_parts, _load_system),
 )}
 
 

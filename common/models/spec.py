@@ -1,7 +1,9 @@
 """One description of a model's architecture: ``ModelSpec`` (method + the model configs).
 
 ``ModelSpec`` = method name + ``StudentConfig`` and depths (when the method has a student) +
-``CATConfig`` (RKD-SC only) + ``TeacherConfig`` (JSCC-teacher only) + the head width, the
+``CATConfig`` (RKD-SC only) + ``TeacherConfig`` (JSCC-teacher only) + ``TDeepSCConfig`` /
+``RTSCConfig`` (the T-DeepSC / RTSC baselines; their ``feature_dim`` is the number of real values
+they send, 10 / 512, at compression ratio 0, like the JSCC baselines) + the head width, the
 feature size and the number of classes. Everything that records an architecture uses it:
 ``model.json`` of a trained task folder (``to_json`` gives its architecture keys, merged with the
 trainer's own keys), the ``tasks`` entries of a bundle's provenance, and ``rkdsc profile``.
@@ -11,6 +13,7 @@ entry) and reads the keys written so far::
 
     method, feature_dim, head: {hidden}, depths, student: asdict(StudentConfig),
     cat: asdict(CATConfig), teacher: {name, img_size, feature_dim, timm_kwargs, source},
+    tdeepsc: asdict(TDeepSCConfig), rtsc: asdict(RTSCConfig)  (absent from older model.json files),
     class_names (-> num_classes), compression_ratio / compact_dim (derived, not read back)
 """
 from __future__ import annotations
@@ -20,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cat import CATConfig
+from .rtsc import RTSCConfig
 from .student import StudentConfig
+from .tdeepsc import TDeepSCConfig
 
 PAPER_TEACHER = "vit_base_patch16_clip_224.openai"  # the paper's CLIP ViT-B/16 (timm name)
 
@@ -38,7 +43,7 @@ class TeacherConfig:
 @dataclass
 class ModelSpec:
     """What to build for one task of one method (weights excluded)."""
-    method: str  # registry name: "rkd-sc", "jscc-student", "jscc-teacher"
+    method: str  # registry name: "rkd-sc", "jscc-student", "jscc-teacher", "t-deepsc", "rtsc"
     feature_dim: int = 512  # semantic feature size F
     num_classes: int = 10  # classes of the task head
     head_hidden: int = 256  # hidden width of the task head (0 = linear)
@@ -46,6 +51,8 @@ class ModelSpec:
     student: StudentConfig | None = None  # student architecture (methods with a student)
     cat: CATConfig | None = None  # CAT codec (RKD-SC)
     teacher: TeacherConfig | None = None  # teacher encoder (JSCC-teacher)
+    tdeepsc: TDeepSCConfig | None = None  # T-DeepSC encoder / decoder (feature_dim = its n_values)
+    rtsc: RTSCConfig | None = None  # RTSC encoder / decoder (feature_dim = its n_values)
 
     @property
     def compression_ratio(self) -> float:
@@ -68,6 +75,10 @@ class ModelSpec:
             out["cat"] = config_dict(self.cat)
         if self.teacher is not None:
             out["teacher"] = config_dict(self.teacher)
+        if self.tdeepsc is not None:
+            out["tdeepsc"] = config_dict(self.tdeepsc)
+        if self.rtsc is not None:
+            out["rtsc"] = config_dict(self.rtsc)
         return out
 
 
@@ -94,14 +105,18 @@ def read_model_spec(doc: dict[str, Any], method: str | None = None) -> ModelSpec
     student = student_config(doc["student"]) if doc.get("student") else None
     cat = CATConfig(**doc["cat"]) if doc.get("cat") else None
     teacher = TeacherConfig(**doc["teacher"]) if doc.get("teacher") else None
+    tdeepsc = TDeepSCConfig(**doc["tdeepsc"]) if doc.get("tdeepsc") else None
+    rtsc = RTSCConfig(**{k: tuple(v) if k == "stem_widths" else v for k, v in doc["rtsc"].items()}) \
+        if doc.get("rtsc") else None
     feature_dim = doc.get("feature_dim")
     if feature_dim is None:
-        feature_dim = (cat or student or teacher or TeacherConfig()).feature_dim
+        codec = tdeepsc or rtsc
+        feature_dim = codec.n_values if codec is not None else (cat or student or teacher or TeacherConfig()).feature_dim
     num_classes = len(doc["class_names"]) if doc.get("class_names") else int(doc.get("num_classes", 10))
     return ModelSpec(method=str(method), feature_dim=int(feature_dim), num_classes=num_classes,
                      head_hidden=int((doc.get("head") or {}).get("hidden", 256)),
                      depths=[int(d) for d in doc["depths"]] if doc.get("depths") else None,
-                     student=student, cat=cat, teacher=teacher)
+                     student=student, cat=cat, teacher=teacher, tdeepsc=tdeepsc, rtsc=rtsc)
 
 
 __all__ = ["ModelSpec", "TeacherConfig", "PAPER_TEACHER", "read_model_spec", "config_dict", "student_config"]

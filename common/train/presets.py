@@ -160,6 +160,9 @@ class BaselineSection:
     lr_min: NonNegFloat = 1e-5  # final learning rate (<= lr)
     snr_db_range: DbRange = field(default_factory=lambda: [5.0, 20.0])  # training SNR range in dB
     channels: Channels = field(default_factory=lambda: ["awgn", "rayleigh"])  # training channels
+    tdeepsc_snr_db: Float = 12.0  # T-DeepSC trains at this one SNR (paper Fig. 6: "trained at 12 dB")
+    tdeepsc: dict[str, Any] = field(default_factory=dict)  # TDeepSCConfig overrides ({} = paper size at data.input_size)
+    rtsc: dict[str, Any] = field(default_factory=dict)  # RTSCConfig overrides ({} = the paper size, 32 px native)
 
 
 SECTIONS: dict[str, type] = {
@@ -213,6 +216,12 @@ class Preset:
                     build()
                 except ValueError as exc:
                     p.note(sec, f"not a valid {type(getattr(self, sec)).__name__}: {exc}")
+            for key, cls, build in (("tdeepsc", "TDeepSCConfig", self.tdeepsc_config),
+                                    ("rtsc", "RTSCConfig", self.rtsc_config)):
+                try:
+                    build()
+                except (TypeError, ValueError) as exc:
+                    p.note(("baseline", key), f"not valid {cls} overrides: {exc}")
         p.raise_if_any()
         return self
 
@@ -224,6 +233,20 @@ class Preset:
     def cat_config(self) -> CATConfig:
         """`rkdsc.common.models.CATConfig` of this preset (width = teacher.feature_dim)."""
         return _model_config(CATConfig, self.cat, feature_dim=self.teacher.feature_dim)
+
+    def tdeepsc_config(self) -> "TDeepSCConfig":
+        """`rkdsc.common.models.tdeepsc.TDeepSCConfig` of this preset: the paper size at data.input_size
+        (``TDeepSCConfig.for_input``), with the ``baseline.tdeepsc`` overrides."""
+        from rkdsc.common.models.tdeepsc import TDeepSCConfig
+
+        return TDeepSCConfig.for_input(self.data.input_size, **self.baseline.tdeepsc)
+
+    def rtsc_config(self) -> "RTSCConfig":
+        """`rkdsc.common.models.rtsc.RTSCConfig` of this preset: the paper size with the ``baseline.rtsc``
+        overrides (it runs at its native size whatever data.input_size)."""
+        from rkdsc.common.models.rtsc import RTSCConfig
+
+        return RTSCConfig(**{k: tuple(v) if k == "stem_widths" else v for k, v in self.baseline.rtsc.items()})
 
     def data_root(self) -> Path:
         """Resolved image root of [data] (absolute)."""

@@ -95,6 +95,6 @@ def test_unknown_kind_and_bad_preset_fail_clearly(tmp_path, capsys):
     from rkdsc.common.train.baselines import cli, run_baseline
 
     with pytest.raises(ValueError, match="jscc-student"):
-        run_baseline(smoke(), "t-deepsc", tmp_path)
+        run_baseline(smoke(), "no-such-kind", tmp_path)  # (t-deepsc and rtsc are kinds now: test_codec_baselines.py)
     assert cli(["jscc-student", "--preset", "no-such-preset", "--workdir", str(tmp_path)]) == 2
     assert "no-such-preset" in capsys.readouterr().err
