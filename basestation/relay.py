@@ -3,7 +3,7 @@ forwards the received symbols + CSI to the edge server; results come back the sa
 with the link state as feedback.
 
     handle, port = create_server(cfg)   # binds; the upstream channel to the server is lazy
-    handle.start()                      # SERVING once the server's task list is known
+    handle.start()                      # SERVING while the edge server is SERVING and its tasks known
     cli(argv) -> exit status            # `rkdsc basestation`: 0, or 2 for a bad config / port
 
 Per transmitter (``[[transmitters]]`` of the topology) the relay keeps a ``Link``:
@@ -26,10 +26,28 @@ INVALID_ARGUMENT; symbols larger than K complex64 values -> RESOURCE_EXHAUSTED (
 itself refuses messages above ``basestation.max_message_bytes``). On ``Transmit`` a bad
 frame ends that stream with the status; other and new streams are unaffected.
 
+Client strings are bounded before anything else: ``transmitter_id`` and ``task`` at most 128
+characters, ``file`` at most 4096 bytes (INVALID_ARGUMENT naming the field and its length);
+a message or log line shows at most 64 characters of them (``frames.shown``). So a frame the
+relay accepts always fits the server's message limit when forwarded (checked too).
+
 ``Transmit`` runs on the shared stream pump (``rkdsc.common.service.pump``): frames go to the
-server on one ``EdgeServer.Decode`` stream per edge stream, results come back in the order
+server on one ``EdgeServer.Decode`` stream per edge stream, opened on the stream's first
+accepted frame (an idle edge stream costs the server nothing); results come back in the order
 the server answers; the stream ends when the server's stream ends (an error, or frames left
-unanswered, ends it with that status).
+unanswered, ends it with that status). A bad frame stops the reading; the results of the
+frames accepted before it are delivered, then the stream ends with the frame's status.
+At most ``basestation.max_streams`` Transmit streams are open at a time; one more is refused
+with RESOURCE_EXHAUSTED naming that field, and the handler pool keeps 64 threads for unary
+calls and health beyond them.
+
+Health follows the upstream (``UpstreamWatch``): SERVING while the edge server answers its
+health check with SERVING (or, without a health service, answers GetInfo) and its task list
+is known; NOT_SERVING while it is unreachable or not serving, checked every
+``HEALTH_POLL_S`` and at once when the upstream channel's connectivity changes. The channel
+reconnects with a backoff of at most 2 s (``channel_options``). On SIGTERM (drain) the relay
+stops accepting frames and streams, waits for the server's results of the frames in flight,
+delivers them, then ends each stream with UNAVAILABLE.
 """
 from __future__ import annotations
 
@@ -49,9 +67,10 @@ from rkdsc.common import channel
 from rkdsc.common.channel import FADINGS
 from rkdsc.common.config import Config
 from rkdsc.common.metrics import UNKNOWN_LABEL, MetricsEndpoint, RelayMetrics
-from rkdsc.common.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, RequestQueue, ServiceHandle,
-                                  StreamPump, build_grpc_server, check_finite, check_symbols, grpc_options,
-                                  handler_threads, invalid, run_cli, serve, set_health)
+from rkdsc.common.service import (SERVER_MAX_MESSAGE_BYTES, SNR_LIMIT_DB, FrameIdRegistry, FrameRejected,
+                                  HealthProbe, RequestQueue, ServiceHandle, StreamPump, StreamSlots,
+                                  build_grpc_server, channel_options, check_client_strings, check_finite,
+                                  check_symbols, handler_threads, invalid, run_cli, serve, set_health, shown)
 from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
@@ -63,6 +82,10 @@ PATH_GAIN_LIMIT_DB = 200.0
 RICIAN_K_LIMIT = 1e6        # largest accepted Rician K factor (linear), as in the topology
 INFO_WAIT_S = 30.0       # how long a frame waits for the server's task list before UNAVAILABLE
 UPSTREAM_TIMEOUT_S = 60.0  # deadline of one TransmitOne -> DecodeOne call
+HEALTH_POLL_S = 1.0      # the edge server's health is checked this often (and on connectivity changes)
+HEALTH_TIMEOUT_S = 2.0   # deadline of one upstream health check / GetInfo
+UNARY_THREADS = 64       # handler threads kept for unary calls and health beyond the stream slots
+SERVER_SERVICE = pb.DESCRIPTOR.services_by_name["EdgeServer"].full_name  # "rkdsc.v1.EdgeServer"
 
 RngFactory = Callable[[int], np.random.Generator]
 
@@ -99,6 +122,105 @@ def _sleep_until(t: float) -> None:
         time.sleep(delay)
 
 
+class _Uplink:
+    """One Transmit stream's way to the server: an ``EdgeServer.Decode`` call opened on the
+    stream's first accepted frame, the frames in flight on it, and the responder thread that
+    pushes the server's results to the edge's stream (``StreamPump.deliver``)."""
+
+    def __init__(self, relay: "RelayServicer", stream: StreamPump):
+        self.relay = relay
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.inflight: dict[tuple[str, int], list] = {}  # key -> [LinkState, perf_counter at send]
+        self.queue: RequestQueue | None = None  # (deliver_at, ChannelFrame) for the server
+        self.call = None
+        self.accepting = True
+        self.closing = threading.Event()        # this side cancels the upstream call itself
+
+    def _send(self, item: tuple[float, pb.ChannelFrame]) -> pb.ChannelFrame:
+        deliver_at, cf = item
+        _sleep_until(deliver_at)
+        cf.relay_sent_unix_ns = time.time_ns()
+        with self.lock:
+            entry = self.inflight.get((cf.transmitter_id, cf.frame_id))
+            if entry is not None:
+                entry[1] = time.perf_counter()
+        return cf
+
+    def forward(self, cf: pb.ChannelFrame, state: pb.LinkState, deliver_at: float) -> None:
+        """Queue a processed frame for the server (opening the upstream call on the first one)."""
+        with self.lock:
+            if not self.accepting:
+                raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: this stream is closing, no new frames")
+            if self.call is None:
+                self.queue = RequestQueue(self._send)
+                self.call = self.relay.stub.Decode(self.queue)
+                threading.Thread(target=self._respond, name="relay-responder", daemon=True).start()
+            self.inflight[(cf.transmitter_id, cf.frame_id)] = [state, time.perf_counter()]
+            self.queue.put((deliver_at, cf))
+
+    def close(self) -> None:
+        """No more frames: half-close the upstream call (the server answers what it has, then its
+        end ends the edge's stream); without an upstream call, end the edge's stream now."""
+        with self.lock:
+            if not self.accepting:
+                return
+            self.accepting = False
+            q = self.queue
+        if q is None:
+            self.stream.finish()
+        else:
+            q.close()
+
+    def stop(self, code: grpc.StatusCode, message: str) -> None:
+        """Drain: take no more frames, deliver the results of those in flight, then end with `code`."""
+        self.stream.stop(code, message)
+        self.close()
+
+    def cancel(self) -> None:
+        """The edge's stream is over: cancel the upstream call."""
+        self.closing.set()
+        with self.lock:
+            self.accepting = False
+            q, call = self.queue, self.call
+        if q is not None:
+            q.close()
+        if call is not None:
+            call.cancel()
+
+    def _lost(self) -> int:
+        with self.lock:
+            return len(self.inflight)
+
+    def _respond(self) -> None:
+        relay, stream, call = self.relay, self.stream, self.call
+        try:
+            for res in call:
+                arrived = time.monotonic()
+                with self.lock:
+                    entry = self.inflight.pop((res.transmitter_id, res.frame_id), None)
+                if relay.propagation_s > 0:
+                    _sleep_until(arrived + relay.propagation_s)
+                state, sent = (entry if entry is not None else (None, None))
+                stream.deliver(relay._finish(res, state, None if sent is None else time.perf_counter() - sent))
+            lost = self._lost()
+            if lost:  # the server ended its stream OK without answering every frame
+                for _ in range(lost):
+                    relay.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
+                stream.fail(grpc.StatusCode.UNAVAILABLE,
+                            f"server: the decode stream ended with {lost} frame(s) unanswered")
+                return
+            stream.finish()
+        except grpc.RpcError as exc:
+            lost = self._lost()
+            if exc.code() == grpc.StatusCode.CANCELLED and (self.closing.is_set() or not lost):
+                stream.finish()
+                return
+            for _ in range(lost):
+                relay.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
+            stream.fail(exc.code(), f"server: {exc.details()}")
+
+
 class RelayServicer(pb_grpc.RelayServicer):
     """Channel emulation between the edge devices and the edge server."""
 
@@ -115,31 +237,36 @@ class RelayServicer(pb_grpc.RelayServicer):
             self.links[t.id] = Link(t.id, t.snr_db, t.fading, t.path_gain_db, t.seed, rng_factory(t.seed),
                                     rician_k=t.rician_k)
             metrics.link_snr_db.labels(t.id).set(t.effective_snr_db)
-        self.frame_ids = FrameIdRegistry()
+        # configured transmitters only reach the registry: at most len(links) windows
+        self.frame_ids = FrameIdRegistry(max_transmitters=max(1, len(self.links)))
+        self.slots = StreamSlots(cfg.basestation.max_streams, "relay: Transmit", "basestation.max_streams")
+        self.result_wait_s = cfg.server.drain_timeout_s  # longest wait for accepted frames' results
         self._tasks: dict[str, pb.TaskInfo] = {}
         self._info_ready = threading.Event()
         self._draining = threading.Event()
         self._active = 0
         self._active_cv = threading.Condition()
+        self._uplinks: set[_Uplink] = set()  # open Transmit streams (guarded by _active_cv)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
 
     # ------------------------------------------------------------------ server info
-    def fetch_info(self, stop: threading.Event | None = None, attempt_timeout_s: float = 5.0) -> bool:
-        """Ask the server for its tasks (retrying until it answers or `stop` is set)."""
-        while not (stop is not None and stop.is_set()):
-            try:
-                info = self.stub.GetInfo(pb.InfoRequest(), timeout=attempt_timeout_s, wait_for_ready=True)
-            except grpc.RpcError as exc:
-                log.info("relay: waiting for the edge server at %s (%s)", self.cfg.basestation.server_addr,
-                         exc.code().name)
-                if stop is None:
-                    return False
-                stop.wait(0.5)
-                continue
-            self._tasks = {t.name: t for t in info.tasks}
-            self._info_ready.set()
-            log.info("relay: edge server has tasks %s", ", ".join(self._tasks))
-            return True
-        return False
+    def refresh_info(self, timeout_s: float = HEALTH_TIMEOUT_S) -> bool:
+        """Ask the server for its tasks once; True when it answered (the task list is updated)."""
+        try:
+            info = self.stub.GetInfo(pb.InfoRequest(), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            log.info("relay: edge server at %s did not answer GetInfo (%s)", self.cfg.basestation.server_addr,
+                     exc.code().name)
+            return False
+        tasks = {t.name: t for t in info.tasks}
+        if tasks.keys() != self._tasks.keys() or not self._info_ready.is_set():
+            log.info("relay: edge server has tasks %s", ", ".join(tasks))
+        self._tasks = tasks
+        self._info_ready.set()
+        return True
 
     def _task_info(self) -> dict[str, pb.TaskInfo]:
         if not self._info_ready.wait(INFO_WAIT_S):
@@ -152,7 +279,7 @@ class RelayServicer(pb_grpc.RelayServicer):
         link = self.links.get(transmitter_id)
         if link is None:
             known = ", ".join(self.links) or "(none configured)"
-            raise invalid(f"transmitter_id: unknown transmitter {transmitter_id!r} (known: {known})")
+            raise invalid(f"transmitter_id: unknown transmitter {shown(transmitter_id)} (known: {known})")
         return link
 
     def _tx_label(self, transmitter_id: str) -> str:
@@ -166,11 +293,12 @@ class RelayServicer(pb_grpc.RelayServicer):
         if self._draining.is_set():
             raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: shutting down, no new frames")
         received_ns = time.time_ns()
+        check_client_strings(frame)
         link = self._link(frame.transmitter_id)
         tasks = self._task_info()
         task = tasks.get(frame.task)
         if task is None:
-            raise invalid(f"task: unknown task {frame.task!r} (known: {', '.join(tasks)})")
+            raise invalid(f"task: unknown task {shown(frame.task)} (known: {', '.join(tasks)})")
         z = check_symbols(frame.symbols, "symbols", task.symbols_per_image, check_power=True)  # [1, K]
         check_finite(frame.encoder_snr_db, "encoder_snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
         if frame.has_label and not 0 <= frame.label < task.num_classes:
@@ -204,6 +332,11 @@ class RelayServicer(pb_grpc.RelayServicer):
             encoder_snr_db=frame.encoder_snr_db, has_label=frame.has_label, label=frame.label,
             file=frame.file, edge_sent_unix_ns=frame.sent_unix_ns, relay_received_unix_ns=received_ns,
             channel_ms=channel_s * 1e3, airtime_ms=airtime_s * 1e3)
+        size = cf.ByteSize()
+        if size > SERVER_MAX_MESSAGE_BYTES:  # cannot happen with the bounds above unless K is huge
+            raise FrameRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"symbols: the channel frame would be {size} bytes, more than the edge server's "
+                                f"limit of {SERVER_MAX_MESSAGE_BYTES} bytes")
         return cf, state, deliver_at
 
     def _finish(self, res: pb.Result, state: pb.LinkState | None, roundtrip_s: float | None) -> pb.Result:
@@ -219,19 +352,25 @@ class RelayServicer(pb_grpc.RelayServicer):
 
     def _reject(self, frame: pb.Frame, exc: FrameRejected) -> None:
         self.metrics.frames.labels(self._tx_label(frame.transmitter_id), "invalid").inc()
-        log.info("relay: rejected frame %s of %r: %s %s", frame.frame_id, frame.transmitter_id,
+        log.info("relay: rejected frame %s of %s: %s %s", frame.frame_id, shown(frame.transmitter_id),
                  exc.code.name, exc.message)
 
     # ------------------------------------------------------------------ RPCs
-    def _enter(self, context) -> None:
+    def _enter(self, context, uplink: "_Uplink | None" = None) -> None:
         with self._active_cv:
             if self._draining.is_set():
                 context.abort(grpc.StatusCode.UNAVAILABLE, "relay: shutting down")
+            if uplink is not None:
+                self.slots.acquire(context)  # RESOURCE_EXHAUSTED naming basestation.max_streams
+                self._uplinks.add(uplink)
             self._active += 1
 
-    def _leave(self) -> None:
+    def _leave(self, uplink: "_Uplink | None" = None) -> None:
         with self._active_cv:
             self._active -= 1
+            if uplink is not None:
+                self._uplinks.discard(uplink)
+                self.slots.release()
             self._active_cv.notify_all()
 
     def TransmitOne(self, request, context):
@@ -258,95 +397,43 @@ class RelayServicer(pb_grpc.RelayServicer):
             self._leave()
 
     def Transmit(self, request_iterator, context):
-        self._enter(context)
-        inflight: dict[tuple[str, int], list] = {}  # key -> [LinkState, perf_counter at send]
-        lock = threading.Lock()
-        closing = threading.Event()          # this handler cancels the upstream call itself
-
-        def on_abort() -> None:
-            closing.set()
-            call.cancel()
-
         # results come from the upstream stream (responder), pushed in its order; the edge's
-        # stream ends when that one does, so not when idle
+        # stream ends when that one does (or, without one, when the edge half-closes)
         stream = StreamPump(context, log, name="relay: Transmit", thread_name="relay-reader",
-                            end_when_idle=False, on_abort=on_abort)
-
-        def send(item: tuple[float, pb.ChannelFrame]) -> pb.ChannelFrame:
-            deliver_at, cf = item
-            _sleep_until(deliver_at)
-            cf.relay_sent_unix_ns = time.time_ns()
-            with lock:
-                entry = inflight.get((cf.transmitter_id, cf.frame_id))
-                if entry is not None:
-                    entry[1] = time.perf_counter()
-            return cf
-
-        upstream = RequestQueue(send)        # (deliver_at, ChannelFrame) for the server
-        call = self.stub.Decode(upstream)
+                            end_when_idle=False, on_abort=lambda: uplink.cancel(), drain_s=self.result_wait_s)
+        uplink = _Uplink(self, stream)
+        self._enter(context, uplink)
 
         def submit(frame: pb.Frame) -> None:
             try:
+                if not uplink.accepting:
+                    raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: this stream is closing, no new frames")
                 cf, state, deliver_at = self.process(frame)
+                uplink.forward(cf, state, deliver_at)
             except FrameRejected as exc:
                 self._reject(frame, exc)
                 raise
-            with lock:
-                inflight[(cf.transmitter_id, cf.frame_id)] = [state, time.perf_counter()]
-            upstream.put((deliver_at, cf))
             return None                      # its result comes back through the responder
 
         def failed(frame: pb.Frame, exc: Exception) -> FrameRejected:
             # a bug must end the stream with an error, never silently (the edge would wait for the result)
-            log.exception("relay: frame %s of %r failed", frame.frame_id, frame.transmitter_id)
+            log.exception("relay: frame %s of %s failed", frame.frame_id, shown(frame.transmitter_id))
             self.metrics.frames.labels(self._tx_label(frame.transmitter_id), "failed").inc()
             return FrameRejected(grpc.StatusCode.INTERNAL,
                                  f"relay: frame {frame.frame_id} failed: {type(exc).__name__}: {exc}")
 
-        def responder():
-            try:
-                for res in call:
-                    arrived = time.monotonic()
-                    with lock:
-                        entry = inflight.pop((res.transmitter_id, res.frame_id), None)
-                    if self.propagation_s > 0:
-                        _sleep_until(arrived + self.propagation_s)
-                    state, sent = (entry if entry is not None else (None, None))
-                    stream.deliver(self._finish(res, state, None if sent is None else time.perf_counter() - sent))
-                with lock:
-                    lost = len(inflight)
-                if lost:  # the server ended its stream OK without answering every frame
-                    for _ in range(lost):
-                        self.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
-                    stream.fail(grpc.StatusCode.UNAVAILABLE,
-                                f"server: the decode stream ended with {lost} frame(s) unanswered")
-                    return
-                stream.finish()
-            except grpc.RpcError as exc:
-                with lock:
-                    lost = len(inflight)
-                if exc.code() == grpc.StatusCode.CANCELLED and (closing.is_set() or not lost):
-                    stream.finish()
-                    return
-                for _ in range(lost):
-                    self.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
-                stream.fail(exc.code(), f"server: {exc.details()}")
-
-        stream.start(request_iterator, submit, on_error=failed, on_requests_done=upstream.close)
-        threading.Thread(target=responder, name="relay-responder", daemon=True).start()
         try:
+            stream.start(request_iterator, submit, on_error=failed, on_requests_done=uplink.close)
             yield from stream.results()
         finally:
-            closing.set()
-            upstream.close()
-            call.cancel()
-            self._leave()
+            uplink.cancel()
+            self._leave(uplink)
 
     def GetLink(self, request, context):
         link = self.links.get(request.transmitter_id)
         if link is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transmitter_id: unknown transmitter "
-                          f"{request.transmitter_id!r} (known: {', '.join(self.links) or '(none)'})")
+                          f"{shown(request.transmitter_id)} (known: {', '.join(self.links) or '(none)'})")
         with link.lock:
             return link.state()
 
@@ -361,14 +448,14 @@ class RelayServicer(pb_grpc.RelayServicer):
         link = self.links.get(request.transmitter_id)
         if link is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transmitter_id: unknown transmitter "
-                          f"{request.transmitter_id!r} (known: {', '.join(self.links) or '(none)'})")
+                          f"{shown(request.transmitter_id)} (known: {', '.join(self.links) or '(none)'})")
         try:
             if request.HasField("snr_db"):
                 check_finite(request.snr_db, "snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
             if request.HasField("path_gain_db"):
                 check_finite(request.path_gain_db, "path_gain_db", -PATH_GAIN_LIMIT_DB, PATH_GAIN_LIMIT_DB)
             if request.HasField("fading") and request.fading not in FADINGS:
-                raise invalid(f"fading: expected one of {', '.join(FADINGS)}, got {request.fading!r}")
+                raise invalid(f"fading: expected one of {', '.join(FADINGS)}, got {shown(request.fading)}")
             if request.HasField("rician_k"):
                 check_finite(request.rician_k, "rician_k", 0.0, RICIAN_K_LIMIT)
             snr = request.snr_db if request.HasField("snr_db") else link.snr_db
@@ -396,9 +483,15 @@ class RelayServicer(pb_grpc.RelayServicer):
 
     # ------------------------------------------------------------------ lifecycle
     def drain(self, timeout_s: float) -> bool:
-        """Refuse new RPCs and frames; wait for the open ones to finish."""
+        """Refuse new RPCs and frames; every open Transmit stream stops reading, gets the server's
+        results of its frames in flight, then ends with UNAVAILABLE; wait for them to finish."""
         self._draining.set()
         deadline = time.monotonic() + timeout_s
+        with self._active_cv:
+            uplinks = list(self._uplinks)
+        for uplink in uplinks:
+            uplink.stop(grpc.StatusCode.UNAVAILABLE,
+                        "relay: shutting down; the results of the frames accepted before were delivered")
         with self._active_cv:
             while self._active > 0:
                 remaining = deadline - time.monotonic()
@@ -408,16 +501,89 @@ class RelayServicer(pb_grpc.RelayServicer):
         return True
 
 
+class UpstreamWatch:
+    """The relay's health follows the edge server's: ``on_change(True)`` while the server answers
+    its health check with SERVING (a server without a health service: while it answers GetInfo)
+    and its task list was fetched (again after every outage: a new server may have other tasks),
+    ``on_change(False)`` while it does not. Checked every ``poll_s`` on a daemon thread, and at
+    once when the channel's connectivity changes (TRANSIENT_FAILURE / SHUTDOWN count as down
+    right away). ``on_change`` is called on every change, first with the first check's result."""
+
+    def __init__(self, servicer: RelayServicer, channel: grpc.Channel, on_change: Callable[[bool], None],
+                 poll_s: float = HEALTH_POLL_S, timeout_s: float = HEALTH_TIMEOUT_S):
+        self.servicer = servicer
+        self.channel = channel
+        self.on_change = on_change
+        self.poll_s, self.timeout_s = poll_s, timeout_s
+        self.probe = HealthProbe(servicer.cfg.basestation.server_addr, channel=channel)
+        self.serving: bool | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "UpstreamWatch":
+        self.channel.subscribe(self._on_connectivity, try_to_connect=True)
+        self._thread = threading.Thread(target=self._run, name="relay-upstream-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """No more checks and no more ``on_change`` calls once this returns."""
+        with self._lock:
+            self._stop.set()
+        self._wake.set()
+        try:
+            self.channel.unsubscribe(self._on_connectivity)
+        except Exception:  # noqa: BLE001 - a closed channel has nothing to unsubscribe
+            pass
+
+    def _on_connectivity(self, state: grpc.ChannelConnectivity) -> None:
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+            self._set(False, f"upstream channel {state.name}")
+        self._wake.set()
+
+    def check(self) -> tuple[bool, str]:
+        status = self.probe.status(SERVER_SERVICE, timeout_s=self.timeout_s)
+        if status not in ("SERVING", "UNIMPLEMENTED"):
+            return False, f"health check: {status}"
+        if status == "UNIMPLEMENTED" or not self.serving or not self.servicer._info_ready.is_set():
+            if not self.servicer.refresh_info(self.timeout_s):
+                return False, "GetInfo failed"
+        return True, "SERVING"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                up, why = self.check()
+            except Exception as exc:  # noqa: BLE001 - the watch must go on
+                up, why = False, f"{type(exc).__name__}: {exc}"
+            if not self._stop.is_set():
+                self._set(up, why)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _set(self, up: bool, why: str) -> None:
+        with self._lock:
+            if self.serving == up or self._stop.is_set():
+                return
+            self.serving = up
+            log.info("relay: edge server at %s is %s (%s); relay health %s", self.servicer.cfg.basestation.server_addr,
+                     "up" if up else "down", why, "SERVING" if up else "NOT_SERVING")
+            self.on_change(up)
+
+
 def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
                   max_workers: int | None = None) -> tuple[ServiceHandle, int]:
     """Build the relay: servicer, gRPC server bound to ``basestation.host:port`` (0 = free
-    port), metrics endpoint, and a (lazy) channel to ``basestation.server_addr``."""
+    port), metrics endpoint, and a (lazy) channel to ``basestation.server_addr`` (keepalive,
+    reconnect backoff and retries from ``channel_options``)."""
     bs = cfg.basestation
     metrics = RelayMetrics()
-    upstream = grpc.insecure_channel(bs.server_addr, options=grpc_options(bs.max_message_bytes))
+    upstream = grpc.insecure_channel(bs.server_addr, options=channel_options(SERVER_MAX_MESSAGE_BYTES))
     servicer = RelayServicer(cfg, upstream, metrics, rng_factory)
-    if max_workers is None:  # one thread per open Transmit stream, plus room for unary calls
-        max_workers = handler_threads(cfg, 64)
+    if max_workers is None:  # one thread per admitted Transmit stream, plus room for unary calls
+        max_workers = handler_threads(cfg, UNARY_THREADS, bs.max_streams)
     endpoint = None
     try:  # either port failing (an OSError naming the address and the field) releases everything
         if bs.metrics_port >= 0:
@@ -430,22 +596,22 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
             endpoint.close()
         upstream.close()
         raise
-    stop_info = threading.Event()
 
-    def on_start() -> None:
-        def wait_for_server() -> None:
-            if servicer.fetch_info(stop=stop_info):
-                set_health(health_servicer, SERVICE_NAME, True)
-        threading.Thread(target=wait_for_server, name="relay-info", daemon=True).start()
+    def on_change(up: bool) -> None:
+        set_health(health_servicer, SERVICE_NAME, up and not servicer.draining)
+
+    watch = UpstreamWatch(servicer, upstream, on_change)
 
     def drain(timeout_s: float) -> None:
-        stop_info.set()
+        watch.stop()
+        set_health(health_servicer, SERVICE_NAME, False)
         servicer.drain(timeout_s)
 
     handle = ServiceHandle(server, port, SERVICE_NAME, health_servicer, endpoint, servicer,
-                           on_start=on_start, drain=drain, drain_timeout_s=cfg.server.drain_timeout_s)
+                           on_start=watch.start, drain=drain, drain_timeout_s=cfg.server.drain_timeout_s)
     handle.metrics = metrics
     handle.upstream = upstream
+    handle.watch = watch
     return handle, port
 
 

@@ -10,8 +10,9 @@ Contract:
       root = ".."        # base of relative paths, relative to this file's folder (default: it)
       [bundle]           path (required)
       [server]           host port metrics_port max_batch max_wait_ms queue_size top_k drain_timeout_s
+                         max_streams
       [basestation]      host port metrics_port server_addr symbol_rate_hz propagation_delay_ms
-                         max_message_bytes
+                         max_message_bytes max_streams
       [[transmitters]]   id (required) task snr_db fading path_gain_db seed images batch_size
                          initial_snr_estimate_db limit max_in_flight result_timeout_s
                          max_failed_fraction
@@ -120,6 +121,7 @@ class ServerConfig:
     queue_size: Annotated[Int, Field(ge=1, le=1_000_000)] = 1024  # frames waiting per task; beyond: RESOURCE_EXHAUSTED
     top_k: Annotated[Int, Field(ge=1, le=1000)] = 3  # classes returned per frame
     drain_timeout_s: Annotated[Float, Field(ge=0.0, le=3600.0)] = 10.0  # on SIGTERM: longest wait for in-flight frames
+    max_streams: Annotated[Int, Field(ge=1, le=10_000)] = 256  # concurrent Decode streams; beyond: RESOURCE_EXHAUSTED
 
 
 @schema
@@ -131,6 +133,7 @@ class BaseStationConfig:
     symbol_rate_hz: NonNegFloat = 0.0  # airtime emulation: K symbols take K / rate s (0 = off)
     propagation_delay_ms: Annotated[Float, Field(ge=0.0, le=60_000.0)] = 0.0  # one-way, uplink and downlink
     max_message_bytes: Annotated[Int, Field(ge=1024, le=1 << 30)] = 4 * 1024 * 1024  # gRPC receive limit
+    max_streams: Annotated[Int, Field(ge=1, le=10_000)] = 256  # concurrent Transmit streams; beyond: RESOURCE_EXHAUSTED
 
 
 @schema

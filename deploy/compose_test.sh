@@ -68,6 +68,21 @@ DEMO_PID=""
 
 dc() { docker compose "$@"; }   # the root compose.yaml (include: deploy/compose.yaml)
 
+stop_engine() {  # the engine this script started (by its PID), unless RKDSC_KEEP_ENGINE=1
+  [ -n "$STARTED_PID" ] || return 0
+  if [ "${RKDSC_KEEP_ENGINE:-0}" = 1 ]; then
+    log "leaving dockerd (PID $STARTED_PID) running: RKDSC_KEEP_ENGINE=1 (DOCKER_HOST=$DOCKER_HOST)"
+    return 0
+  fi
+  kill "$STARTED_PID" 2>/dev/null
+  for _ in $(seq 1 60); do kill -0 "$STARTED_PID" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$STARTED_PID" 2>/dev/null; then
+    log "dockerd (PID $STARTED_PID) did not stop within 30 s"
+  else
+    log "stopped dockerd (PID $STARTED_PID)"
+  fi
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -83,19 +98,7 @@ cleanup() {
     dc --profile scale down -v --remove-orphans -t 10 >/dev/null 2>&1
     log "compose down -v ($(since "$t") s)"
   fi
-  if [ -n "$STARTED_PID" ]; then
-    if [ "${RKDSC_KEEP_ENGINE:-0}" = 1 ]; then
-      log "leaving dockerd (PID $STARTED_PID) running: RKDSC_KEEP_ENGINE=1 (DOCKER_HOST=$DOCKER_HOST)"
-    else
-      kill "$STARTED_PID" 2>/dev/null
-      for _ in $(seq 1 60); do kill -0 "$STARTED_PID" 2>/dev/null || break; sleep 0.5; done
-      if kill -0 "$STARTED_PID" 2>/dev/null; then
-        log "dockerd (PID $STARTED_PID) did not stop within 30 s"
-      else
-        log "stopped dockerd (PID $STARTED_PID)"
-      fi
-    fi
-  fi
+  stop_engine
   log "total $(since "$T0") s, exit status $rc"
   exit "$rc"
 }

@@ -50,16 +50,7 @@ cleanup() {
     log "compose --profile observe down -v ($(since "$t") s)"
   fi
   if [ "$(id -u)" = 0 ] && [ -d "$OBS" ]; then chown -R 0:0 "$OBS"; fi
-  if [ -n "$STARTED_PID" ]; then
-    if [ "${RKDSC_KEEP_ENGINE:-0}" = 1 ]; then
-      log "leaving dockerd (PID $STARTED_PID) running: RKDSC_KEEP_ENGINE=1 (DOCKER_HOST=$DOCKER_HOST)"
-    else
-      kill "$STARTED_PID" 2>/dev/null
-      for _ in $(seq 1 60); do kill -0 "$STARTED_PID" 2>/dev/null || break; sleep 0.5; done
-      kill -0 "$STARTED_PID" 2>/dev/null && log "dockerd (PID $STARTED_PID) did not stop within 30 s" \
-        || log "stopped dockerd (PID $STARTED_PID)"
-    fi
-  fi
+  stop_engine
   log "total $(since "$T0") s, exit status $rc"
   exit "$rc"
 }

@@ -36,7 +36,8 @@ its result (edge compute + uplink + channel + server queue and decode + downlink
 ``cli(argv)`` (``rkdsc edge``) exits 0 when the run is ok, 1 when the stream failed or more
 than ``max_failed_fraction`` of the images failed (counts by error code and the first failed
 files on stderr), 2 for a bad config or bundle or an image folder without images. The uplink
-is a ``rkdsc.common.service.RequestQueue``.
+is a ``rkdsc.common.service.RequestQueue`` on a channel with the services' client options
+(``channel_options``: keepalive, reconnect backoff of at most 2 s, retries of idempotent calls).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ from rkdsc.common import channel
 from rkdsc.common.bundle import BundleError
 from rkdsc.common.config import Config, ConfigError, TransmitterConfig
 from rkdsc.common.data.images import READ_ERRORS, list_images, load_rgb, preprocess
-from rkdsc.common.service import RequestQueue, run_cli, status_code_from_value
+from rkdsc.common.service import RequestQueue, channel_options, run_cli, status_code_from_value
 from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
@@ -150,10 +151,9 @@ class EdgeClient:
         """Image files in order (+ labels mapped onto the bundle's class names), and the
         files the listing refused (e.g. not inside a class sub-folder)."""
         listing = list_images(images_dir, check=False)
-        names = list(self.spec.class_names)
         mapping: dict[int, int | None] = {}
         for i, folder in enumerate(listing.class_names):
-            mapping[i] = names.index(folder) if folder in names else None
+            mapping[i] = self.spec.label_index(folder)
         unmatched = [f for i, f in enumerate(listing.class_names) if mapping[i] is None]
         if unmatched:
             log.warning("edge %s: class folders %s are not class names of task %r; their images have no label",
@@ -236,7 +236,8 @@ class EdgeClient:
                 self._complete(e, error=why, error_code="SKIPPED")
             if entries:
                 own_channel = self._channel is None
-                chan = self._channel or grpc.insecure_channel(self.relay_addr)
+                chan = self._channel or grpc.insecure_channel(
+                    self.relay_addr, options=channel_options(self.cfg.basestation.max_message_bytes))
                 try:
                     stream_error = self._stream(chan, entries, stats)
                 finally:

@@ -13,6 +13,12 @@ INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for size, whose message starts with the 
 full queue or a draining server answers that frame with a Result whose ``error`` is set
 (RESOURCE_EXHAUSTED / UNAVAILABLE) and the stream goes on.
 
+Client strings are bounded (``transmitter_id``, ``task``, ``fading`` at most 128 characters,
+``file`` at most 4096 bytes: INVALID_ARGUMENT naming the field and its length) and appear in
+messages only shortened (``frames.shown``). Frame ids are remembered in a bounded window per
+transmitter (``FrameIdRegistry``). A bad frame on ``Decode`` ends the stream only after the
+results of the frames accepted before it were delivered.
+
 Numeric guards (never an OK result with NaN scores): ``received`` must be finite and each
 symbol's magnitude at most ``received_limit(K)`` = sqrt(K) + 10, the largest value an
 MMSE-equalized unit-power frame can take (INVALID_ARGUMENT "received: ..."); decoder output
@@ -42,8 +48,9 @@ from rkdsc.common.bundle import BundleError
 from rkdsc.common.channel import FADINGS
 from rkdsc.common.config import Config
 from rkdsc.common.metrics import UNKNOWN_LABEL, MetricsEndpoint, MetricsPortError, ServerMetrics
-from rkdsc.common.service import (SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, ServiceHandle, build_grpc_server,
-                                  check_finite, check_symbols, handler_threads, invalid, pump, run_cli, serve,
+from rkdsc.common.service import (SERVER_MAX_MESSAGE_BYTES, SNR_LIMIT_DB, FrameIdRegistry, FrameRejected,
+                                  ServiceHandle, StreamSlots, build_grpc_server, check_client_strings, check_finite,
+                                  check_symbols, handler_threads, invalid, pump, run_cli, serve, shown,
                                   status_code_from_value)
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
@@ -52,6 +59,8 @@ from rkdsc.server.batcher import Decoded, Draining, DynamicBatcher, QueueFull
 log = logging.getLogger("rkdsc.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EdgeServer"].full_name  # "rkdsc.v1.EdgeServer"
+UNARY_THREADS = 32  # handler threads kept for unary calls and health beyond the stream slots
+UNCONFIGURED_TRANSMITTERS = 256  # transmitters whose frame ids are remembered when any id is accepted
 NOISE_TAIL = 10.0  # bound on |n| / sigma used by received_limit: P(|n| > 10 sigma) = e^-100 per symbol
 
 
@@ -94,7 +103,10 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
         self.top_k = cfg.server.top_k
         # an empty transmitter list in the config means: accept any transmitter id
         self.known_transmitters = {t.id for t in cfg.transmitters}
-        self.frame_ids = FrameIdRegistry()
+        # bounded: a window of ids per transmitter, and at most the configured transmitters (or
+        # UNCONFIGURED_TRANSMITTERS when any id is accepted)
+        self.frame_ids = FrameIdRegistry(max_transmitters=len(self.known_transmitters) or UNCONFIGURED_TRANSMITTERS)
+        self.slots = StreamSlots(cfg.server.max_streams, "server: Decode", "server.max_streams")
         self.tasks: dict[str, _TaskRuntime] = {}
         for name in bundle.task_names:
             model = (models or {}).get(name) or bundle_lib.ServerModel(bundle, name)
@@ -121,12 +133,13 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
         tid = cf.transmitter_id
         if not tid:
             raise invalid("transmitter_id: must not be empty")
+        check_client_strings(cf)
         if self.known_transmitters and tid not in self.known_transmitters:
-            raise invalid(f"transmitter_id: unknown transmitter {tid!r} "
+            raise invalid(f"transmitter_id: unknown transmitter {shown(tid)} "
                           f"(known: {', '.join(sorted(self.known_transmitters))})")
         rt = self.tasks.get(cf.task)
         if rt is None:
-            raise invalid(f"task: unknown task {cf.task!r} (known: {', '.join(self.tasks)})")
+            raise invalid(f"task: unknown task {shown(cf.task)} (known: {', '.join(self.tasks)})")
         k = rt.spec.symbols_per_image
         y = check_symbols(cf.received, "received", k)
         _check_magnitude(y, "received", received_limit(k))
@@ -135,7 +148,7 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
         check_finite(cf.snr_db, "snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
         check_finite(cf.noise_var, "noise_var", 0.0)
         if cf.fading and cf.fading not in FADINGS:
-            raise invalid(f"fading: expected one of {', '.join(FADINGS)}, got {cf.fading!r}")
+            raise invalid(f"fading: expected one of {', '.join(FADINGS)}, got {shown(cf.fading)}")
         if cf.has_label and not 0 <= cf.label < rt.spec.num_classes:
             raise invalid(f"label: expected a class index in [0, {rt.spec.num_classes}), got {cf.label}")
         self.frame_ids.claim(tid, cf.frame_id)
@@ -227,12 +240,16 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
     def Decode(self, request_iterator, context):
         def failed(cf: pb.ChannelFrame, exc: Exception) -> FrameRejected:
             # the relay and the edge would wait for this frame's result: end the stream with an error
-            log.exception("Decode: frame %s of %r failed", cf.frame_id, cf.transmitter_id)
+            log.exception("Decode: frame %s of %s failed", cf.frame_id, shown(cf.transmitter_id))
             return FrameRejected(grpc.StatusCode.INTERNAL,
                                  f"server: frame {cf.frame_id} failed: {type(exc).__name__}: {exc}")
 
-        yield from pump(request_iterator, self.submit, context, log, name="Decode stream",
-                        thread_name="decode-reader", on_error=failed)
+        self.slots.acquire(context)  # RESOURCE_EXHAUSTED naming server.max_streams
+        try:
+            yield from pump(request_iterator, self.submit, context, log, name="Decode stream",
+                            thread_name="decode-reader", on_error=failed, drain_s=self.cfg.server.drain_timeout_s)
+        finally:
+            self.slots.release()
 
     def DecodeOne(self, request, context):
         try:
@@ -271,7 +288,9 @@ def create_server(cfg: Config, bundle=None, max_workers: int | None = None,
                   models: dict[str, Any] | None = None) -> tuple[ServiceHandle, int]:
     """Load (and verify) the bundle, build the servicer, bind ``server.host:port`` (0 = free
     port) and the metrics endpoint (``server.metrics_port``; 0 = free port, -1 = none).
-    ``max_workers`` (handler threads) defaults to ``handler_threads(cfg, 32)``.
+    ``max_workers`` (handler threads) defaults to ``handler_threads(cfg, 32, server.max_streams)``:
+    32 threads for unary calls and health beyond the ``server.max_streams`` Decode streams
+    admitted at a time (one more is refused with RESOURCE_EXHAUSTED naming the field).
     ``models`` (task -> object with ``spec`` and ``decode``) replaces the ServerModels.
     Raises BundleError naming the file when the bundle fails verification."""
     if bundle is None:
@@ -279,14 +298,14 @@ def create_server(cfg: Config, bundle=None, max_workers: int | None = None,
     metrics = ServerMetrics()
     servicer = EdgeServerServicer(bundle, cfg, metrics, models=models)
     if max_workers is None:
-        max_workers = handler_threads(cfg, 32)
+        max_workers = handler_threads(cfg, UNARY_THREADS, cfg.server.max_streams)
     endpoint = None
     try:  # either port failing (an OSError naming the address and the field) releases everything
         if cfg.server.metrics_port >= 0:
             endpoint = MetricsEndpoint(metrics.registry, cfg.server.metrics_port, cfg.server.host)
         server, health_servicer, port = build_grpc_server(
             pb_grpc.add_EdgeServerServicer_to_server, servicer, bind=cfg.server_bind, service_name=SERVICE_NAME,
-            max_workers=max_workers, max_message_bytes=4 * 1024 * 1024, thread_prefix="server")
+            max_workers=max_workers, max_message_bytes=SERVER_MAX_MESSAGE_BYTES, thread_prefix="server")
     except OSError as exc:
         if endpoint is not None:
             endpoint.close()

@@ -81,11 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Print a readable summary of a bundle.")
     p_info.add_argument("bundle_dir", metavar="DIR", type=Path, help="bundle directory (holds manifest.json)")
     p_info.add_argument("--json", action="store_true", help="print the raw manifest as JSON instead")
-    p_verify = sub.add_parser("verify", help="check the manifest schema and every file's sha256; "
-                                             "exit 1 naming each problem, print OK otherwise",
-                              description="Check the manifest schema, the dimension rules and the sha256 "
-                                          "of every component file. Exit status 0 and 'OK' when sound; "
-                                          "1 with one line per problem (naming the file or key) otherwise.")
+    p_verify = sub.add_parser("verify", help="check the manifest schema, every file's sha256 and the "
+                                             "manifest against the models' own shapes; exit 1 naming "
+                                             "each problem, print OK otherwise",
+                              description="Check the manifest schema, the dimension rules, the sha256 "
+                                          "of every component file, and that input.size, compact_dim and "
+                                          "num_classes agree with the ONNX models' own input and output "
+                                          "shapes (what the services check at start). Exit status 0 and "
+                                          "'OK' when sound; 1 with one line per problem (naming the file "
+                                          "or key) otherwise.")
     p_verify.add_argument("bundle_dir", metavar="DIR", type=Path, help="bundle directory (holds manifest.json)")
     return parser
 

@@ -181,6 +181,10 @@ def export_bundle(out_dir: str | os.PathLike, tasks: list[dict], feature_dim: in
                              f"got {name!r}")
         names_seen.add(name)
         class_names = [str(c) for c in task["class_names"]]
+        class_ids = [str(c) for c in task.get("class_ids") or class_names]
+        if len(class_ids) != len(class_names):
+            raise ValueError(f"tasks[{i}].class_ids: expected {len(class_names)} ids (one per class name), "
+                             f"got {len(class_ids)}")
         ratio = float(task["compression_ratio"])
         compact = compact_dim_for(feature_dim, ratio)
         if task.get("compact_dim") is not None and int(task["compact_dim"]) != compact:
@@ -240,6 +244,7 @@ def export_bundle(out_dir: str | os.PathLike, tasks: list[dict], feature_dim: in
         }
         manifest_tasks.append({
             "name": name, "num_classes": len(class_names), "class_names": class_names,
+            **({"class_ids": class_ids} if class_ids != class_names else {}),
             "compression_ratio": ratio, "compact_dim": compact, "symbols_per_image": symbols_for(compact),
             "edge": f"{name}.edge", "server": f"{name}.server",
         })

@@ -6,7 +6,8 @@ models). Contract (design note item 4, ``docs/architecture.md`` "Bundle"):
     format_version      int, == FORMAT_VERSION
     tasks               non-empty list of {name, num_classes, class_names, compression_ratio,
                         compact_dim, symbols_per_image, edge, server}; the last five may be left
-                        out (top-level values, components "<name>.edge" / "<name>.server")
+                        out (top-level values, components "<name>.edge" / "<name>.server");
+                        optional class_ids: the data set's own ids (e.g. wnids), one per name
     feature_dim         int > 0 (the student / teacher feature width F)
     compact_dim         int == compact_dim_for(feature_dim, compression_ratio)
     compression_ratio   number in [0, 1)
@@ -32,7 +33,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from pydantic import AfterValidator, PlainValidator, ValidationInfo, field_validator, model_validator
 
@@ -106,6 +107,14 @@ class TaskSpec:
     symbols_per_image: int         # complex channel symbols per image, ceil(compact_dim/2)
     edge: str                      # component name of the edge part (image, snr_db -> symbols)
     server: str                    # component name of the server part (symbols, snr_db -> logits)
+    class_ids: tuple[str, ...] = ()  # the data set's own class ids (e.g. wnids), length C; () = the names
+
+    def label_index(self, name: str) -> int | None:
+        """Class index of a class name or a class id (a class folder may be named either way)."""
+        for names in (self.class_names, self.class_ids):
+            if name in names:
+                return names.index(name)
+        return None
 
 
 def task_specs(manifest: dict) -> list[TaskSpec]:
@@ -122,6 +131,7 @@ def task_specs(manifest: dict) -> list[TaskSpec]:
             symbols_per_image=int(task.get("symbols_per_image", manifest["symbols_per_image"])),
             edge=task.get("edge", f"{name}.edge"),
             server=task.get("server", f"{name}.server"),
+            class_ids=tuple(task.get("class_ids") or ()),
         ))
     return specs
 
@@ -183,6 +193,7 @@ class _Task:
     name: NonEmptyStr
     num_classes: PosInt
     class_names: list[Str]
+    class_ids: Optional[list[Str]] = None  # the data set's own ids (e.g. Tiny-ImageNet wnids), one per name
     # left out: the top-level value / the component "<name>.edge" / "<name>.server" (None here)
     compression_ratio: Ratio = None
     compact_dim: PosInt = None
@@ -192,10 +203,13 @@ class _Task:
 
     @model_validator(mode="after")
     def _class_names_count(self) -> "_Task":
+        problems = Problems()
         if len(self.class_names) != self.num_classes:
-            problems = Problems()
             problems.expected("class_names", f"{self.num_classes} names (num_classes)", self.class_names)
-            problems.raise_if_any()
+        if self.class_ids is not None and (len(self.class_ids) != self.num_classes
+                                           or len(set(self.class_ids)) != len(self.class_ids)):
+            problems.expected("class_ids", f"{self.num_classes} distinct ids (num_classes)", self.class_ids)
+        problems.raise_if_any()
         return self
 
 
@@ -315,6 +329,206 @@ def validate_manifest(manifest: Any) -> list[str]:
     return []
 
 
+# ----------------------------------------------------------------------------- the models' own shapes
+
+# What each part's ONNX graph must look like: the role's input and output tensor names (the
+# runtime feeds and fetches these).
+PART_TENSORS = {"edge": (("image", "snr_db"), "symbols"), "server": (("symbols", "snr_db"), "logits")}
+
+Shape = Optional[list]  # ints (fixed dims), strings (named dynamic dims), None (unknown); None = no shape
+
+
+class _Wire:
+    """Just enough of the protobuf wire format to walk an ONNX file's fields without the onnx
+    package (the service images do not have it) and without loading the weights: every field
+    that is not wanted (initializers, nodes) is skipped by its length prefix."""
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+
+    def varint(self, pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            if pos >= len(self.buf) or shift > 63:
+                raise ValueError("truncated varint")
+            byte = self.buf[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value, pos
+            shift += 7
+
+    def fields(self, start: int = 0, end: int | None = None):
+        """(field number, wire type, value) of a message: an int for varints, (start, end) of the
+        bytes for length-delimited fields, None for fixed-width ones."""
+        end = len(self.buf) if end is None else end
+        pos = start
+        while pos < end:
+            key, pos = self.varint(pos)
+            number, kind = key >> 3, key & 7
+            if kind == 0:
+                value, pos = self.varint(pos)
+            elif kind == 2:
+                size, pos = self.varint(pos)
+                value = (pos, pos + size)
+                pos += size
+            elif kind in (1, 5):
+                value = None
+                pos += 8 if kind == 1 else 4
+            else:
+                raise ValueError(f"unsupported protobuf wire type {kind}")
+            if pos > end:
+                raise ValueError("truncated field")
+            yield number, kind, value
+
+    def text(self, span: tuple[int, int]) -> str:
+        return bytes(self.buf[span[0]:span[1]]).decode("utf-8")
+
+
+def _value_info(wire: _Wire, span: tuple[int, int]) -> tuple[str, Shape]:
+    """ValueInfoProto {1: name, 2: TypeProto {1: Tensor {2: TensorShapeProto {1: Dimension
+    {1: dim_value, 2: dim_param}}}}} -> (name, shape)."""
+    name, shape = "", None
+    for number, kind, value in wire.fields(*span):
+        if number == 1 and kind == 2:
+            name = wire.text(value)
+        elif number == 2 and kind == 2:
+            for n_t, k_t, tensor in wire.fields(*value):
+                if n_t != 1 or k_t != 2:
+                    continue  # not a tensor type
+                for n_s, k_s, shp in wire.fields(*tensor):
+                    if n_s != 2 or k_s != 2:
+                        continue
+                    shape = []
+                    for n_d, k_d, dim in wire.fields(*shp):
+                        if n_d != 1 or k_d != 2:
+                            continue
+                        size: Any = None
+                        for n_v, k_v, v in wire.fields(*dim):
+                            if n_v == 1 and k_v == 0:
+                                size = v - (1 << 64) if v >= 1 << 63 else v
+                            elif n_v == 2 and k_v == 2:
+                                size = wire.text(v) or None
+                        shape.append(size)
+    return name, shape
+
+
+def onnx_io_shapes(path: str | os.PathLike) -> tuple[dict[str, Shape], dict[str, Shape]]:
+    """The graph inputs and outputs of an ONNX file, name -> shape, read from the file's protobuf
+    without the onnx package and without decoding the weights (cheap: the services verify their
+    bundle at every start). Raises ValueError when the file is not an ONNX model, OSError when unreadable."""
+    data = Path(path).read_bytes()
+    if not data:
+        raise ValueError("empty file")
+    wire = _Wire(memoryview(data))
+    inputs: dict[str, Shape] = {}
+    outputs: dict[str, Shape] = {}
+    try:
+        graph = None
+        for number, kind, value in wire.fields():
+            if number == 7 and kind == 2:  # ModelProto.graph
+                graph = value
+        if graph is None:
+            raise ValueError("no graph (not an ONNX model)")
+        initializers = set()
+        for number, kind, value in wire.fields(*graph):
+            if kind != 2:
+                continue
+            if number in (11, 12):  # GraphProto.input / .output
+                name, shape = _value_info(wire, value)
+                (inputs if number == 11 else outputs)[name] = shape
+            elif number == 5:  # initializer (listed among the inputs by old exporters)
+                for n_i, k_i, v in wire.fields(*value):
+                    if n_i == 8 and k_i == 2:
+                        initializers.add(wire.text(v))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not an ONNX model ({exc.reason})") from None
+    for name in initializers:
+        inputs.pop(name, None)
+    return inputs, outputs
+
+
+def _show_shape(shape: Shape) -> str:
+    if shape is None:
+        return "(no shape)"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _fixed(dim: Any) -> int | None:
+    return dim if _is_int(dim) and dim >= 0 else None
+
+
+def model_problems(manifest: dict, component: str, inputs: dict[str, Shape], outputs: dict[str, Shape],
+                   file: str | None = None) -> list[str]:
+    """A (valid) manifest against the real graph of one of its components' ONNX files.
+
+    ``inputs`` / ``outputs``: the model's tensors, name -> shape (``onnx_io_shapes``, or an
+    onnxruntime session's ``get_inputs()`` / ``get_outputs()`` shapes). For every task whose edge
+    or server part is ``component``: the tensor names the runtime feeds, then the edge input
+    ``image`` [batch, 3, H, W] against ``input.size``, the edge output and server input
+    ``symbols`` [batch, compact_dim] against the task's ``compact_dim``, the server output
+    ``logits`` [batch, C] against ``num_classes``. Dynamic dimensions (names, unknown) are
+    skipped; fixed ones must agree. One line per problem, naming the manifest key and the file
+    (``input.size: expected 32 (the input of component 'digits.edge' digits.edge.onnx: image
+    [batch, 3, 32, 32]), got 64``)."""
+    comps = manifest.get("components") or {}
+    file = file or str((comps.get(component) or {}).get("file", component))
+    problems: list[str] = []
+
+    def add(line: str) -> None:
+        if line not in problems:
+            problems.append(line)
+
+    raw_tasks = manifest.get("tasks") or []
+    for i, spec in enumerate(task_specs(manifest)):
+        raw = raw_tasks[i] if i < len(raw_tasks) and isinstance(raw_tasks[i], dict) else {}
+        for role in ("edge", "server"):
+            if getattr(spec, role) != component:
+                continue
+            in_names, out_name = PART_TENSORS[role]
+            if sorted(inputs) != sorted(in_names) or out_name not in outputs:
+                add(f"tasks[{i}].{role}: component {component!r} {file}: expected inputs {list(in_names)} "
+                    f"and output {out_name!r}, the model has inputs {list(inputs)}, outputs {list(outputs)}")
+                continue
+
+            def where(kind: str, tensor: str, shape: Shape) -> str:
+                return f"the {kind} of component {component!r} {file}: {tensor} {_show_shape(shape)}"
+
+            def rank(kind: str, tensor: str, shape: Shape, want: str, n: int) -> bool:
+                if shape is not None and len(shape) != n:
+                    add(f"tasks[{i}].{role}: component {component!r} {file}: {kind} {tensor!r} has shape "
+                        f"{_show_shape(shape)}, expected {want}")
+                    return False
+                return shape is not None
+
+            compact_key = f"tasks[{i}].compact_dim" if "compact_dim" in raw else "compact_dim"
+            if role == "edge":
+                image = inputs["image"]
+                h, w = InputSpec.from_dict(manifest["input"]).size
+                if rank("input", "image", image, "[batch, 3, H, W]", 4):
+                    if _fixed(image[1]) is not None and image[1] != 3:
+                        add(f"tasks[{i}].{role}: component {component!r} {file}: input 'image' has shape "
+                            f"{_show_shape(image)}, expected 3 channels [batch, 3, H, W]")
+                    mh, mw = _fixed(image[2]), _fixed(image[3])
+                    if (mh is not None and mh != h) or (mw is not None and mw != w):
+                        size = manifest["input"]["size"]
+                        if mh is not None and mh == mw and _is_int(size):
+                            want = str(mh)
+                        else:
+                            want = f"[{'any' if mh is None else mh}, {'any' if mw is None else mw}]"
+                        add(f"input.size: expected {want} ({where('input', 'image', image)}), got {size!r}")
+                checks = (("output", "symbols", outputs["symbols"], compact_key, spec.compact_dim),)
+            else:
+                checks = (("input", "symbols", inputs["symbols"], compact_key, spec.compact_dim),
+                          ("output", "logits", outputs["logits"], f"tasks[{i}].num_classes", spec.num_classes))
+            for kind, tensor, shape, key, value in checks:
+                if rank(kind, tensor, shape, f"[batch, {key.rsplit('.', 1)[-1]}]", 2):
+                    width = _fixed(shape[1])
+                    if width is not None and width != value:
+                        add(f"{key}: expected {width} ({where(kind, tensor, shape)}), got {value}")
+    return problems
+
+
 # ----------------------------------------------------------------------------- read / write
 
 def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> dict:
@@ -371,7 +585,10 @@ def verify_bundle(bundle_dir: str | os.PathLike, check_files: bool = True) -> li
     Checks, in order: the directory and manifest.json exist and parse, the schema
     (``validate_manifest``; messages prefixed with the manifest path and naming the key),
     and, with ``check_files``, that every component file exists and matches its sha256
-    (messages start with the file's path).
+    (messages start with the file's path), then, when all that is sound, that the manifest
+    agrees with the ONNX graphs themselves (``model_problems``: input.size, compact_dim,
+    num_classes against the models' tensor shapes; prefixed with the manifest path, naming the
+    key and the file).
     """
     bundle_dir = Path(bundle_dir)
     try:
@@ -385,6 +602,7 @@ def verify_bundle(bundle_dir: str | os.PathLike, check_files: bool = True) -> li
     components = manifest.get("components")
     if not isinstance(components, dict):
         return problems
+    sound: list[tuple[str, Path]] = []  # components whose file is there and matches its sha256
     for name, comp in components.items():
         if not isinstance(comp, dict) or not isinstance(comp.get("file"), str) or not comp["file"]:
             continue  # already reported by the schema check
@@ -399,4 +617,16 @@ def verify_bundle(bundle_dir: str | os.PathLike, check_files: bool = True) -> li
         if actual != expected:
             problems.append(f"{path}: sha256 mismatch (component {name!r}): "
                             f"manifest says {expected}, file has {actual}")
+            continue
+        sound.append((name, path))
+    if problems:  # the models are compared with a sound manifest only
+        return problems
+    for name, path in sound:
+        try:
+            inputs, outputs = onnx_io_shapes(path)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: cannot read the model's inputs and outputs (component {name!r}): {exc}")
+            continue
+        problems += [f"{manifest_path}: {p}" for p in
+                     model_problems(manifest, name, inputs, outputs)]
     return problems

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from rkdsc.common.bundle.manifest import (MANIFEST_NAME, BundleError, InputSpec, TaskSpec,
+from rkdsc.common.bundle.manifest import (MANIFEST_NAME, BundleError, InputSpec, TaskSpec, model_problems,
                                     read_manifest, task_specs, validate_manifest, verify_bundle)
 from rkdsc.common.data.images import preprocess, preprocess_batch  # noqa: F401  (re-exported)
 
@@ -81,7 +81,9 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     """Load a bundle directory.
 
     With ``verify`` (the default) every component's sha256 and presence is checked as
-    well as the schema; otherwise only the schema. Raises BundleError whose message names
+    well as the schema, and the manifest's input.size / compact_dim / num_classes against the
+    ONNX graphs' own tensor shapes (``verify_bundle``); otherwise only the schema (EdgeModel and
+    ServerModel still compare the manifest with the session they create). Raises BundleError whose message names
     the manifest or the offending file, so a service can refuse to start with a clear
     reason.
     """
@@ -164,6 +166,15 @@ class _PartModel:
         if sorted(have_in) != sorted(self.in_names) or self.out_name not in have_out:
             raise BundleError(f"{self.model_path}: expected inputs {list(self.in_names)} and output "
                               f"{self.out_name!r}, the model has inputs {have_in}, outputs {have_out}")
+        # the manifest against the graph the session really runs (load_bundle(verify=True) did
+        # the same from the file; this also covers bundles loaded with verify=False)
+        problems = model_problems(bundle.manifest, self.component_name,
+                                  {i.name: list(i.shape) for i in self.session.get_inputs()},
+                                  {o.name: list(o.shape) for o in self.session.get_outputs()},
+                                  file=str(self.model_path))
+        if problems:
+            raise BundleError(f"{bundle.path / MANIFEST_NAME}: does not match the model "
+                              f"{self.model_path}:\n  " + "\n  ".join(problems))
 
     def _run(self, a: np.ndarray, snr: np.ndarray) -> np.ndarray:
         feeds = {self.in_names[0]: a, self.in_names[1]: snr}

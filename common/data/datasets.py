@@ -244,6 +244,16 @@ def build_datasets(preset) -> tuple[ImageArrayDataset, ImageArrayDataset, list[s
     return mk(tr, "train"), mk(va, "val"), classes
 
 
+def class_ids(preset) -> list[str]:
+    """The data set's own class ids, index-aligned with the class names of ``build_datasets``:
+    the class folder names for image folders (Tiny-ImageNet's wnids, whose names are words),
+    else the class names themselves."""
+    d = preset.data
+    if d.dataset in ("folder", "cifar10", "tinyimagenet"):
+        return list(list_class_folder(preset.data_root())[2])
+    return list(_all_images(preset)[3])
+
+
 def heldout_dataset(preset) -> ImageArrayDataset:
     """Final-evaluation split: the digits' held-back part (never trained on); for image
     folders / CIFAR-100 (no test split available) the validation split of build_datasets."""

@@ -23,15 +23,34 @@ read, so a served model is measured on images it was not trained on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from rkdsc.common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
 
 DEFAULT_SIZE = 32  # pixels, when no bundle is given
+
+
+@contextlib.contextmanager
+def _folder_in_place(out_dir: Path) -> Iterator[Path]:
+    """A new folder beside ``out_dir`` that replaces it when the block succeeds (and is removed
+    when it fails), so a half-written folder is never taken for a complete one."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; the folder is meant to be shared (containers)
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_samples(out_dir: str | os.PathLike, count: int | None = None, size: int = DEFAULT_SIZE,
@@ -56,21 +75,12 @@ def write_samples(out_dir: str | os.PathLike, count: int | None = None, size: in
     if count is not None:
         held = held[:count]
     rgb = upscale_rgb(images[held], size)  # [N, size, size, 3] uint8
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it 0700; the folder is meant to be shared (containers)
-    try:
+    with _folder_in_place(out_dir) as tmp:
         for name in DIGITS_CLASS_NAMES:
             (tmp / name).mkdir()
         for idx, img in zip(held, rgb):
             Image.fromarray(img).save(tmp / DIGITS_CLASS_NAMES[labels[idx]] / f"{idx:04d}.png",
                                       format="PNG", optimize=False)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sorted(out_dir.glob("*/*.png"))
 
 
@@ -101,10 +111,7 @@ def write_split(preset, out_dir: str | os.PathLike, split: str = "val", count: i
     folder_like = preset.data.dataset in ("folder", "cifar10", "tinyimagenet")
     files = datasets.list_class_folder(preset.data_root())[0] if folder_like else None
     n = len(ds) if count is None else min(int(count), len(ds))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    with _folder_in_place(out_dir) as tmp:
         for name in class_names:
             (tmp / _safe_name(name)).mkdir(exist_ok=True)
         for i in range(n):
@@ -116,12 +123,6 @@ def write_split(preset, out_dir: str | os.PathLike, split: str = "val", count: i
                 shutil.copyfile(src, folder / src.name)
             else:
                 Image.fromarray(ds.images[i].numpy()).save(folder / f"{src_index:05d}.png", format="PNG")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sorted(p for p in out_dir.rglob("*") if p.is_file())
 
 

@@ -82,6 +82,11 @@ GOALS = {
 }
 
 
+def _write_json(out: str | os.PathLike, doc: dict) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
 def _shown(path: str | Path) -> str:
     """A path as the reports show it: relative to the working directory when under it."""
     p = Path(path).resolve()
@@ -704,8 +709,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         if tmp is not None:
             tmp.cleanup()
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        _write_json(out, doc)
     return doc
 
 
@@ -952,8 +956,7 @@ def run_soak(bundle: str | None = None, edges: int = 32, soak_s: float = 600.0, 
         if tmp is not None:
             tmp.cleanup()
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        _write_json(out, doc)
     return doc
 
 

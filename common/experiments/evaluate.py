@@ -202,9 +202,11 @@ def _same_spec(a: dict, b: Any) -> bool:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def labels_for(data: EvalData, class_names: Sequence[str], where: str) -> np.ndarray:
-    """Map the data's class names onto the bundle task's class indices (error naming the class)."""
-    index = {name: i for i, name in enumerate(class_names)}
+def labels_for(data: EvalData, class_names: Sequence[str], where: str,
+               class_ids: Sequence[str] = ()) -> np.ndarray:
+    """Map the data's class folder names onto the bundle task's class indices: a folder may be
+    named by the class name or by the data set's class id (error naming the class)."""
+    index = {name: i for i, name in enumerate(class_ids)} | {name: i for i, name in enumerate(class_names)}
     unknown = sorted({n for n in data.label_names if n not in index})
     if unknown:
         raise ValueError(f"{where}: class folder(s) {unknown[:10]} are not among the bundle's class_names "
@@ -222,7 +224,8 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str
         raise ValueError(f"--channel: expected one of {list(CHANNELS)}, got {channel!r}")
     bundle = load_bundle(bundle_path)
     pipe = InProcessPipeline(bundle, task, seed=seed)
-    labels = labels_for(data, pipe.spec.class_names, f"bundle {bundle_path} task {pipe.spec.name!r}")
+    labels = labels_for(data, pipe.spec.class_names, f"bundle {bundle_path} task {pipe.spec.name!r}",
+                        pipe.spec.class_ids)
     n = len(data)
     points = []
     bar = None

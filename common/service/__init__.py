@@ -10,15 +10,19 @@
 
 Services import from here and never from each other. Every name below is re-exported.
 """
-from rkdsc.common.service.frames import (POWER_TOLERANCE, SNR_LIMIT_DB, FrameIdRegistry, FrameRejected,
-                                         check_finite, check_symbols, invalid)
+from rkdsc.common.service.frames import (MAX_FILE_BYTES, MAX_ID_CHARS, POWER_TOLERANCE, SERVER_MAX_MESSAGE_BYTES,
+                                         SNR_LIMIT_DB, FrameIdRegistry, FrameRejected, bounded,
+                                         check_client_strings, check_finite, check_symbols, invalid, shown)
 from rkdsc.common.service.probe import HealthProbe, health_status
 from rkdsc.common.service.pump import RequestQueue, StreamPump, pump
-from rkdsc.common.service.skeleton import (ServiceHandle, add_health_and_reflection, build_grpc_server,
-                                           grpc_options, handler_threads, run_cli, serve, set_health,
+from rkdsc.common.service.skeleton import (ServiceHandle, StreamSlots, add_health_and_reflection,
+                                           build_grpc_server, channel_options, grpc_options, handler_threads,
+                                           run_cli, serve, server_options, service_config, set_health,
                                            setup_logging, status_code_from_value)
 
-__all__ = ["POWER_TOLERANCE", "SNR_LIMIT_DB", "FrameIdRegistry", "FrameRejected", "check_finite",
-           "check_symbols", "invalid", "HealthProbe", "health_status", "RequestQueue", "StreamPump", "pump", "ServiceHandle",
+__all__ = ["MAX_FILE_BYTES", "MAX_ID_CHARS", "POWER_TOLERANCE", "SERVER_MAX_MESSAGE_BYTES", "SNR_LIMIT_DB",
+           "FrameIdRegistry", "FrameRejected", "bounded", "check_client_strings", "check_finite",
+           "check_symbols", "invalid", "shown", "StreamSlots", "channel_options", "server_options",
+           "service_config", "HealthProbe", "health_status", "RequestQueue", "StreamPump", "pump", "ServiceHandle",
            "add_health_and_reflection", "build_grpc_server", "grpc_options", "handler_threads", "run_cli",
            "serve", "set_health", "setup_logging", "status_code_from_value"]

@@ -4,17 +4,24 @@
     invalid(message)               # -> FrameRejected(INVALID_ARGUMENT, message)
     check_symbols(tensor, field, k, shapes=None, check_power=False) -> complex64 [1, K]
     check_finite(value, field, lo, hi) -> float
-    FrameIdRegistry().claim(transmitter_id, frame_id)   # each frame id once per transmitter
-    SNR_LIMIT_DB, POWER_TOLERANCE
+    check_client_strings(msg)      # transmitter_id / task / fading <= 128 chars, file <= 4096 bytes
+    shown(value)                   # a client string as it may appear in a message or a log line
+    bounded(message)               # a status message cut to MAX_STATUS_CHARS
+    FrameIdRegistry(window=...).claim(transmitter_id, frame_id)   # each frame id once per transmitter
+    SNR_LIMIT_DB, POWER_TOLERANCE, MAX_ID_CHARS, MAX_FILE_BYTES, SERVER_MAX_MESSAGE_BYTES
 
 Guarantees: every check raises FrameRejected (never another exception for bad input) and
 changes nothing; oversized payloads are RESOURCE_EXHAUSTED, everything else INVALID_ARGUMENT.
+A client string appears in a message only through ``shown`` (at most SHOWN_CHARS of it, plus
+its length), so no status message or log line grows with what a client sends.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import threading
-from typing import TYPE_CHECKING, Iterable
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Iterable
 
 import grpc
 import numpy as np
@@ -24,17 +31,25 @@ from rkdsc.common.wire import WireError, decode_tensor
 if TYPE_CHECKING:
     from rkdsc.v1 import emulator_pb2 as pb
 
-__all__ = ["SNR_LIMIT_DB", "POWER_TOLERANCE", "FrameRejected", "invalid", "check_symbols", "check_finite",
-           "FrameIdRegistry"]
+__all__ = ["SNR_LIMIT_DB", "POWER_TOLERANCE", "MAX_ID_CHARS", "MAX_FILE_BYTES", "SHOWN_CHARS", "MAX_STATUS_CHARS",
+           "SERVER_MAX_MESSAGE_BYTES", "FrameRejected", "invalid", "shown", "bounded", "check_client_strings",
+           "check_symbols", "check_finite", "FrameIdRegistry"]
 
 SNR_LIMIT_DB = 100.0  # |snr_db| above this is rejected (noise_var would under/overflow float32)
 POWER_TOLERANCE = 1e-2  # relative tolerance on mean |z|^2 = 1 of transmitted symbols
+MAX_ID_CHARS = 128       # transmitter_id, task, fading: at most this many characters (as the topology allows)
+MAX_FILE_BYTES = 4096    # file: at most this many UTF-8 bytes (PATH_MAX)
+SHOWN_CHARS = 64         # at most this many characters of a client string appear in a message
+MAX_STATUS_CHARS = 2048  # a status message is cut here (gRPC carries it in a header of ~8 KiB)
+SERVER_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the edge server's gRPC message limit (both ways); the relay
+                                            # forwards nothing larger
 
 
 class FrameRejected(Exception):
     """A frame that breaks a rule: `code` is the gRPC status, `message` starts with the field."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
+        message = bounded(message)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -42,6 +57,52 @@ class FrameRejected(Exception):
 
 def invalid(message: str) -> FrameRejected:
     return FrameRejected(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` of a client string when short; else its first ``limit`` characters and its
+    length: ``'aaaa'... (1048576 characters)``."""
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) <= limit:
+            return repr(bytes(value))
+        return f"{bytes(value[:limit])!r}... ({len(value)} bytes)"
+    if not isinstance(value, str):
+        value = str(value)
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def bounded(message: str, limit: int = MAX_STATUS_CHARS) -> str:
+    """``message`` cut to ``limit`` characters (a marker and the full length at the end)."""
+    if len(message) <= limit:
+        return message
+    tail = f"... [{len(message)} characters, cut]"
+    return message[:max(0, limit - len(tail))] + tail
+
+
+def _check_chars(value: str, field: str, limit: int) -> None:
+    if len(value) > limit:
+        raise invalid(f"{field}: {len(value)} characters, longer than the limit of {limit} ({shown(value, 32)})")
+
+
+def check_client_strings(msg: Any) -> None:
+    """The client strings of a Frame / ChannelFrame are short: ``transmitter_id``, ``task`` (and
+    ``fading`` where present) at most MAX_ID_CHARS characters, ``file`` at most MAX_FILE_BYTES
+    UTF-8 bytes; else INVALID_ARGUMENT naming the field and its length."""
+    _check_chars(msg.transmitter_id, "transmitter_id", MAX_ID_CHARS)
+    _check_chars(msg.task, "task", MAX_ID_CHARS)
+    fading = getattr(msg, "fading", None)
+    if isinstance(fading, str):
+        _check_chars(fading, "fading", MAX_ID_CHARS)
+    n = len(msg.file)
+    if n > MAX_FILE_BYTES // 4 and len(msg.file.encode("utf-8")) > MAX_FILE_BYTES:
+        raise invalid(f"file: {len(msg.file.encode('utf-8'))} bytes, longer than the limit of {MAX_FILE_BYTES} "
+                      f"bytes ({shown(msg.file, 32)})")
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return str(list(shape)) if len(shape) <= 8 else f"{list(shape[:8])}... ({len(shape)} dimensions)"
 
 
 def check_symbols(t: "pb.Tensor", field: str, k: int, *, shapes: Iterable[tuple[int, ...]] | None = None,
@@ -58,10 +119,10 @@ def check_symbols(t: "pb.Tensor", field: str, k: int, *, shapes: Iterable[tuple[
                             f"{field}.data: {len(t.data)} bytes is larger than the limit of {limit} bytes "
                             f"({limit // 8} complex64 symbols)")
     if t.dtype != "complex64":
-        raise invalid(f"{field}.dtype: expected 'complex64', got {t.dtype!r}")
+        raise invalid(f"{field}.dtype: expected 'complex64', got {shown(t.dtype)}")
     shape = tuple(int(d) for d in t.shape)
     if shape not in shapes:
-        raise invalid(f"{field}.shape: expected one of {[list(s) for s in shapes]}, got {list(shape)}")
+        raise invalid(f"{field}.shape: expected one of {[list(s) for s in shapes]}, got {_shape_text(shape)}")
     try:
         arr = decode_tensor(t.data, t.dtype, list(t.shape), field=field, expected_dtype="complex64",
                             max_bytes=limit)
@@ -84,17 +145,73 @@ def check_finite(value: float, field: str, lo: float = -math.inf, hi: float = ma
     return float(value)
 
 
-class FrameIdRegistry:
-    """Frame ids seen per transmitter (a frame id may be used once per transmitter)."""
+class _Window:
+    """One transmitter's ids: the ``window`` largest ids claimed (a set + a min-heap) and the floor
+    (the largest id dropped from the window; every id <= floor counts as seen)."""
+
+    __slots__ = ("ids", "heap", "floor")
 
     def __init__(self) -> None:
-        self._seen: dict[str, set[int]] = {}
+        self.ids: set[int] = set()
+        self.heap: list[int] = []
+        self.floor = -1
+
+
+class FrameIdRegistry:
+    """Frame ids seen per transmitter, in bounded memory: a frame id is accepted at most once per
+    transmitter.
+
+    Per transmitter it keeps the ``window`` largest ids claimed and a floor, the largest id it
+    dropped to stay within the window. ``claim`` refuses (INVALID_ARGUMENT, "frame_id: ...") an id
+    that is in the window (a duplicate) or at or below the floor (a duplicate, or an id older
+    than the last ``window`` ids: transmitters number their frames upwards, so only a stale
+    retransmission gets there). Every duplicate is therefore refused, whatever the order; an
+    id that was never seen is refused only when more than ``window`` larger ids of that
+    transmitter came first. Memory: at most ``window`` ids for each of at most
+    ``max_transmitters`` transmitters; beyond that the least recently used transmitter is
+    forgotten (its duplicates are no longer detected; only a service that accepts any
+    transmitter id, i.e. an edge server without ``[[transmitters]]``, can reach it).
+    """
+
+    def __init__(self, window: int = 1024, max_transmitters: int = 256) -> None:
+        if window < 1 or max_transmitters < 1:
+            raise ValueError(f"FrameIdRegistry: expected window >= 1 and max_transmitters >= 1, "
+                             f"got {window}, {max_transmitters}")
+        self.window = int(window)
+        self.max_transmitters = int(max_transmitters)
+        self._seen: OrderedDict[str, _Window] = OrderedDict()
         self._lock = threading.Lock()
 
     def claim(self, transmitter_id: str, frame_id: int) -> None:
+        frame_id = int(frame_id)
         with self._lock:
-            seen = self._seen.setdefault(transmitter_id, set())
-            if frame_id in seen:
-                raise invalid(f"frame_id: frame {frame_id} of transmitter {transmitter_id!r} was already "
+            w = self._seen.get(transmitter_id)
+            if w is None:
+                w = self._seen[transmitter_id] = _Window()
+                while len(self._seen) > self.max_transmitters:
+                    self._seen.popitem(last=False)
+            else:
+                self._seen.move_to_end(transmitter_id)
+            if frame_id in w.ids:
+                raise invalid(f"frame_id: frame {frame_id} of transmitter {shown(transmitter_id)} was already "
                               f"received (frame ids must be unique per transmitter)")
-            seen.add(frame_id)
+            if frame_id <= w.floor:
+                raise invalid(f"frame_id: frame {frame_id} of transmitter {shown(transmitter_id)} is at or below "
+                              f"{w.floor}, the oldest id still remembered: it was already received or is older "
+                              f"than the transmitter's last {self.window} frame ids (frame ids must be unique "
+                              f"per transmitter and increase)")
+            w.ids.add(frame_id)
+            heapq.heappush(w.heap, frame_id)
+            if len(w.heap) > self.window:
+                dropped = heapq.heappop(w.heap)
+                w.ids.discard(dropped)
+                w.floor = max(w.floor, dropped)
+
+    def size(self) -> int:
+        """Frame ids held, over every transmitter (at most window x max_transmitters)."""
+        with self._lock:
+            return sum(len(w.ids) for w in self._seen.values())
+
+    def transmitters(self) -> int:
+        with self._lock:
+            return len(self._seen)

@@ -3,7 +3,8 @@
 ``health_status(addr, service="", timeout_s=2.0) -> str``: ``"SERVING"``, another serving
 status name (``"NOT_SERVING"``, ...) or the gRPC status code name of a failed call
 (``"UNAVAILABLE"``, ``"DEADLINE_EXCEEDED"``, ...). ``HealthProbe(addr)`` keeps one channel
-for repeated checks (close it, or use it as a context manager).
+for repeated checks (close it, or use it as a context manager); ``HealthProbe(addr, channel=ch)``
+checks over a channel the caller owns (closing the probe leaves it open).
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 class HealthProbe:
     """One insecure channel to ``addr`` for repeated Health/Check calls."""
 
-    def __init__(self, addr: str):
+    def __init__(self, addr: str, channel: grpc.Channel | None = None):
         self.addr = addr
-        self._channel = grpc.insecure_channel(addr)
+        self._own = channel is None
+        self._channel = grpc.insecure_channel(addr) if channel is None else channel
         self._stub = health_pb2_grpc.HealthStub(self._channel)
 
     def status(self, service: str = "", timeout_s: float = 2.0) -> str:
@@ -27,7 +29,8 @@ class HealthProbe:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     def close(self) -> None:
-        self._channel.close()
+        if self._own:
+            self._channel.close()
 
     def __enter__(self) -> "HealthProbe":
         return self

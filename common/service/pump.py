@@ -2,9 +2,9 @@
 
     yield from pump(request_iterator, submit, context, log, name="Decode stream", thread_name="decode-reader")
 
-    p = StreamPump(context, log, name=..., thread_name=..., end_when_idle=False, on_abort=...)
+    p = StreamPump(context, log, name=..., thread_name=..., end_when_idle=False, on_abort=..., drain_s=10.0)
     p.start(request_iterator, submit, on_error=..., on_requests_done=...)
-    ... p.deliver(result) / p.fail(code, message) / p.finish()     # from any thread
+    ... p.deliver(result) / p.fail(code, message) / p.finish() / p.stop(code, message)   # from any thread
     yield from p.results()
 
     RequestQueue(prepare=None)   # a request iterator for a client call, fed by put(item) / close()
@@ -13,27 +13,35 @@
 ``concurrent.futures.Future`` of the item's result, or None when the service hands results to
 ``deliver`` itself. Guarantees:
 - results are yielded in the order they complete (``deliver``: in the order it is called);
-- ``submit`` raising FrameRejected (or a future failing with it) ends the stream with that
-  status and message (``context.abort``); any other exception from ``submit`` ends it with
-  ``on_error(item, exc)``'s FrameRejected (default: INTERNAL), never silently; no request after
-  it is read. Results queued before the abort are yielded first; results not complete by then
-  are never delivered;
+- ``submit`` raising FrameRejected ends the stream with that status and message; any other
+  exception from ``submit`` ends it with ``on_error(item, exc)``'s FrameRejected (default:
+  INTERNAL), never silently. A bad request ends only what it must: no request after it is
+  submitted, the results of the requests accepted before it are still delivered, then the
+  stream is aborted with the status. With futures that is once every submitted future's
+  result was yielded; with pushed results (``end_when_idle=False``) once the service calls
+  ``finish()`` or ``fail()`` (its upstream answered what it had). The wait is bounded by
+  ``drain_s``: results not in by then are dropped (logged) and the stream ends with the status.
+  ``stop(code, message)`` does the same from outside (a draining service);
+- a submitted future that fails, or ``fail()``, ends the stream after what was queued before it
+  (a held status from a rejection or ``stop`` wins: it was the first cause);
 - with ``end_when_idle`` (default) the stream ends OK once the request iterator is exhausted
   (the client half-closed) and every submitted future's result was yielded; without it, only
   ``finish()`` ends it OK;
-- it returns when the client goes away (``context.is_active()`` polled every ``poll_s``).
+- it returns when the client goes away (``context.is_active()`` polled every ``poll_s``);
+- status messages are cut to ``frames.MAX_STATUS_CHARS``.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from concurrent import futures
 from typing import Any, Callable, Iterable, Iterator
 
 import grpc
 
-from rkdsc.common.service.frames import FrameRejected
+from rkdsc.common.service.frames import FrameRejected, bounded
 
 __all__ = ["StreamPump", "pump", "RequestQueue"]
 
@@ -46,8 +54,8 @@ OnError = Callable[[Any, Exception], FrameRejected]
 
 
 class _Abort:
-    def __init__(self, code: grpc.StatusCode, message: str):
-        self.code, self.message = code, message
+    def __init__(self, code: grpc.StatusCode, message: str, held: bool = False):
+        self.code, self.message, self.held = code, bounded(message), held
 
 
 class _Result:
@@ -62,7 +70,7 @@ class StreamPump:
 
     def __init__(self, context: grpc.ServicerContext, log: logging.Logger, *, name: str = "stream",
                  thread_name: str = "stream-reader", end_when_idle: bool = True, poll_s: float = 1.0,
-                 on_abort: Callable[[], None] | None = None):
+                 on_abort: Callable[[], None] | None = None, drain_s: float = 10.0):
         self.context = context
         self.log = log
         self.name = name
@@ -70,6 +78,8 @@ class StreamPump:
         self.end_when_idle = end_when_idle
         self.poll_s = poll_s
         self.on_abort = on_abort
+        self.drain_s = float(drain_s)
+        self._stopping = threading.Event()  # a status is held: submit nothing more
         self._out: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._pending = 0        # futures submitted whose result was not yielded yet
@@ -84,8 +94,19 @@ class StreamPump:
         self._out.put(_Abort(code, message))
 
     def finish(self) -> None:
-        """End the stream OK once what was queued before it has been yielded."""
+        """End the stream OK once what was queued before it has been yielded (with the held
+        status instead when ``stop`` or a rejection holds one)."""
         self._out.put(_FINISH)
+
+    def stop(self, code: grpc.StatusCode, message: str) -> None:
+        """Stop submitting requests; end the stream with this status once the results of the
+        requests already accepted are delivered (at most ``drain_s``; the first held status wins)."""
+        self._stopping.set()
+        self._out.put(_Abort(code, message, held=True))
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     # ------------------------------------------------------------------ the reader
     def start(self, requests: Iterable, submit: Submit, *, on_error: OnError | None = None,
@@ -99,14 +120,16 @@ class StreamPump:
               on_requests_done: Callable[[], None] | None) -> None:
         try:
             for item in requests:
+                if self._stopping.is_set():
+                    return
                 try:
                     fut = submit(item)
                 except FrameRejected as exc:
-                    self.fail(exc.code, exc.message)
+                    self.stop(exc.code, exc.message)
                     return
                 except Exception as exc:  # noqa: BLE001 - end the stream with an error, never silently
                     rejected = on_error(item, exc) if on_error is not None else self._internal(exc)
-                    self.fail(rejected.code, rejected.message)
+                    self.stop(rejected.code, rejected.message)
                     return
                 if fut is not None:
                     with self._lock:
@@ -141,9 +164,19 @@ class StreamPump:
     def results(self) -> Iterator[Any]:
         """Yield results until the stream ends (see the module's guarantees)."""
         reader_done = False
+        held: _Abort | None = None      # the status to end with once the accepted results are out
+        deadline = 0.0
         while True:
+            if held is not None and time.monotonic() >= deadline:
+                with self._lock:
+                    missing = self._pending
+                self.log.warning("%s: results of accepted requests not all in %.1f s after %s (%s); "
+                                 "ending the stream (%s still pending)", self.name, self.drain_s,
+                                 held.code.name, held.message[:200], missing or "some")
+                self._abort(held)
+            timeout = self.poll_s if held is None else max(0.0, min(self.poll_s, deadline - time.monotonic()))
             try:
-                item = self._out.get(timeout=self.poll_s)
+                item = self._out.get(timeout=timeout)
             except queue.Empty:
                 if not self.context.is_active():
                     return
@@ -151,20 +184,31 @@ class StreamPump:
             if item is _END:
                 reader_done = True
             elif item is _FINISH:
+                if held is not None:
+                    self._abort(held)
                 return
             elif isinstance(item, _Abort):
-                if self.on_abort is not None:
-                    self.on_abort()
-                self.context.abort(item.code, item.message)
+                if not item.held:
+                    self._abort(held or item)
+                if held is None:
+                    held, deadline = item, time.monotonic() + self.drain_s
             else:
                 if item.counted:
                     with self._lock:
                         self._pending -= 1
                 yield item.value
-            if self.end_when_idle and reader_done:
+            if self.end_when_idle:
                 with self._lock:
-                    if self._pending == 0:
-                        return
+                    idle = self._pending == 0
+                if idle and held is not None:
+                    self._abort(held)
+                if idle and reader_done:
+                    return
+
+    def _abort(self, item: _Abort) -> None:
+        if self.on_abort is not None:
+            self.on_abort()
+        self.context.abort(item.code, item.message)
 
     def run(self, requests: Iterable, submit: Submit, **start_kw) -> Iterator[Any]:
         """``start`` then ``results``."""
@@ -174,9 +218,9 @@ class StreamPump:
 
 def pump(requests: Iterable, submit: Submit, context: grpc.ServicerContext, log: logging.Logger, *,
          name: str = "stream", thread_name: str = "stream-reader", on_error: OnError | None = None,
-         poll_s: float = 1.0) -> Iterator[Any]:
+         poll_s: float = 1.0, drain_s: float = 10.0) -> Iterator[Any]:
     """The common case: every request's result comes from its future; ends when idle."""
-    p = StreamPump(context, log, name=name, thread_name=thread_name, poll_s=poll_s)
+    p = StreamPump(context, log, name=name, thread_name=thread_name, poll_s=poll_s, drain_s=drain_s)
     return p.run(requests, submit, on_error=on_error)
 
 

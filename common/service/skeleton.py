@@ -9,12 +9,19 @@ also serves the edge client).
     serve(handle, ready_file, name, logger)       # start, ready file, run until SIGTERM/SIGINT, stop
     run_cli(parser, argv, build, run, errors=(...), log_level="INFO")   # the services' cli() shape
     grpc_options(max_message_bytes), add_health_and_reflection(server, name), set_health(h, name, on)
-    handler_threads(cfg, base), status_code_from_value(value, default), setup_logging(level, default)
+    server_options(max_message_bytes)             # grpc_options + keepalive of the server side
+    channel_options(max_message_bytes)            # grpc_options + keepalive, reconnect backoff and the
+                                                  # retry policy (gRPC service config) of every client
+    slots = StreamSlots(limit, what, field); slots.acquire(context) ... slots.release()
+    handler_threads(cfg, base, max_streams=None), status_code_from_value(value, default), setup_logging(...)
 
 Guarantees: health is NOT_SERVING from build until ``start`` (or the service's ``on_start``)
 sets SERVING, and NOT_SERVING again before draining; ``stop`` runs once (later calls return
 at once) and takes at most about ``grace_s``; a port that cannot be bound is an OSError
-naming the address, with the half-built server stopped.
+naming the address, with the half-built server stopped. A stream beyond ``StreamSlots``'
+limit is refused at once with RESOURCE_EXHAUSTED naming the limit and its config field, and
+``handler_threads(cfg, base, max_streams)`` sizes the pool so that ``base`` threads are left to
+unary calls (health, GetInfo, ...) while every stream slot is taken.
 """
 from __future__ import annotations
 
@@ -40,7 +47,8 @@ if TYPE_CHECKING:
     from rkdsc.common.config import Config
     from rkdsc.common.metrics import MetricsEndpoint
 
-__all__ = ["grpc_options", "add_health_and_reflection", "set_health", "build_grpc_server", "ServiceHandle",
+__all__ = ["grpc_options", "server_options", "channel_options", "service_config", "StreamSlots",
+           "add_health_and_reflection", "set_health", "build_grpc_server", "ServiceHandle",
            "serve", "setup_logging", "run_cli", "handler_threads", "status_code_from_value"]
 
 T = TypeVar("T")
@@ -51,6 +59,90 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     return [("grpc.max_receive_message_length", int(max_message_bytes)),
             ("grpc.max_send_message_length", int(max_message_bytes)),
             ("grpc.so_reuseport", 0)]
+
+
+KEEPALIVE_TIME_MS = 20_000          # clients ping an otherwise silent connection this often
+KEEPALIVE_TIMEOUT_MS = 10_000       # ... and drop it when the ping is not answered in this time
+SERVER_KEEPALIVE_TIME_MS = 60_000   # servers ping their clients (a dead edge's stream is cancelled)
+RECONNECT_BACKOFF_MS = (100, 2_000)  # a lost connection is retried after 100 ms, then at most every 2 s
+# unary calls that are safe to repeat: retried on UNAVAILABLE (never DecodeOne / TransmitOne / SetLink:
+# a repeated frame is a duplicate frame id; streams are not retried either)
+RETRYABLE_METHODS: tuple[tuple[str, str | None], ...] = (
+    ("grpc.health.v1.Health", "Check"), ("rkdsc.v1.EdgeServer", "GetInfo"),
+    ("rkdsc.v1.Relay", "GetLink"), ("rkdsc.v1.Relay", "ListLinks"))
+
+
+def service_config(retry_methods: Sequence[tuple[str, str | None]] = RETRYABLE_METHODS) -> str:
+    """gRPC service config (JSON) of every client channel: ``round_robin`` over every address the
+    name resolves to (a headless Service's pods, a ``dns:///`` name, a ``ipv4:a,b`` list: each new
+    stream goes to the next ready server replica), and ``retry_methods`` retried on UNAVAILABLE,
+    4 attempts, 0.1 s doubling to 1 s."""
+    names = [{"service": svc, **({"method": m} if m else {})} for svc, m in retry_methods]
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [{
+        "name": names,
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """A service's server options: ``grpc_options``, pings to its clients every 60 s (a client that
+    is gone is noticed and its streams end), and the clients' 20 s keepalive pings allowed."""
+    return grpc_options(max_message_bytes) + [
+        ("grpc.keepalive_time_ms", SERVER_KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS * 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+        ("grpc.http2.max_pings_without_data", 0)]
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """A client channel's options (the relay's upstream, the edge's uplink): ``grpc_options``,
+    keepalive pings (20 s, 10 s timeout) while calls are open, reconnection after 100 ms backing
+    off to at most 2 s (gRPC's default grows to 120 s: a server back after a minute would then
+    wait up to two more), and ``service_config()`` (retries of the idempotent unary calls)."""
+    return grpc_options(max_message_bytes) + [
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", service_config())]
+
+
+class StreamSlots:
+    """At most ``limit`` concurrent streams of one kind (``what``, e.g. "relay: Transmit"); ``field``
+    is the config field that sets the limit. ``acquire(context)`` takes a slot or aborts the call
+    with RESOURCE_EXHAUSTED naming the limit and the field; ``release()`` gives it back."""
+
+    def __init__(self, limit: int, what: str, field: str):
+        self.limit, self.what, self.field = int(limit), what, field
+        self._open = 0
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> int:
+        with self._lock:
+            return self._open
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self._open >= self.limit:
+                return False
+            self._open += 1
+            return True
+
+    def acquire(self, context: grpc.ServicerContext) -> None:
+        if not self.try_acquire():
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.what}: {self.limit} concurrent streams are open, the limit ({self.field} = "
+                          f"{self.limit}); retry later, or raise {self.field}")
+
+    def release(self) -> None:
+        with self._lock:
+            self._open = max(0, self._open - 1)
 
 
 def add_health_and_reflection(server: grpc.Server, service_name: str) -> health.HealthServicer:
@@ -79,7 +171,7 @@ def build_grpc_server(add_servicer: Callable[[Any, grpc.Server], None], servicer
     until set) and reflection, bound to ``bind``. Raises OSError naming the address when the
     port cannot be bound (the caller releases what it built)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_prefix),
-                         options=grpc_options(max_message_bytes))
+                         options=server_options(max_message_bytes))
     add_servicer(servicer, server)
     health_servicer = add_health_and_reflection(server, service_name)
     try:  # grpcio raises RuntimeError on a failed bind (older versions returned port 0)
@@ -199,11 +291,15 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     return run(args, built)
 
 
-def handler_threads(cfg: "Config", base: int) -> int:
+def handler_threads(cfg: "Config", base: int, max_streams: int | None = None) -> int:
     """gRPC handler threads for a service of this topology: ``base`` (unary calls: health,
-    GetInfo, SetLink, ...) plus two per transmitter (its stream, and a reconnecting or
-    overlapping second one)."""
-    return int(base) + 2 * len(cfg.transmitters)
+    GetInfo, SetLink, ...) plus one per stream the service admits (``max_streams``, its
+    ``StreamSlots`` limit; a stream holds its handler thread while it is open, and one beyond
+    the limit only for the moment it takes to refuse it). Without ``max_streams``: two per
+    transmitter (its stream, and a reconnecting or overlapping second one)."""
+    if max_streams is None:
+        return int(base) + 2 * len(cfg.transmitters)
+    return int(base) + int(max_streams)
 
 
 def status_code_from_value(value: int, default: Any = grpc.StatusCode.UNKNOWN) -> Any:

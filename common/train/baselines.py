@@ -1,4 +1,4 @@
-"""JSCC baselines of the paper (Sec. IV.A.2): JSCC-student and JSCC-teacher (``rkdsc baseline``).
+"""Baselines of the paper (Sec. IV.A.2): JSCC-student, JSCC-teacher, T-DeepSC, RTSC (``rkdsc baseline``).
 
 Both send the encoder's ``feature_dim`` real feature itself, with no CAT (``JSCCSystem``:
 encoder -> channel, MMSE, perfect CSI -> ``ClassifierHead``; compression ratio 0), trained end
@@ -9,6 +9,12 @@ to end through the stage-2 channel with cross-entropy only, on ``baseline.*`` se
   every parameter is trained.
 * **JSCC-teacher**: the frozen teacher as encoder, only a fresh head is trained; training reads
   the teacher's features from the feature cache, the exported edge part runs the real teacher.
+* **T-DeepSC** / **RTSC** (``rkdsc.common.models.tdeepsc`` / ``rtsc``, a ``CodecSystem``): their own
+  encoder (10 / 512 real values per image) and decoder (ending in its head), every parameter
+  trained from a seeded init, end to end through the same channel with cross-entropy; model sizes
+  from ``Preset.tdeepsc_config()`` / ``rtsc_config()`` (``baseline.tdeepsc`` / ``baseline.rtsc``
+  overrides). T-DeepSC trains at the one SNR ``baseline.tdeepsc_snr_db`` (12 dB, paper Fig. 6),
+  RTSC over ``baseline.snr_db_range``; both draw the channel from ``baseline.channels``.
 
 Files: ``workdir/baseline-<kind>/<task>/{checkpoint/, log.jsonl, baseline.json, model.safetensors,
 model.json}`` (+ ``teacher.safetensors`` for JSCC-teacher, so the folder is self-contained for
@@ -38,7 +44,23 @@ from rkdsc.common.train.distill import (GRAD_CLIP, VAL_SNRS_DB, WEIGHT_DECAY, Ta
                                         draw_channel, epoch_seed, get_teacher_synced, input_spec, load_presets,
                                         make_tasks, teacher_features)
 
-KINDS = ("jscc-student", "jscc-teacher")
+KINDS = ("jscc-student", "jscc-teacher", "t-deepsc", "rtsc")
+CODECS = ("t-deepsc", "rtsc")  # baselines with their own encoder and decoder (CodecSystem)
+
+
+def codec_spec(preset, kind: str, num_classes: int) -> ModelSpec:
+    """The ModelSpec of T-DeepSC / RTSC for a preset (feature_dim = the values it sends)."""
+    cfg = preset.tdeepsc_config() if kind == "t-deepsc" else preset.rtsc_config()
+    return ModelSpec(method=kind, feature_dim=cfg.n_values, num_classes=num_classes, head_hidden=preset.head.hidden,
+                     **{"tdeepsc" if kind == "t-deepsc" else "rtsc": cfg})
+
+
+def train_snr_range(preset, kind: str) -> list[float]:
+    """[lo, hi] dB the baseline draws its training SNR from (T-DeepSC: one fixed SNR)."""
+    b = preset.baseline
+    if kind == "t-deepsc":
+        return [float(b.tdeepsc_snr_db)] * 2
+    return [float(v) for v in b.snr_db_range]
 
 
 @torch.no_grad()
@@ -83,7 +105,7 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
                  task: TaskSetup | None = None, resume: bool = False, ctx: ddp.DistContext | None = None,
                  log: Callable[[str], None] = print, stop_after_epochs: int | None = None) -> dict:
     """Train one JSCC baseline for one task; returns (and writes) its summary."""
-    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.data.datasets import build_datasets, class_ids
     from rkdsc.common.models.complexity import count_params
     from rkdsc.common.models.student import Student
 
@@ -103,9 +125,14 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
     train_ds, val_ds, class_names = build_datasets(p)
     fdim = p.teacher.feature_dim
     seed_everything(p.seed)
+    snr_range = train_snr_range(p, kind)
     if kind == "jscc-student":
         encoder = Student(p.student_config(), task.depths)
         system = JSCCSystem(encoder, fdim, len(class_names), p.head.hidden).to(dev)
+        train_data, val_data = train_ds, val_ds
+    elif kind in CODECS:
+        codec_arch = codec_spec(p, kind, len(class_names))
+        system = get_method(kind).build(codec_arch).to(dev)
         train_data, val_data = train_ds, val_ds
     else:
         teacher = teacher if teacher is not None else get_teacher_synced(p, task.workdir, ctx, log)
@@ -121,10 +148,10 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
     start, t_prev = (int(state["epoch"]), float(state["time_s"])) if state else (0, 0.0)
     if state is None and logger:
         logger.path.unlink(missing_ok=True)  # no checkpoint: the log starts over too
-    trained = ("student encoder + head" if kind == "jscc-student"
-               else "head only (teacher frozen, features from the cache)")
+    trained = {"jscc-student": "student encoder + head", "t-deepsc": "encoder + decoder (every parameter)",
+               "rtsc": "encoder + decoder (every parameter)"}.get(kind, "head only (teacher frozen, features from the cache)")
     log(f"{kind} [{task.name}]: trains {trained}; {count_params(system, trainable_only=True):,} trainable params, "
-        f"{b.epochs} epochs, SNR {b.snr_db_range} dB, channels {b.channels}, device {dev}")
+        f"{b.epochs} epochs, SNR {snr_range} dB, channels {b.channels}, device {dev}")
     t0 = time.time() - t_prev
     vals: dict = state.get("val", {}) if state else {}
     ran = 0
@@ -138,12 +165,12 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
         if sampler is not None:
             sampler.set_epoch(epoch)
         loader = make_loader(train_data, b.batch_size, shuffle=True, seed=epoch_seed(p.seed, epoch, 0, stream=2),
-                             sampler=sampler, num_workers=p.data.num_workers if kind == "jscc-student" else 0)
+                             sampler=sampler, num_workers=p.data.num_workers if kind != "jscc-teacher" else 0)
         model.train()
         tot, correct, n = 0.0, 0, 0
         for x, y in progress(loader, desc=f"{kind} {task.name} {epoch + 1}/{b.epochs}"):
             x, y = x.to(dev), y.to(dev)
-            snr, fidx = draw_channel(len(x), b.snr_db_range, b.channels, gen, dev)
+            snr, fidx = draw_channel(len(x), snr_range, b.channels, gen, dev)
             logits = model(x, snr, fidx, b.channels, gen)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -177,6 +204,9 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
             arch = ModelSpec(method=kind, feature_dim=fdim, num_classes=len(class_names), head_hidden=p.head.hidden,
                              depths=task.depths, student=p.student_config())
             params = {"encoder": count_params(system.encoder), "head": count_params(system.head)}
+        elif kind in CODECS:
+            arch = codec_arch
+            params = {"encoder": count_params(system.encoder), "decoder": count_params(system.decoder)}
         else:
             from rkdsc.common.train.teacher import teacher_build_kwargs
 
@@ -186,8 +216,8 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
                                                    source=getattr(teacher, "checkpoint_path", "")))
             params = {"encoder": count_params(teacher), "head": count_params(system.head)}
         spec: dict[str, Any] = {
-            "task": task.name, "class_names": list(class_names), **arch.to_json(),
-            "input": input_spec(p), "snr_train_db": [float(v) for v in b.snr_db_range], "channels": list(b.channels),
+            "task": task.name, "class_names": list(class_names), "class_ids": class_ids(p), **arch.to_json(),
+            "input": input_spec(p), "snr_train_db": snr_range, "channels": list(b.channels),
             "preset": p.name, "preset_config": p.to_dict(), "seed": p.seed, "epochs": b.epochs, "val": vals,
             "trained": trained, "params": params}
         summary = {**{k: spec[k] for k in ("task", "method", "epochs", "val", "params", "trained", "seed")},
@@ -206,9 +236,11 @@ def run_baseline(preset, kind: str, workdir: str | Path, arch: Any = None, teach
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkdsc baseline",
-        description="Train a JSCC baseline through the channel with the task loss only (no distillation, no CAT). "
+        description="Train a baseline through the channel with the task loss only (no distillation, no CAT). "
                     "jscc-student: the searched student architecture + head, both trained from scratch. "
-                    "jscc-teacher: the frozen teacher as encoder, only the head is trained.")
+                    "jscc-teacher: the frozen teacher as encoder, only the head is trained. "
+                    "t-deepsc: ViT encoder -> 10 values / KB-reading decoder, trained at baseline.tdeepsc_snr_db. "
+                    "rtsc: real-time ViT codec (32x32 native) -> 512 values / ViT decoder.")
     p.add_argument("kind", choices=KINDS, help="which baseline")
     add_common_args(p)
     p.add_argument("--arch", action="append", metavar="ARCH.json",

@@ -353,7 +353,7 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
     stage-1 encoder stays frozen and the CAT and head are trained with the same loss on
     noiseless symbols ("stage-1-only system"); write it under another ``out_name``.
     """
-    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.data.datasets import build_datasets, class_ids
     from rkdsc.common.models.complexity import count_params
     from rkdsc.common.train.features import FeatureDataset
 
@@ -500,7 +500,8 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
             arch = ModelSpec(method=summary["method"], feature_dim=p.teacher.feature_dim,
                              num_classes=len(it.class_names), head_hidden=p.head.hidden, depths=it.task.depths,
                              student=p.student_config(), cat=p.cat_config())
-            spec = {"task": it.task.name, "class_names": it.class_names, **arch.to_json(), "input": input_spec(p),
+            spec = {"task": it.task.name, "class_names": it.class_names, "class_ids": class_ids(p),
+                    **arch.to_json(), "input": input_spec(p),
                     "snr_train_db": [float(v) for v in s2.snr_db_range], "channels": list(s2.channels),
                     "preset": p.name, "preset_config": p.to_dict(), "seed": p.seed,
                     "params": {"student": count_params(it.system.student),

@@ -2,11 +2,13 @@
 
     rkdsc export --workdir runs/default --method rkd-sc --out deploy/bundle
     rkdsc export --workdir runs/default --method jscc-student --out runs/default/bundles/jscc-student
+    rkdsc export --workdir runs/default --method t-deepsc --out runs/default/bundles/t-deepsc
 
 Every trained task of the method (``rkdsc.common.models.registry``: its folder, how to load it
 and how to cut it into edge and server part) becomes one bundle task; compact_dim is the
 CAT's ``floor(F * (1 - compression_ratio))`` for ``rkd-sc``, the feature itself
-(``feature_dim``, ratio 0.0) for the JSCC baselines.
+(``feature_dim``, ratio 0.0) for the JSCC baselines, and the values their encoders send for
+``t-deepsc`` (10) and ``rtsc`` (512), also at ratio 0.0 (their ``feature_dim`` is that count).
 
 The provenance records the method, preset, seed, git commit, command line, the work
 directory, per task its architecture (``ModelSpec.to_json()`` keys: method, depths, student,
@@ -58,7 +60,8 @@ def export_from_workdir(workdir: str | Path, out: str | Path, method: str, prove
             system, spec = m.load(d)
             arch = read_model_spec(spec, m.name)
             edge, server = m.parts(system)
-            tasks.append({"name": spec["task"], "class_names": spec["class_names"], "edge_part": edge.eval(),
+            tasks.append({"name": spec["task"], "class_names": spec["class_names"],
+                          "class_ids": spec.get("class_ids"), "edge_part": edge.eval(),
                           "server_part": server.eval(), "compression_ratio": arch.compression_ratio,
                           "compact_dim": arch.compact_dim})
             specs.append(spec)

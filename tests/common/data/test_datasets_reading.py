@@ -46,3 +46,22 @@ def test_training_folder_with_nothing_readable_is_an_error(tmp_path):
     bomb_png(tmp_path / "a" / "x.png", 30000, 30000)
     with pytest.raises(ValueError, match="none of the 1 images could be read"):
         datasets._load_folder(tmp_path, 4, 0, seed=1)
+
+
+def test_tiny_imagenet_keeps_its_wnids_as_class_ids_next_to_the_words(tmp_path):
+    """build_datasets names the classes by their words (classes.tsv); class_ids gives the wnid
+    folders index by index, which export writes into the manifest (so a folder laid out by
+    wnids evaluates without renaming)."""
+    from rkdsc.common.train.presets import load_preset
+
+    train = tmp_path / "tiny" / "train"
+    for wnid, v in (("n01443537", 30), ("n01629819", 220)):
+        for i in range(4):
+            _img(train / wnid / f"{wnid}_{i}.JPEG", (v, v, v))
+    (tmp_path / "tiny" / "classes.tsv").write_text("n01443537\tgoldfish, Carassius auratus\n"
+                                                   "n01629819\tEuropean fire salamander\n")
+    preset = load_preset("smoke", {"data.dataset": "tinyimagenet", "data.root": str(train),
+                                   "data.input_size": 32, "data.val_fraction": 0.25})
+    _, _, names = datasets.build_datasets(preset)
+    assert names == ["goldfish", "European fire salamander"]
+    assert datasets.class_ids(preset) == ["n01443537", "n01629819"]

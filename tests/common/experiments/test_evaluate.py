@@ -113,3 +113,40 @@ def test_parse_snrs():
     assert parse_snrs("-10:25:5") == DEFAULT_SNRS_DB
     with pytest.raises(ValueError, match="--snr"):
         parse_snrs("")
+
+
+def test_class_folders_may_be_named_by_the_data_sets_class_ids(bundles, digits_dir, tmp_path):
+    """A manifest task with class_ids (e.g. Tiny-ImageNet's wnids next to the words): a data
+    folder laid out by ids evaluates exactly like the same images laid out by names, the edge
+    maps the same folders onto the same labels, and verify refuses ids that do not fit."""
+    from rkdsc.common.bundle import load_bundle, validate_manifest
+    from rkdsc.common.config import TransmitterConfig, parse_config
+    from rkdsc.edge.client import EdgeClient
+
+    bundle = tmp_path / "with-ids"
+    shutil.copytree(bundles[0], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    names = manifest["tasks"][0]["class_names"]
+    ids = [f"n0{i:07d}" for i in range(len(names))]
+    manifest["tasks"][0]["class_ids"] = ids
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    by_id = tmp_path / "by-id"
+    for i, name in enumerate(names):
+        if (digits_dir / name).is_dir():
+            shutil.copytree(digits_dir / name, by_id / ids[i])
+    results = []
+    for data in (digits_dir, by_id):
+        out = tmp_path / f"{data.name}.json"
+        assert cli(["--bundle", str(bundle), "--data", str(data), "--snr", "0,20", "--out", str(out),
+                    "--no-progress"]) == 0
+        results.append(json.loads(out.read_text())["points"])
+    assert results[0] == results[1] and results[0][0]["n"] == 60
+
+    spec = load_bundle(bundle).task()
+    assert spec.class_ids == tuple(ids) and spec.label_index(ids[3]) == spec.label_index(names[3]) == 3
+    cfg = parse_config({"bundle": {"path": str(bundle)}, "transmitters": [{"id": "e", "images": str(by_id)}]})
+    entries, _ = EdgeClient(cfg, cfg.transmitter("e"), bundle=load_bundle(bundle)).list_entries(by_id)
+    assert sorted({e.label for e in entries}) == list(range(len(names)))
+
+    bad = dict(manifest, tasks=[dict(manifest["tasks"][0], class_ids=ids[:-1])])
+    assert any(p.startswith("tasks[0].class_ids: expected 10 distinct ids") for p in validate_manifest(bad))

@@ -80,3 +80,56 @@ def test_frame_ids_are_claimed_once_per_transmitter():
     with pytest.raises(FrameRejected) as err:
         ids.claim("a", 1)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and err.value.message.startswith("frame_id")
+
+
+def test_frame_ids_stay_bounded_and_every_duplicate_is_refused():
+    """100k frames of one transmitter: the registry holds one window of ids, an immediate
+    duplicate and an old id are still refused, ids in any order within the window are fine."""
+    import tracemalloc
+
+    ids = FrameIdRegistry(window=1024)
+    base = 1_700_000_000_000_000
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(100_000):
+            ids.claim("edge-near", base + i)
+        grown, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ids.size() == 1024
+    assert grown - before < 1_000_000  # the unbounded set held ~8 MB per 100k ids
+    for dup in (base + 99_999, base + 99_000, base + 5):  # immediate, inside the window, below the floor
+        with pytest.raises(FrameRejected) as err:
+            ids.claim("edge-near", dup)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and err.value.message.startswith("frame_id")
+    ids.claim("edge-near", base + 100_001)   # out of order inside the window: accepted
+    ids.claim("edge-near", base + 100_000)
+    # transmitters beyond max_transmitters: the least recently used one is forgotten
+    few = FrameIdRegistry(window=4, max_transmitters=2)
+    for t in ("a", "b", "c"):
+        few.claim(t, 1)
+    assert few.transmitters() == 2
+    with pytest.raises(FrameRejected):
+        few.claim("c", 1)
+
+
+def test_client_strings_are_bounded_and_shown_short():
+    from rkdsc.common.service import MAX_FILE_BYTES, MAX_ID_CHARS, bounded, check_client_strings, shown
+    from rkdsc.v1 import emulator_pb2 as pb
+
+    assert shown("edge-near") == "'edge-near'"
+    long = shown("x" * 1_000_000)
+    assert len(long) < 120 and "(1000000 characters)" in long
+    assert len(bounded("y" * 100_000)) <= 2048 and bounded("short") == "short"
+    check_client_strings(pb.Frame(transmitter_id="t" * MAX_ID_CHARS, task="digits", file="f" * MAX_FILE_BYTES))
+    cases = [("transmitter_id", {"transmitter_id": "t" * (1 << 20)}), ("task", {"task": "k" * 129}),
+             ("file", {"file": "é" * 2049}), ("fading", {"fading": "f" * 200})]
+    for field, kw in cases:
+        msg = (pb.ChannelFrame if field == "fading" else pb.Frame)(**{"transmitter_id": "a", "task": "b", **kw})
+        with pytest.raises(FrameRejected) as err:
+            check_client_strings(msg)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.message.startswith(f"{field}: ") and len(err.value.message) < 200
+    # a status message built from anything is cut
+    assert len(FrameRejected(grpc.StatusCode.INTERNAL, "z" * 50_000).message) <= 2048

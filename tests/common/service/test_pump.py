@@ -1,5 +1,5 @@
 """The stream pump over real localhost gRPC: a rejected frame ends the stream after the results
-already done (later frames are never submitted), results come in completion order, the stream
+of the frames accepted before it (bounded wait; later frames are never submitted), results come in completion order, the stream
 ends once the client half-closed and nothing is pending, the handler returns when the client
 goes away; the relay's way (results pushed, ``finish`` / ``fail``); and ``RequestQueue``."""
 from __future__ import annotations
@@ -85,28 +85,62 @@ def collect(call) -> tuple[list[int], grpc.RpcError | None]:
     return got, None
 
 
-def test_a_rejected_frame_ends_the_stream_after_the_results_already_done(serve_servicer):
+def test_a_rejected_frame_ends_the_stream_after_the_results_of_the_frames_accepted_before_it(serve_servicer):
     """Frames 0, 1 are answered at once, frame 2 is still pending, frame 3 is rejected: the
-    client gets 0 and 1, then the rejection's status; frame 2's result is never delivered and
-    frames 4, 5 are never submitted (this is what the server's Decode did before the pump)."""
+    client gets 0 and 1, then 2 once it completes, then the rejection's status; frames 4, 5 are
+    never submitted. (Before: frame 2's result was dropped, the behaviour the data-plane issue
+    names as a bug: "5 good frames, then a NaN frame: 0 results".)"""
+    rejected = threading.Event()
+
     def submit(svc, cf):
         if cf.task == "nope":
+            rejected.set()
             raise invalid("task: unknown task 'nope'")
         if cf.frame_id == 2:
-            svc.futures[2] = futures.Future()  # never completes before the abort
+            svc.futures[2] = futures.Future()  # completes only after the rejection
             return svc.futures[2]
         return done(result(cf))
 
     svc = PumpServicer(submit)
     stub = serve_servicer(svc)
+
+    def complete_late():
+        assert rejected.wait(10)
+        time.sleep(0.3)
+        svc.futures[2].set_result(result(frame(2)))
+
+    threading.Thread(target=complete_late, daemon=True).start()
     frames = [frame(0), frame(1), frame(2), frame(3, task="nope"), frame(4), frame(5)]
     got, err = collect(stub.Decode(iter(frames), timeout=10))
-    assert got == [0, 1]
+    assert got == [0, 1, 2]
     assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details().startswith("task")
     assert svc.submitted == [0, 1, 2, 3]
     assert svc.ended.wait(5)
-    svc.futures[2].set_result(result(frame(2)))  # too late: the stream is over, nothing breaks
+
+
+def test_the_wait_for_accepted_results_after_a_rejection_is_bounded(serve_servicer):
+    """A pending result that never comes: the stream still ends with the rejection, ``drain_s``
+    after it, with the results that were done."""
+    class Bounded(PumpServicer):
+        def Decode(self, request_iterator, context):
+            try:
+                yield from pump(request_iterator, self.submit, context, log, name="test stream",
+                                thread_name="test-reader", poll_s=POLL_S, drain_s=0.5)
+            finally:
+                self.ended.set()
+
+    def submit(svc, cf):
+        if cf.task == "nope":
+            raise invalid("task: unknown task 'nope'")
+        return futures.Future() if cf.frame_id == 1 else done(result(cf))  # frame 1: never answered
+
+    svc = Bounded(submit)
+    t0 = time.monotonic()
+    got, err = collect(serve_servicer(svc).Decode(iter([frame(0), frame(1), frame(2, task="nope")]), timeout=10))
+    assert got == [0]
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 0.4 < time.monotonic() - t0 < 5
 
 
 def test_results_come_in_completion_order_and_the_stream_ends_when_nothing_is_pending(serve_servicer):
@@ -272,3 +306,67 @@ def test_request_queue_without_prepare_yields_the_items():
     q.close()
     q.put("after close")
     assert list(q) == ["a", "b"]
+
+
+class HeldPushServicer(pb_grpc.EdgeServerServicer):
+    """The relay's way with a bad frame: frames are answered later from another thread (like the
+    server's results on the upstream stream); the frame with task "nope" is rejected; ``finish``
+    comes once every accepted frame was answered."""
+
+    def __init__(self):
+        self.outstanding: list[pb.ChannelFrame] = []
+
+    def Decode(self, request_iterator, context):
+        stream = StreamPump(context, log, name="push", thread_name="push-reader", end_when_idle=False,
+                            poll_s=POLL_S, drain_s=5.0)
+
+        def submit(cf):
+            if cf.task == "nope":
+                raise invalid("task: unknown task 'nope'")
+            self.outstanding.append(cf)
+            return None
+
+        def answer_later():  # on_requests_done: the "upstream" answers what it has, then ends
+            def run():
+                time.sleep(0.2)
+                for cf in self.outstanding:
+                    stream.deliver(result(cf))
+                stream.finish()
+            threading.Thread(target=run, daemon=True).start()
+
+        stream.start(request_iterator, submit, on_requests_done=answer_later)
+        yield from stream.results()
+
+
+def test_pushed_results_of_accepted_frames_come_before_the_rejection(serve_servicer):
+    stub = serve_servicer(HeldPushServicer())
+    got, err = collect(stub.Decode(iter([frame(i) for i in range(5)] + [frame(5, task="nope"), frame(6)]),
+                                   timeout=10))
+    assert got == [0, 1, 2, 3, 4]
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith("task")
+
+
+def test_stop_from_outside_ends_an_idle_stream_with_its_status(serve_servicer):
+    """A draining service: ``stop`` ends a stream that sends nothing (its reader blocked)."""
+    pumps: list[StreamPump] = []
+
+    class Idle(pb_grpc.EdgeServerServicer):
+        def Decode(self, request_iterator, context):
+            stream = StreamPump(context, log, name="idle", poll_s=POLL_S, drain_s=5.0)
+            pumps.append(stream)
+            yield from stream.run(request_iterator, lambda cf: done(result(cf)))
+
+    stub = serve_servicer(Idle())
+    hold = threading.Event()
+
+    def requests():
+        yield frame(0)
+        hold.wait(10)
+
+    call = stub.Decode(requests(), timeout=10)
+    assert next(call).frame_id == 0
+    pumps[0].stop(grpc.StatusCode.UNAVAILABLE, "test: shutting down")
+    with pytest.raises(grpc.RpcError) as err:
+        next(call)
+    hold.set()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and err.value.details() == "test: shutting down"

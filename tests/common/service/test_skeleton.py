@@ -161,3 +161,31 @@ def test_status_code_from_value():
     assert status_code_from_value(0) is grpc.StatusCode.OK
     assert status_code_from_value(12345) is grpc.StatusCode.UNKNOWN
     assert status_code_from_value(12345, None) is None
+
+
+def test_client_channels_spread_calls_over_every_resolved_server_round_robin():
+    """channel_options' service config balances round_robin: with two servers behind one target
+    (an address list here, a headless Service's DNS name in a cluster) calls alternate."""
+    from rkdsc.common.service.skeleton import channel_options
+
+    handles = []
+    for name in ("only-on-a", "only-on-b"):
+        server, health, port = build()
+        server.start()
+        health.set(name, SERVING)
+        handles.append((server, port))
+    try:
+        target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for _, port in handles)
+        with grpc.insecure_channel(target, options=channel_options(1 << 20)) as chan:
+            grpc.channel_ready_future(chan).result(timeout=10)
+            stub = health_pb2_grpc.HealthStub(chan)
+            seen = set()
+            for _ in range(20):
+                try:
+                    seen.add(stub.Check(health_pb2.HealthCheckRequest(service="only-on-a"), timeout=5).status)
+                except grpc.RpcError as exc:
+                    seen.add(exc.code())
+        assert seen == {SERVING, grpc.StatusCode.NOT_FOUND}
+    finally:
+        for server, _ in handles:
+            server.stop(None)
