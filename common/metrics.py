@@ -34,12 +34,13 @@ from __future__ import annotations
 import errno
 import threading
 from http.server import ThreadingHTTPServer
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["ServerMetrics", "RelayMetrics", "MetricsEndpoint", "MetricsPortError", "UNKNOWN_LABEL",
-           "parse_metrics"]
+           "parse_metrics", "totals_by_name"]
 
 UNKNOWN_LABEL = "_unknown"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -182,4 +183,19 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def totals_by_name(text: str, keep: Callable[[str], bool] | None = None) -> dict[str, float]:
+    """Prometheus text -> {sample name: value summed over its labels} for the names ``keep``
+    accepts (all by default), plus ``name{outcome=X}`` sums per outcome label."""
+    out: dict[str, float] = {}
+    for (name, labels), value in parse_metrics(text).items():
+        if keep is not None and not keep(name):
+            continue
+        out[name] = out.get(name, 0.0) + value
+        outcome = dict(labels).get("outcome")
+        if outcome is not None:
+            key = f"{name}{{outcome={outcome}}}"
+            out[key] = out.get(key, 0.0) + value
     return out

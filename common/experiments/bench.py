@@ -207,20 +207,12 @@ def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges:
 def _prom(path: Path) -> dict[str, float]:
     """Samples of a scraped /metrics file summed over their labels ({} when missing or unreadable);
     ``name{outcome=X}`` keys keep the per-outcome sums."""
-    from rkdsc.common.metrics import parse_metrics
+    from rkdsc.common.metrics import totals_by_name
 
     try:
-        samples = parse_metrics(path.read_text(encoding="utf-8"))
+        return totals_by_name(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    out: dict[str, float] = {}
-    for (name, labels), value in samples.items():
-        out[name] = out.get(name, 0.0) + value
-        outcome = dict(labels).get("outcome")
-        if outcome is not None:
-            key = f"{name}{{outcome={outcome}}}"
-            out[key] = out.get(key, 0.0) + value
-    return out
 
 
 def service_figures(out: Path, symbols_per_frame: int) -> dict:

@@ -141,18 +141,9 @@ def scrape(port: int | None) -> str:
 
 def _metric_totals(text: str, prefix: str) -> dict[str, float]:
     """Sum counters by name (labels folded), plus per-outcome frame counts."""
-    from rkdsc.common.metrics import parse_metrics
+    from rkdsc.common.metrics import totals_by_name
 
-    totals: dict[str, float] = {}
-    for (name, labels), value in parse_metrics(text).items():
-        if not name.startswith(prefix) or not name.endswith("_total"):
-            continue
-        totals[name] = totals.get(name, 0.0) + value
-        outcome = dict(labels).get("outcome")
-        if outcome is not None:
-            key = f"{name}{{outcome={outcome}}}"
-            totals[key] = totals.get(key, 0.0) + value
-    return totals
+    return totals_by_name(text, lambda name: name.startswith(prefix) and name.endswith("_total"))
 
 
 def ensure_samples(cfg: Config, bundle_input_size: int | None) -> list[str]:

@@ -84,3 +84,22 @@ def test_the_services_exit_2_naming_the_metrics_port_and_its_field(bundle_dir, t
     assert proc.returncode == 2, proc.stderr
     assert f"rkdsc {service}: error: {field}: cannot serve /metrics on 127.0.0.1:{taken_port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_totals_by_name_folds_labels_and_keeps_per_outcome_sums():
+    from rkdsc.common.metrics import totals_by_name
+
+    m = ServerMetrics()
+    m.frames.labels("a", "digits", "ok").inc(3)
+    m.frames.labels("b", "digits", "ok").inc(2)
+    m.frames.labels("b", "digits", "invalid").inc()
+    m.decode_seconds.labels("digits").observe(0.01)
+    from prometheus_client import generate_latest
+
+    text = generate_latest(m.registry).decode()
+    every = totals_by_name(text)
+    assert every["rkdsc_frames_total"] == 6.0
+    assert every["rkdsc_frames_total{outcome=ok}"] == 5.0 and every["rkdsc_frames_total{outcome=invalid}"] == 1.0
+    assert every["rkdsc_decode_seconds_count"] == 1.0
+    counters = totals_by_name(text, lambda name: name.endswith("_total"))
+    assert "rkdsc_decode_seconds_count" not in counters and counters["rkdsc_frames_total"] == 6.0
