@@ -40,8 +40,6 @@ from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 
 DEFAULT_CONFIG = "deploy/topology.toml"
 TIMEOUT_S = 10.0
-STATE_FIELDS = ("transmitter_id", "snr_db", "path_gain_db", "effective_snr_db", "fading", "rician_k",
-                "seed", "frames")
 
 
 class AdminError(RuntimeError):

@@ -67,10 +67,6 @@ def _real_of(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.complex128 else torch.float32
 
 
-def _complex_of(real_dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if real_dtype == torch.float64 else torch.complex64
-
-
 def _require_generator(generator) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"rng must be a torch.Generator or None, got {type(generator).__name__}")

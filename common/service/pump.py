@@ -104,10 +104,6 @@ class StreamPump:
         self._stopping.set()
         self._out.put(_Abort(code, message, held=True))
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     # ------------------------------------------------------------------ the reader
     def start(self, requests: Iterable, submit: Submit, *, on_error: OnError | None = None,
               on_requests_done: Callable[[], None] | None = None) -> "StreamPump":

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -226,10 +225,6 @@ def set_threads(n: int | None = None) -> int:
             raise ValueError(f"threads: expected an int >= 1, got {raw!r}")
         torch.set_num_threads(k)
     return torch.get_num_threads()
-
-
-def num_threads_note() -> str:
-    return f"torch threads {torch.get_num_threads()}, python {sys.version.split()[0]}, torch {torch.__version__}"
 
 
 __all__ = [
