@@ -15,6 +15,12 @@ A change applies from the next frame of that link on; unset fields keep their va
 generated stubs are ``rkdsc.v1.emulator_pb2`` (messages) and ``rkdsc.v1.emulator_pb2_grpc``
 (``RelayStub``), from ``proto/rkdsc/v1/emulator.proto``.
 
+TLS: the admin connects as the ``admin`` identity (``admin.pem`` of the certificate folder under
+mutual TLS, else its bearer token): ``[tls]`` of ``--config`` (or ``deploy/topology.toml``) with
+the ``RKDSC_TLS*`` environment on top, or the environment alone when there is no config file
+(``RKDSC_TLS=mtls RKDSC_TLS_DIR=certs rkdsc link list --relay 127.0.0.1:50052``). A device
+certificate gets PERMISSION_DENIED for ``set`` (docs/security.md).
+
 Exit status: 0 on success, 2 for a bad argument or a request the relay refused
 (INVALID_ARGUMENT: the message names the field, e.g. ``snr_db: expected a finite value in
 [-100.0, 100.0], got 300.0``), 1 when the relay cannot be reached.
@@ -35,6 +41,8 @@ from typing import Any
 import grpc
 
 from rkdsc.common.channel import DEFAULT_K_FACTOR, FADINGS
+from rkdsc.common.config import TLSConfig
+from rkdsc.common.service.security import ADMIN, check_client_credentials, open_channel
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 
@@ -60,11 +68,12 @@ def state_dict(state: pb.LinkState) -> dict[str, Any]:
 class RelayAdmin:
     """GetLink / SetLink / ListLinks of one relay; every call returns plain dicts."""
 
-    def __init__(self, addr: str, timeout_s: float = TIMEOUT_S, channel: grpc.Channel | None = None):
+    def __init__(self, addr: str, timeout_s: float = TIMEOUT_S, channel: grpc.Channel | None = None,
+                 tls: TLSConfig | None = None):
         self.addr = addr
         self.timeout_s = timeout_s
         self._own = channel is None
-        self._channel = channel or grpc.insecure_channel(addr)
+        self._channel = channel or open_channel(addr, tls, ADMIN)  # plaintext when tls is None / off
         self.stub = pb_grpc.RelayStub(self._channel)
 
     def __enter__(self) -> "RelayAdmin":
@@ -143,6 +152,21 @@ def resolve_relay(relay: str | None, config: str | None, env: dict[str, str] | N
         raise ValueError(f"--config: {exc}") from None
 
 
+def resolve_tls(config: str | None, env: dict[str, str] | None = None) -> TLSConfig:
+    """[tls] of the topology (--config, else deploy/topology.toml when present) with the RKDSC_TLS*
+    environment on top; the environment alone without a config file (ValueError naming --config)."""
+    from rkdsc.common.config import ConfigError, apply_tls_env, load_config
+
+    env = os.environ if env is None else env
+    path = Path(config or DEFAULT_CONFIG)
+    try:
+        if path.is_file():
+            return load_config(path, env=env).tls
+        return apply_tls_env(TLSConfig(), env)
+    except ConfigError as exc:
+        raise ValueError(f"--config: {exc}") from None
+
+
 def format_table(states: list[dict[str, Any]]) -> str:
     head = (f"{'transmitter':<16}{'snr_db':>8}{'path_gain':>10}{'effective':>10} {'fading':<14}"
             f"{'rician_k':>9}{'seed':>8}{'frames':>9}")
@@ -192,6 +216,8 @@ def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         addr = resolve_relay(args.relay, args.config)
+        tls = resolve_tls(args.config)
+        check_client_credentials(tls, ADMIN)  # TLSError (a ValueError) naming the field and the file
         if args.action == "set":
             fields = dict(snr_db=args.snr, fading=args.fading, path_gain_db=args.path_gain, seed=args.seed,
                           rician_k=args.rician_k)
@@ -202,7 +228,7 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"rkdsc link: error: {exc}", file=sys.stderr)
         return 2
     try:
-        with RelayAdmin(addr, timeout_s=args.timeout) as admin:
+        with RelayAdmin(addr, timeout_s=args.timeout, tls=tls) as admin:
             if args.action == "list":
                 states = admin.list()
             elif args.action == "get":

@@ -15,9 +15,21 @@ the k-th frame of a transmitter sees the k-th draw of ``default_rng(seed)``, exa
 ``InProcessPipeline(seed=seed).run`` called once per image (batch of 1) in the same order.
 ``SetLink`` changes a link at run time (``seed`` re-seeds its Generator).
 
+``TransmitBatch`` carries a whole encoded batch per message (``FrameBatch``: symbols ``[N, K]``
+and N ``FrameMeta``): every rule above holds per row (a bad row refuses the whole message,
+naming the row, and claims none of its frame ids), the link's channel runs once per message
+(``FrameChannel.run`` = ``channel.simulate_frames``, whose row i sees exactly the draws of the
+i-th of N single frames, so the seeding rule holds however frames are grouped), the server gets
+one ``ChannelFrameBatch`` per message on one ``DecodeBatch`` stream, and each ``ResultBatch``
+that comes back answers one message, rows in order, each Result with its own link feedback.
+
 Optional emulation: airtime ``K / symbol_rate_hz`` seconds per frame (frames of one link
 queue behind each other), and ``propagation_delay_ms`` added once on the uplink and once on
 the downlink (latency only; it does not limit throughput).
+
+With a ``[medium]`` table the shared cell replaces that per frame (``rkdsc.common.medium.hooks``,
+docs/medium.md): SNR from geometry or a trace, Doppler-correlated fading, the scheduler's
+emulated queueing and airtime, and ``Result.emulated`` on every answered frame.
 
 Validation at the boundary (before anything is changed): unknown transmitter or task,
 symbols not complex64 ``[K]`` / ``[1, K]``, byte length, NaN/Inf, average power not 1,
@@ -66,11 +78,15 @@ import numpy as np
 from rkdsc.common import channel
 from rkdsc.common.channel import FADINGS
 from rkdsc.common.config import Config
+from rkdsc.common.medium.hooks import RelayHook
 from rkdsc.common.metrics import UNKNOWN_LABEL, MetricsEndpoint, RelayMetrics
 from rkdsc.common.service import (SERVER_MAX_MESSAGE_BYTES, SNR_LIMIT_DB, FrameIdRegistry, FrameRejected,
                                   HealthProbe, RequestQueue, ServiceHandle, StreamPump, StreamSlots,
-                                  build_grpc_server, channel_options, check_client_strings, check_finite,
-                                  check_symbols, handler_threads, invalid, run_cli, serve, set_health, shown)
+                                  build_grpc_server, channel_options, check_batch, check_client_strings,
+                                  check_finite, check_symbol_rows, check_symbols, handler_threads, invalid, run_cli, serve, set_health, shown)
+from rkdsc.common.service.security import RELAY, RELAY_POLICY, Guard, authorize_frame, describe, open_channel, \
+    server_credentials
+from rkdsc.common.service.codecs import frame_symbols
 from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
@@ -84,6 +100,7 @@ INFO_WAIT_S = 30.0       # how long a frame waits for the server's task list bef
 UPSTREAM_TIMEOUT_S = 60.0  # deadline of one TransmitOne -> DecodeOne call
 HEALTH_POLL_S = 1.0      # the edge server's health is checked this often (and on connectivity changes)
 HEALTH_TIMEOUT_S = 2.0   # deadline of one upstream health check / GetInfo
+MAX_BATCH_ROWS = 4096    # frames in one FrameBatch at most (basestation.max_message_bytes bounds it first)
 UNARY_THREADS = 64       # handler threads kept for unary calls and health beyond the stream slots
 SERVER_SERVICE = pb.DESCRIPTOR.services_by_name["EdgeServer"].full_name  # "rkdsc.v1.EdgeServer"
 
@@ -103,6 +120,18 @@ class Link:
     rician_k: float = channel.DEFAULT_K_FACTOR  # Rician K factor (linear), used when fading = "rician"
     busy_until: float = 0.0       # airtime emulation: monotonic time the link is free again
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _channel: tuple | None = None     # (fading, rician_k, FrameChannel) of the batched path
+    _noise_var: tuple | None = None   # (effective snr_db, noise_var float32) of the batched path
+
+    def frame_channel(self) -> tuple[channel.FrameChannel, np.float32]:
+        """The link's channel for whole messages and its noise variance (cached until SetLink
+        changes fading, K factor or SNR). Call under ``lock``."""
+        if self._channel is None or self._channel[:2] != (self.fading, self.rician_k):
+            self._channel = (self.fading, self.rician_k, channel.FrameChannel(self.fading, self.rician_k))
+        snr = self.effective_snr_db
+        if self._noise_var is None or self._noise_var[0] != snr:
+            self._noise_var = (snr, channel.snr_db_to_noise_var(np.asarray([snr])).astype(np.float32)[0])
+        return self._channel[2], self._noise_var[1]
 
     @property
     def effective_snr_db(self) -> float:
@@ -127,36 +156,49 @@ class _Uplink:
     stream's first accepted frame, the frames in flight on it, and the responder thread that
     pushes the server's results to the edge's stream (``StreamPump.deliver``)."""
 
-    def __init__(self, relay: "RelayServicer", stream: StreamPump):
+    def __init__(self, relay: "RelayServicer", stream: StreamPump, batched: bool = False):
         self.relay = relay
         self.stream = stream
+        self.batched = batched                  # TransmitBatch: DecodeBatch upstream, one entry per message
         self.lock = threading.Lock()
-        self.inflight: dict[tuple[str, int], list] = {}  # key -> [LinkState, perf_counter at send]
+        # (transmitter, first frame id) -> [LinkState (a list of them per row when batched), perf_counter at send]
+        self.inflight: dict[tuple[str, int], list] = {}
         self.queue: RequestQueue | None = None  # (deliver_at, ChannelFrame) for the server
         self.call = None
         self.accepting = True
         self.closing = threading.Event()        # this side cancels the upstream call itself
 
-    def _send(self, item: tuple[float, pb.ChannelFrame]) -> pb.ChannelFrame:
+    @staticmethod
+    def _key(msg) -> tuple[str, int]:
+        """A ChannelFrame's / Result's key, or a batch's: its transmitter and first frame id."""
+        if isinstance(msg, pb.ChannelFrameBatch):
+            return msg.transmitter_id, msg.frames[0].frame_id
+        if isinstance(msg, pb.ResultBatch):
+            first = msg.results[0] if msg.results else pb.Result()
+            return first.transmitter_id, first.frame_id
+        return msg.transmitter_id, msg.frame_id
+
+    def _send(self, item: tuple[float, "pb.ChannelFrame | pb.ChannelFrameBatch"]):
         deliver_at, cf = item
         _sleep_until(deliver_at)
         cf.relay_sent_unix_ns = time.time_ns()
         with self.lock:
-            entry = self.inflight.get((cf.transmitter_id, cf.frame_id))
+            entry = self.inflight.get(self._key(cf))
             if entry is not None:
                 entry[1] = time.perf_counter()
         return cf
 
-    def forward(self, cf: pb.ChannelFrame, state: pb.LinkState, deliver_at: float) -> None:
-        """Queue a processed frame for the server (opening the upstream call on the first one)."""
+    def forward(self, cf, state, deliver_at: float) -> None:
+        """Queue a processed frame (or batch: ``state`` is then the list of its rows' link states)
+        for the server, opening the upstream call on the first one."""
         with self.lock:
             if not self.accepting:
                 raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: this stream is closing, no new frames")
             if self.call is None:
                 self.queue = RequestQueue(self._send)
-                self.call = self.relay.stub.Decode(self.queue)
+                self.call = (self.relay.stub.DecodeBatch if self.batched else self.relay.stub.Decode)(self.queue)
                 threading.Thread(target=self._respond, name="relay-responder", daemon=True).start()
-            self.inflight[(cf.transmitter_id, cf.frame_id)] = [state, time.perf_counter()]
+            self.inflight[self._key(cf)] = [state, time.perf_counter()]
             self.queue.put((deliver_at, cf))
 
     def close(self) -> None:
@@ -189,8 +231,11 @@ class _Uplink:
             call.cancel()
 
     def _lost(self) -> int:
+        """Frames sent upstream and not answered."""
         with self.lock:
-            return len(self.inflight)
+            if not self.batched:
+                return len(self.inflight)
+            return sum(len(states) for states, _ in self.inflight.values())
 
     def _respond(self) -> None:
         relay, stream, call = self.relay, self.stream, self.call
@@ -198,11 +243,15 @@ class _Uplink:
             for res in call:
                 arrived = time.monotonic()
                 with self.lock:
-                    entry = self.inflight.pop((res.transmitter_id, res.frame_id), None)
+                    entry = self.inflight.pop(self._key(res), None)
                 if relay.propagation_s > 0:
                     _sleep_until(arrived + relay.propagation_s)
                 state, sent = (entry if entry is not None else (None, None))
-                stream.deliver(relay._finish(res, state, None if sent is None else time.perf_counter() - sent))
+                roundtrip = None if sent is None else time.perf_counter() - sent
+                if self.batched:
+                    stream.deliver(relay._finish_batch(res, state, roundtrip))
+                else:
+                    stream.deliver(relay._finish(res, state, roundtrip))
             lost = self._lost()
             if lost:  # the server ended its stream OK without answering every frame
                 for _ in range(lost):
@@ -237,6 +286,7 @@ class RelayServicer(pb_grpc.RelayServicer):
             self.links[t.id] = Link(t.id, t.snr_db, t.fading, t.path_gain_db, t.seed, rng_factory(t.seed),
                                     rician_k=t.rician_k)
             metrics.link_snr_db.labels(t.id).set(t.effective_snr_db)
+        self.medium = RelayHook.create(cfg, metrics)  # [medium] (issue 13); None: nothing new per frame
         # configured transmitters only reach the registry: at most len(links) windows
         self.frame_ids = FrameIdRegistry(max_transmitters=max(1, len(self.links)))
         self.slots = StreamSlots(cfg.basestation.max_streams, "relay: Transmit", "basestation.max_streams")
@@ -299,10 +349,14 @@ class RelayServicer(pb_grpc.RelayServicer):
         task = tasks.get(frame.task)
         if task is None:
             raise invalid(f"task: unknown task {shown(frame.task)} (known: {', '.join(tasks)})")
-        z = check_symbols(frame.symbols, "symbols", task.symbols_per_image, check_power=True)  # [1, K]
+        k = frame_symbols(task, frame.codec)  # the frame's codec ("" = the task's default)
+        z = check_symbols(frame.symbols, "symbols", k, check_power=True)  # [1, K]
         check_finite(frame.encoder_snr_db, "encoder_snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
         if frame.has_label and not 0 <= frame.label < task.num_classes:
             raise invalid(f"label: expected a class index in [0, {task.num_classes}), got {frame.label}")
+        if self.medium is not None:  # [medium]: the shared cell's channel and emulated time (issue 13)
+            return self.medium.process(self, frame, link, z, received_ns,
+                                       lambda: self.frame_ids.claim(frame.transmitter_id, frame.frame_id))
         self.frame_ids.claim(frame.transmitter_id, frame.frame_id)
 
         with link.lock:
@@ -312,7 +366,7 @@ class RelayServicer(pb_grpc.RelayServicer):
                                                k_factor=link.rician_k)  # [1, K], [1, 1|K], [1]
             channel_s = time.perf_counter() - t0
             link.frames += 1
-            airtime_s = task.symbols_per_image / self.symbol_rate_hz if self.symbol_rate_hz > 0 else 0.0
+            airtime_s = k / self.symbol_rate_hz if self.symbol_rate_hz > 0 else 0.0
             now = time.monotonic()
             tx_start = max(now, link.busy_until)
             link.busy_until = tx_start + airtime_s
@@ -331,7 +385,7 @@ class RelayServicer(pb_grpc.RelayServicer):
             noise_var=float(noise_var[0]), snr_db=snr, fading=fading, equalized=True,
             encoder_snr_db=frame.encoder_snr_db, has_label=frame.has_label, label=frame.label,
             file=frame.file, edge_sent_unix_ns=frame.sent_unix_ns, relay_received_unix_ns=received_ns,
-            channel_ms=channel_s * 1e3, airtime_ms=airtime_s * 1e3)
+            channel_ms=channel_s * 1e3, airtime_ms=airtime_s * 1e3, codec=frame.codec)
         size = cf.ByteSize()
         if size > SERVER_MAX_MESSAGE_BYTES:  # cannot happen with the bounds above unless K is huge
             raise FrameRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -339,7 +393,77 @@ class RelayServicer(pb_grpc.RelayServicer):
                                 f"limit of {SERVER_MAX_MESSAGE_BYTES} bytes")
         return cf, state, deliver_at
 
+    def process_batch(self, fb: pb.FrameBatch) -> tuple[pb.ChannelFrameBatch, list[pb.LinkState], float]:
+        """``process`` for a FrameBatch: every rule per row, then one ``channel.simulate_frames``
+        call for the whole message under the link's lock (row i sees the draws the i-th of N
+        single frames would have seen) -> (channel batch, link feedback per row, deliver_at).
+        Raises FrameRejected; nothing changes for a rejected message."""
+        if self._draining.is_set():
+            raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: shutting down, no new frames")
+        received_ns = time.time_ns()
+        n = check_batch(fb, MAX_BATCH_ROWS)
+        link = self._link(fb.transmitter_id)
+        tasks = self._task_info()
+        task = tasks.get(fb.task)
+        if task is None:
+            raise invalid(f"task: unknown task {shown(fb.task)} (known: {', '.join(tasks)})")
+        k = frame_symbols(task, fb.codec)  # the batch's codec ("" = the task's default)
+        z = check_symbol_rows(fb.symbols, "symbols", k, n, check_power=True)  # [N, K]
+        check_finite(fb.encoder_snr_db, "encoder_snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
+        for i, meta in enumerate(fb.frames):
+            if meta.has_label and not 0 <= meta.label < task.num_classes:
+                raise invalid(f"frames[{i}].label: expected a class index in [0, {task.num_classes}), "
+                              f"got {meta.label}")
+        if self.medium is not None:  # [medium]: the shared cell's channel and emulated time (issue 13)
+            return self.medium.process_batch(self, fb, link, z, received_ns,
+                                             lambda: self.frame_ids.claim_many(fb.transmitter_id,
+                                                                               [m.frame_id for m in fb.frames]))
+        self.frame_ids.claim_many(fb.transmitter_id, [m.frame_id for m in fb.frames])
+
+        with link.lock:
+            snr, fading = link.effective_snr_db, link.fading
+            fc, nv = link.frame_channel()
+            t0 = time.perf_counter()
+            y, h, noise_var = fc.run(z, nv, link.rng)  # = channel.simulate_frames: [N, K], [N, 1|K], [N]
+            channel_s = time.perf_counter() - t0
+            airtime_s = n * k / self.symbol_rate_hz if self.symbol_rate_hz > 0 else 0.0
+            tx_start = max(time.monotonic(), link.busy_until)
+            link.busy_until = tx_start + airtime_s
+            deliver_at = link.busy_until + self.propagation_s
+            gains = np.mean(np.abs(h) ** 2, axis=1)  # [N], as process() computes it per frame
+            with np.errstate(divide="ignore"):
+                inst = snr + 10.0 * np.log10(gains.astype(np.float64))
+            states = []
+            for g in inst.tolist():
+                link.frames += 1
+                states.append(link.state(instantaneous_snr_db=g if math.isfinite(g) else -SNR_LIMIT_DB))
+        self.metrics.channel_seconds.observe(channel_s)
+
+        y_data, y_dtype, y_shape = encode_tensor(y.astype(np.complex64, copy=False))
+        h_data, h_dtype, h_shape = encode_tensor(h.astype(np.complex64, copy=False))
+        cb = pb.ChannelFrameBatch(
+            transmitter_id=fb.transmitter_id, task=fb.task, frames=fb.frames,
+            received=pb.Tensor(data=y_data, dtype=y_dtype, shape=y_shape),
+            h=pb.Tensor(data=h_data, dtype=h_dtype, shape=h_shape),
+            noise_var=float(noise_var[0]), snr_db=snr, fading=fading, equalized=True,
+            encoder_snr_db=fb.encoder_snr_db, edge_sent_unix_ns=fb.sent_unix_ns, relay_received_unix_ns=received_ns,
+            channel_ms=channel_s * 1e3, airtime_ms=airtime_s * 1e3, codec=fb.codec)
+        size = cb.ByteSize()
+        if size > SERVER_MAX_MESSAGE_BYTES:
+            raise FrameRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"symbols: the channel batch would be {size} bytes, more than the edge server's "
+                                f"limit of {SERVER_MAX_MESSAGE_BYTES} bytes (send fewer frames per message)")
+        return cb, states, deliver_at
+
+    def _finish_batch(self, rb: pb.ResultBatch, states: list[pb.LinkState] | None,
+                      roundtrip_s: float | None) -> pb.ResultBatch:
+        for i, res in enumerate(rb.results):
+            self._finish(res, states[i] if states is not None and i < len(states) else None, roundtrip_s)
+        return rb
+
     def _finish(self, res: pb.Result, state: pb.LinkState | None, roundtrip_s: float | None) -> pb.Result:
+        if self.medium is not None:  # [medium]: Result.emulated (issue 13)
+            self.medium.finish(res)
         if state is not None:
             res.link.CopyFrom(state)
         if roundtrip_s is not None:
@@ -349,6 +473,12 @@ class RelayServicer(pb_grpc.RelayServicer):
         outcome = "ok" if res.error.code == 0 else "error"
         self.metrics.frames.labels(self._tx_label(res.transmitter_id), outcome).inc()
         return res
+
+    def _reject_batch(self, fb: pb.FrameBatch, exc: FrameRejected) -> None:
+        self.metrics.frames.labels(self._tx_label(fb.transmitter_id), "invalid").inc(max(1, len(fb.frames)))
+        first = fb.frames[0].frame_id if fb.frames else None
+        log.info("relay: rejected a message of %d frame(s) (first %s) of %s: %s %s", len(fb.frames), first,
+                 shown(fb.transmitter_id), exc.code.name, exc.message)
 
     def _reject(self, frame: pb.Frame, exc: FrameRejected) -> None:
         self.metrics.frames.labels(self._tx_label(frame.transmitter_id), "invalid").inc()
@@ -377,6 +507,7 @@ class RelayServicer(pb_grpc.RelayServicer):
         self._enter(context)
         try:
             try:
+                authorize_frame(context, request.transmitter_id)  # security: a device sends only as itself
                 cf, state, deliver_at = self.process(request)
             except FrameRejected as exc:
                 self._reject(request, exc)
@@ -399,28 +530,42 @@ class RelayServicer(pb_grpc.RelayServicer):
     def Transmit(self, request_iterator, context):
         # results come from the upstream stream (responder), pushed in its order; the edge's
         # stream ends when that one does (or, without one, when the edge half-closes)
-        stream = StreamPump(context, log, name="relay: Transmit", thread_name="relay-reader",
-                            end_when_idle=False, on_abort=lambda: uplink.cancel(), drain_s=self.result_wait_s)
-        uplink = _Uplink(self, stream)
-        self._enter(context, uplink)
+        yield from self._relay_stream(request_iterator, context, batched=False)
 
-        def submit(frame: pb.Frame) -> None:
+    def TransmitBatch(self, request_iterator, context):
+        # Transmit with batched messages: one DecodeBatch upstream per edge stream, one channel
+        # call per message, each ResultBatch answering one FrameBatch
+        yield from self._relay_stream(request_iterator, context, batched=True)
+
+    def _relay_stream(self, request_iterator, context, batched: bool):
+        """Transmit / TransmitBatch: read the edge's messages on the pump, process each (one
+        frame, or one FrameBatch), forward it on this stream's upstream call; the results come
+        back through the uplink's responder."""
+        name = "relay: TransmitBatch" if batched else "relay: Transmit"
+        stream = StreamPump(context, log, name=name, thread_name="relay-reader",
+                            end_when_idle=False, on_abort=lambda: uplink.cancel(), drain_s=self.result_wait_s)
+        uplink = _Uplink(self, stream, batched=batched)
+        self._enter(context, uplink)
+        process, reject = (self.process_batch, self._reject_batch) if batched else (self.process, self._reject)
+
+        def submit(msg) -> None:
             try:
                 if not uplink.accepting:
                     raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: this stream is closing, no new frames")
-                cf, state, deliver_at = self.process(frame)
-                uplink.forward(cf, state, deliver_at)
+                authorize_frame(context, msg.transmitter_id)  # security: a device sends only as itself
+                uplink.forward(*process(msg))
             except FrameRejected as exc:
-                self._reject(frame, exc)
+                reject(msg, exc)
                 raise
             return None                      # its result comes back through the responder
 
-        def failed(frame: pb.Frame, exc: Exception) -> FrameRejected:
+        def failed(msg, exc: Exception) -> FrameRejected:
             # a bug must end the stream with an error, never silently (the edge would wait for the result)
-            log.exception("relay: frame %s of %s failed", frame.frame_id, shown(frame.transmitter_id))
-            self.metrics.frames.labels(self._tx_label(frame.transmitter_id), "failed").inc()
-            return FrameRejected(grpc.StatusCode.INTERNAL,
-                                 f"relay: frame {frame.frame_id} failed: {type(exc).__name__}: {exc}")
+            frames = [m.frame_id for m in msg.frames] if batched else [msg.frame_id]
+            what = f"message (first frame {frames[0] if frames else None})" if batched else f"frame {frames[0]}"
+            log.exception("relay: %s of %s failed", what, shown(msg.transmitter_id))
+            self.metrics.frames.labels(self._tx_label(msg.transmitter_id), "failed").inc(max(1, len(frames)))
+            return FrameRejected(grpc.StatusCode.INTERNAL, f"relay: {what} failed: {type(exc).__name__}: {exc}")
 
         try:
             stream.start(request_iterator, submit, on_error=failed, on_requests_done=uplink.close)
@@ -579,18 +724,22 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     port), metrics endpoint, and a (lazy) channel to ``basestation.server_addr`` (keepalive,
     reconnect backoff and retries from ``channel_options``)."""
     bs = cfg.basestation
+    credentials = server_credentials(cfg.tls, RELAY)   # TLSError (a ConfigError) before anything is built
+    guard = Guard(cfg.tls, RELAY_POLICY, "relay")
     metrics = RelayMetrics()
-    upstream = grpc.insecure_channel(bs.server_addr, options=channel_options(SERVER_MAX_MESSAGE_BYTES))
+    upstream = open_channel(bs.server_addr, cfg.tls, RELAY, options=channel_options(SERVER_MAX_MESSAGE_BYTES))
     servicer = RelayServicer(cfg, upstream, metrics, rng_factory)
     if max_workers is None:  # one thread per admitted Transmit stream, plus room for unary calls
         max_workers = handler_threads(cfg, UNARY_THREADS, bs.max_streams)
     endpoint = None
     try:  # either port failing (an OSError naming the address and the field) releases everything
         if bs.metrics_port >= 0:
-            endpoint = MetricsEndpoint(metrics.registry, bs.metrics_port, bs.host)
+            endpoint = MetricsEndpoint(metrics.registry, bs.metrics_port, cfg.metrics.host or bs.host,
+                                       web_config=cfg.metrics.web_config)
         server, health_servicer, port = build_grpc_server(
             pb_grpc.add_RelayServicer_to_server, servicer, bind=cfg.relay_bind, service_name=SERVICE_NAME,
-            max_workers=max_workers, max_message_bytes=bs.max_message_bytes, thread_prefix="relay")
+            max_workers=max_workers, max_message_bytes=bs.max_message_bytes, thread_prefix="relay",
+            credentials=credentials, interceptors=guard.interceptors)
     except OSError:
         if endpoint is not None:
             endpoint.close()
@@ -612,6 +761,7 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     handle.metrics = metrics
     handle.upstream = upstream
     handle.watch = watch
+    log.info("relay: %s on %s:%d; upstream to %s", describe(cfg.tls, guard), bs.host, port, bs.server_addr)
     return handle, port
 
 
@@ -621,7 +771,8 @@ def cli(argv: list[str] | None = None) -> int:
         "path gain, seed), forwarding to the edge server, results + link feedback back to "
         "the edge devices. gRPC health, reflection and Prometheus /metrics included; stops "
         "gracefully on SIGTERM/SIGINT. Endpoints can be overridden with RKDSC_RELAY_BIND, "
-        "RKDSC_RELAY_METRICS_PORT and RKDSC_SERVER_ADDR."))
+        "RKDSC_RELAY_METRICS_PORT and RKDSC_SERVER_ADDR. TLS / mutual TLS: [tls] of the topology or "
+        "RKDSC_TLS=mtls RKDSC_TLS_DIR=DIR (docs/security.md)."))
     p.add_argument("--config", required=True, help="topology TOML file ([basestation] and [[transmitters]])")
     p.add_argument("--server", default=None, help="host:port of the edge server (overrides basestation.server_addr)")
     p.add_argument("--ready-file", default=None,

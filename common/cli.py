@@ -14,16 +14,17 @@ import sys
 # name -> (module:function, one-line description). Order is the order of `rkdsc --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rkdsc.common.train.pipeline:cli", "run a whole preset: teacher, searches, RKD stages, baselines, export, evaluation"),
-    "train-default": ("rkdsc.common.train.pipeline:cli_default", "train the embedded default bundle (digits) into deploy/bundle"),
+    "train-default": ("rkdsc.common.train.pipeline:cli_default", "train the embedded default bundle (digits + shapes) into deploy/bundle"),
     "search": ("rkdsc.common.train.search:cli", "KDL-DARTS or DARTS architecture search over the Table I space -> arch.json"),
     "distill": ("rkdsc.common.train.distill:cli", "two-stage robust knowledge distillation (stage 1 MSE, stage 2 joint with CAT)"),
     "baseline": ("rkdsc.common.train.baselines:cli", "train the JSCC-student or JSCC-teacher baseline"),
     "export": ("rkdsc.common.train.export:cli", "export a trained work dir to a self-describing ONNX bundle"),
     "evaluate": ("rkdsc.common.experiments.evaluate:cli", "accuracy against SNR for one or more bundles (JSON + plot)"),
     "profile": ("rkdsc.common.experiments.profile:cli", "Table II: parameters, GFLOPs, encode latency (torch / onnxruntime), IoT estimate"),
+    "adaptive": ("rkdsc.common.experiments.adaptive:cli", "SNR-adaptive rate: several codecs of one task with a rate policy (build), adaptive vs fixed (eval)"),
     "ablation": ("rkdsc.common.experiments.ablation:cli", "Fig. 8: accuracy at -10 dB against the CAT compression ratio"),
     "report": ("rkdsc.common.experiments.report:cli", "regenerate docs/reproduction.md from training runs"),
-    "bundle": ("rkdsc.common.bundle.cli:cli", "inspect (info) or check (verify) a bundle directory"),
+    "bundle": ("rkdsc.common.bundle.cli:cli", "inspect (info), check (verify) or combine (merge) bundle directories"),
     "samples": ("rkdsc.common.data.samples:cli", "write the held-back digits, or a preset's held-out split, as a sample image folder"),
     "server": ("rkdsc.server.service:cli", "run the edge server (CAT decoder + semantic decoders)"),
     "basestation": ("rkdsc.basestation.relay:cli", "run the base-station relay (channel per link)"),
@@ -31,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rkdsc.common.experiments.demo:cli", "start server, relay and every edge of a topology on localhost; write summary.json"),
     "bench": ("rkdsc.common.experiments.bench:cli", "side-by-side benchmarks: in-process vs networked, torch vs onnxruntime, channel cost"),
     "link": ("rkdsc.basestation.admin:cli", "look at / change the relay's links at run time (list, get, set)"),
+    "certs": ("rkdsc.common.certs:cli", "write a development CA and TLS certificates (server, relay, admin, every transmitter)"),
     "runs": ("rkdsc.common.experiments.runs:cli", "list training work dirs and demo outputs with their key figures side by side"),
 }
 

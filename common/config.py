@@ -14,15 +14,22 @@ Contract:
       [basestation]      host port metrics_port server_addr symbol_rate_hz propagation_delay_ms
                          max_message_bytes max_streams
       [[transmitters]]   id (required) task snr_db fading path_gain_db seed images batch_size
-                         initial_snr_estimate_db limit max_in_flight result_timeout_s
-                         max_failed_fraction
+                         initial_snr_estimate_db limit max_in_flight batch_messages
+                         result_timeout_s max_failed_fraction medium (table: [transmitters.medium], rkdsc.common.medium.settings)
+      [medium]           the shared wireless medium (optional; rkdsc.common.medium.settings, docs/medium.md)
+      [tls]              mode dir ca cert key server_name tokens_file   (docs/security.md)
+      [metrics]          host web_config
 
 * Relative ``bundle.path`` / ``transmitters[i].images`` resolve against ``root``; a transmitter
   without ``images`` reads ``<root>/runs/samples/<task>`` (``DEFAULT_SAMPLES_DIR``).
 * Only endpoints come from the environment (they override the file): ``RKDSC_SERVER_BIND``
   (server.host/port), ``RKDSC_SERVER_METRICS_PORT``, ``RKDSC_SERVER_ADDR`` (basestation.server_addr),
   ``RKDSC_RELAY_BIND`` (basestation.host/port), ``RKDSC_RELAY_METRICS_PORT``, ``RKDSC_RELAY_ADDR``
-  (``Config.relay_addr``, where the edge devices find the relay).
+  (``Config.relay_addr``, where the edge devices find the relay). TLS paths and mode may come
+  from the environment too: ``RKDSC_TLS`` (tls.mode), ``RKDSC_TLS_DIR``, ``RKDSC_TLS_CA``,
+  ``RKDSC_TLS_CERT``, ``RKDSC_TLS_KEY``, ``RKDSC_TLS_SERVER_NAME``, ``RKDSC_TLS_TOKENS_FILE``;
+  ``RKDSC_METRICS_HOST`` and ``RKDSC_METRICS_WEB_CONFIG`` (the [metrics] keys). Relative TLS
+  paths resolve against ``root`` (from the environment: against the working directory).
 * Validation is ``rkdsc.common.schema``; ``ConfigError`` names the field and the value, e.g.
   ``transmitters[1].fading: expected one of awgn, rayleigh, rayleigh_fast, rician, got 'foo'``.
   ``FADINGS`` is the channel's one definition (``rkdsc.common.channel``), re-exported here.
@@ -39,16 +46,22 @@ from typing import Annotated, Any, Mapping, Optional
 from pydantic import PlainValidator, ValidationInfo, field_validator, model_validator
 
 from rkdsc.common.channel import DEFAULT_FADING, DEFAULT_K_FACTOR, FADINGS
-from rkdsc.common.schema import (Field, Float, Int, NonEmptyStr, NonNegFloat, NonNegInt, Problems,
+from rkdsc.common.schema import (Field, Float, Int, NonEmptyStr, NonNegFloat, NonNegInt, Problems, Str,
                                  SchemaError, expected, one_of, schema, validate)
+from rkdsc.common.medium.settings import DeviceMediumConfig, MediumConfig  # the shared medium (docs/medium.md)
 
 __all__ = ["ConfigError", "FADINGS", "DEFAULT_SAMPLES_DIR", "BundleSection", "ServerConfig",
-           "BaseStationConfig", "TransmitterConfig", "Config", "load_config", "parse_config",
+           "BaseStationConfig", "TransmitterConfig", "TLSConfig", "MetricsConfig", "TLS_MODES", "MediumConfig", "DeviceMediumConfig", "Config",
+           "load_config", "parse_config", "apply_tls_env",
            "split_hostport", "ENV_KEYS"]
 
 DEFAULT_SAMPLES_DIR = "runs/samples"  # under root; per task: runs/samples/<task>
 ENV_KEYS = ("RKDSC_SERVER_BIND", "RKDSC_SERVER_METRICS_PORT", "RKDSC_SERVER_ADDR",
             "RKDSC_RELAY_BIND", "RKDSC_RELAY_METRICS_PORT", "RKDSC_RELAY_ADDR")
+TLS_MODES = ("off", "tls", "mtls")
+# environment variable -> [tls] key (paths resolve against the working directory)
+TLS_ENV_KEYS = {"RKDSC_TLS_DIR": "dir", "RKDSC_TLS_CA": "ca", "RKDSC_TLS_CERT": "cert", "RKDSC_TLS_KEY": "key",
+                "RKDSC_TLS_TOKENS_FILE": "tokens_file"}
 
 
 class ConfigError(ValueError):
@@ -151,11 +164,15 @@ class TransmitterConfig:
                                      # (None: the configured snr_db + path_gain_db)
     limit: NonNegInt = 0             # at most this many images (0 = all)
     max_in_flight: Annotated[Int, Field(ge=1, le=100_000)] = 32  # frames sent but not yet answered
+    batch_messages: bool = True      # one TransmitBatch message per encoded batch (false: one Frame
+                                     # per message on Transmit, the single-frame API)
     result_timeout_s: Annotated[Float, Field(ge=0.001, le=86_400.0)] = 60.0  # a frame without a result
                                      # this long after it was sent is an error (DEADLINE_EXCEEDED)
     max_failed_fraction: Annotated[Float, Field(ge=0.0, le=1.0)] = 0.0  # `rkdsc edge` exits 1 when more
                                      # than this fraction of its images got no answer (unreadable,
                                      # error result, no result); 0 = every image must be answered
+    medium: Optional[DeviceMediumConfig] = None  # position, movement and compute profile in the shared
+                                     # medium (used only with a [medium] table): see [transmitters.medium]
 
     @property
     def effective_snr_db(self) -> float:
@@ -167,11 +184,34 @@ class TransmitterConfig:
 
 
 @schema
+class TLSConfig:
+    mode: one_of(TLS_MODES) = "off"  # off: plaintext gRPC; tls: encrypted, server certificates checked; mtls: clients too
+    dir: Optional[PathStr] = None    # certificate folder written by `rkdsc certs` (ca.pem, server.pem, ...)
+    ca: Optional[PathStr] = None     # CA certificate (PEM); default <dir>/ca.pem
+    cert: Optional[PathStr] = None   # this process's certificate; default by role in <dir> (server.pem, relay.pem,
+                                     # admin.pem, transmitters/<id>.pem)
+    key: Optional[PathStr] = None    # its private key; default next to the certificate (.key)
+    server_name: Str = ""            # name checked in the server's certificate instead of the dialled host
+    tokens_file: Optional[PathStr] = None  # bearer tokens (identity -> token) accepted when mode is not mtls;
+                                     # default <dir>/tokens.toml when it exists
+
+
+@schema
+class MetricsConfig:
+    host: Str = ""                   # bind address of /metrics ("" = the service's own host)
+    web_config: Optional[PathStr] = None  # Prometheus exporter-toolkit web config (TLS, basic auth) for /metrics
+
+
+@schema
 class Config:
     bundle: BundleSection
     server: ServerConfig = field(default_factory=ServerConfig)
     basestation: BaseStationConfig = field(default_factory=BaseStationConfig)
     transmitters: list[TransmitterConfig] = field(default_factory=list)
+    medium: Optional[MediumConfig] = None  # the base station as a shared wireless medium with emulated time
+                                     # (unset: independent links, as before): see [medium]
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     root: PathStr = Path(".")        # base of relative paths (absolute after loading)
     source: Optional[Path] = field(default=None, init=False)  # the TOML file it came from
     relay_addr: str = field(default="", init=False)  # where edges connect (RKDSC_RELAY_ADDR or host:port)
@@ -194,6 +234,13 @@ class Config:
         self.bundle.path = _resolve(self.root, self.bundle.path)
         for t in self.transmitters:
             t.images = self.default_images(t.task) if t.images is None else _resolve(self.root, t.images)
+        if self.medium is not None and self.medium.snr_trace is not None:
+            self.medium.snr_trace = _resolve(self.root, self.medium.snr_trace)
+        for key in ("dir", "ca", "cert", "key", "tokens_file"):
+            if getattr(self.tls, key) is not None:
+                setattr(self.tls, key, _resolve(self.root, getattr(self.tls, key)))
+        if self.metrics.web_config is not None:
+            self.metrics.web_config = _resolve(self.root, self.metrics.web_config)
         return self
 
     def transmitter(self, transmitter_id: str) -> TransmitterConfig:
@@ -269,6 +316,27 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> None:
         host = cfg.basestation.host
         host = "127.0.0.1" if host in ("0.0.0.0", "", "::", "[::]") else host
         cfg.relay_addr = f"{host}:{cfg.basestation.port}"
+    apply_tls_env(cfg.tls, env)
+    if (v := get("RKDSC_METRICS_HOST")) is not None:
+        cfg.metrics.host = v
+    if (v := get("RKDSC_METRICS_WEB_CONFIG")) is not None:
+        cfg.metrics.web_config = Path(v).expanduser().resolve()
+
+
+def apply_tls_env(tls: TLSConfig, env: Mapping[str, str] | None = None) -> TLSConfig:
+    """Apply RKDSC_TLS, RKDSC_TLS_DIR, ... (see the module doc) to ``tls``; returns it. Also the
+    whole [tls] of a client without a topology file: ``apply_tls_env(TLSConfig())``."""
+    env = os.environ if env is None else env
+    if v := env.get("RKDSC_TLS"):
+        if v not in TLS_MODES:
+            raise ConfigError(f"RKDSC_TLS: expected one of {', '.join(TLS_MODES)}, got {v!r}")
+        tls.mode = v
+    for name, key in TLS_ENV_KEYS.items():
+        if v := env.get(name):
+            setattr(tls, key, Path(v).expanduser().resolve())
+    if v := env.get("RKDSC_TLS_SERVER_NAME"):
+        tls.server_name = v
+    return tls
 
 
 def _env_port(value: str, key: str) -> int:

@@ -19,8 +19,9 @@ dead; after ``--timeout`` seconds the devices still running count as failed.
 Writes ``OUT/<run id>/summary.json`` and ``OUT/summary.json`` in the format of ``rkdsc demo``:
 ``{"transmitters": [{"id", "task", "snr_db", "fading", "images", "answered", "errors",
 "accuracy", "latency_ms": {"p50", "p99"}, "symbols_per_image", ...}], "wall_s", "run_id",
-"failed": [{"id", "exit_code", "reason"}], "problems": [...]}`` (``wall_s``: the longest edge
-run). Exit status 0 when every device answered every image and exited 0, 1 otherwise, with one
+"failed": [{"id", "exit_code", "reason"}], "problems": [...], "tasks": [{"task", "transmitters",
+"images", "answered", "errors", "labelled", "correct", "accuracy", ...}]}`` (``wall_s``: the
+longest edge run; ``tasks``: the devices of each task pooled, printed as a second table). Exit status 0 when every device answered every image and exited 0, 1 otherwise, with one
 line per failed or missing device on stderr. Standard library only; the compose `report`
 service runs it.
 """
@@ -205,7 +206,37 @@ def table(summary: dict) -> str:
                      f"{r.get('fading', '?'):<9} {num(r.get('images'), '6d')} {num(r.get('answered'), '8d')} "
                      f"{num(r.get('errors'), '6d')} {num(r.get('accuracy'), '8.4f')} "
                      f"{num(lat.get('p50'), '8.2f')} {num(lat.get('p99'), '8.2f')} "
-                     f"{num(r.get('symbols_per_image'), '7d')}")
+                     f"{num(r.get('symbols_per_image'), '7g')}")
+    return "\n".join(lines)
+
+
+def task_totals(rows: list[dict]) -> list[dict]:
+    """Per task, the devices of that task pooled (as ``rkdsc demo``'s ``tasks``): transmitters,
+    images, answered, errors, labelled, correct, accuracy, symbols_per_image; first-seen order."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        t = out.setdefault(str(r.get("task", "?")), {"task": str(r.get("task", "?")), "transmitters": [],
+                                                     "images": 0, "answered": 0, "errors": 0, "labelled": 0,
+                                                     "correct": 0, "symbols_per_image": r.get("symbols_per_image")})
+        t["transmitters"].append(r.get("id"))
+        for key in ("images", "answered", "errors", "labelled", "correct"):
+            t[key] += int(r.get(key) or 0)
+    for t in out.values():
+        t["accuracy"] = t["correct"] / t["labelled"] if t["labelled"] else None
+        pairs = [(r.get("symbols_per_image"), int(r.get("answered") or 0)) for r in rows
+                 if str(r.get("task", "?")) == t["task"]]
+        if all(isinstance(k, (int, float)) for k, _ in pairs) and sum(n for _, n in pairs):
+            t["symbols_per_image"] = sum(k * n for k, n in pairs) / sum(n for _, n in pairs)
+    return list(out.values())
+
+
+def task_table(tasks: list[dict]) -> str:
+    head = f"{'task':<12} {'devices':>7} {'images':>6} {'answered':>8} {'errors':>6} {'accuracy':>8} {'n':>6}"
+    lines = [head, "-" * len(head)]
+    for t in tasks:
+        acc = "n/a" if t["accuracy"] is None else f"{t['accuracy']:8.4f}"
+        lines.append(f"{t['task']:<12} {len(t['transmitters']):>7} {t['images']:>6} {t['answered']:>8} "
+                     f"{t['errors']:>6} {acc:>8} {t['labelled']:>6}")
     return "\n".join(lines)
 
 
@@ -246,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         settle_s=5.0 if (run_id and services) else 0.0, start_grace_s=60.0 if run_id else 0.0)
     summary, problems = collect(run_dir, expect, topology_order(args.config), lost)
     summary = {**summary, "run_id": run_id, "state": "failed" if problems else "ok", "problems": problems}
+    summary["tasks"] = task_totals(summary["transmitters"])
     print(table(summary))
+    print()
+    print(task_table(summary["tasks"]))
     targets = [run_dir / "summary.json"] + ([out / "summary.json"] if run_id else [])
     for target in targets:
         try:

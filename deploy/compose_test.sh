@@ -11,7 +11,9 @@
 #      python3-pip + this machine's extra CA certificates) when none can be pulled;
 #   2. builds the role images, runs the local reference demo (`.venv/bin/rkdsc demo`, same
 #      topology, same seeds) meanwhile;
-#   3. run 1: `compose up --wait` server + basestation (health checks), then the three edge
+#   3. run 1: `compose up --wait` server + basestation (health checks; the one-shot `certs`
+#      first: mutual TLS on every hop by default, checked in their logs, and a plaintext client
+#      on the published relay port must be refused), then the three edge
 #      devices and the report service; checks that every image of every device was answered, that
 #      per-device accuracy equals the local demo's within $RKDSC_COMPOSE_TOL (0.02 absolute:
 #      identical seeds give identical channel draws, so the only expected source of a
@@ -298,7 +300,7 @@ docker compose -f deploy/compose.yaml --profile scale config -q || die "deploy/c
 docker compose -f deploy/compose.yaml -f deploy/compose.override.example.yaml --profile scale config -q \
   || die "deploy/compose.override.example.yaml does not merge with deploy/compose.yaml"
 SERVICES=$(dc --profile scale config --services | sort | paste -sd' ' -)
-[ "$SERVICES" = "basestation edge edge-far edge-mid edge-near report run server" ] \
+[ "$SERVICES" = "basestation certs edge edge-far edge-mid edge-near report run server" ] \
   || die "plain \`docker compose\` from the root sees services [$SERVICES]"
 log "root compose.yaml: services $SERVICES"
 
@@ -326,6 +328,23 @@ t=$(now)
 dc up -d --wait server basestation >"$W/compose-up.log" 2>&1 || { cat "$W/compose-up.log"; die "server/basestation did not become healthy"; }
 TIMES[healthy]=$(since "$t")
 log "server and basestation healthy in ${TIMES[healthy]} s"
+
+# ---- TLS is on by default (docs/security.md): both services say mutual TLS, and a plaintext
+# client on the published relay port is refused
+dc logs --no-color server basestation >"$W/tls-logs.txt" 2>&1 || true   # (no `| grep -q`: pipefail + SIGPIPE)
+grep -q "relay: mutual TLS" "$W/tls-logs.txt" || die "the relay does not log mutual TLS"
+grep -q "server: mutual TLS" "$W/tls-logs.txt" || die "the server does not log mutual TLS"
+"$PY" - "127.0.0.1:$RKDSC_PUBLISH_RELAY" <<'PYEOF' || die "a plaintext client reached the TLS relay"
+import sys, grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+with grpc.insecure_channel(sys.argv[1]) as ch:
+    try:
+        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    except grpc.RpcError as exc:
+        sys.exit(0 if exc.code() == grpc.StatusCode.UNAVAILABLE else 1)
+sys.exit(1)
+PYEOF
+log "TLS: server and relay on mutual TLS, a plaintext client refused on the published relay port"
 
 # ---- run 1: the three devices of the topology, every image
 t=$(now)

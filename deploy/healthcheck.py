@@ -6,6 +6,12 @@ or (edge devices, which serve nothing) whether a supervisor's heartbeat file is 
     python deploy/healthcheck.py server:50051 --service rkdsc.v1.EdgeServer
     python deploy/healthcheck.py --heartbeat /tmp/rkdsc-edge.heartbeat --max-age 15
 
+TLS: with ``RKDSC_TLS`` = ``tls`` or ``mtls`` in the environment (as the compose services have
+it) the probe dials with TLS, trusting ``$RKDSC_TLS_CA`` (default ``$RKDSC_TLS_DIR/ca.pem``); under
+``mtls`` it presents ``$RKDSC_TLS_DIR/<identity>.pem`` / ``.key`` (``--identity``, default
+``$RKDSC_TLS_IDENTITY`` or ``admin``; a service probes itself with its own certificate, e.g.
+``--identity server``). Health is open to every identity of the CA.
+
 The heartbeat file (written every few seconds by deploy/edge_entrypoint.py while the edge
 process runs) is JSON ``{"time": <unix s>, "pid": <edge process id>}``; healthy when it is
 younger than ``--max-age`` seconds and that process is alive.
@@ -25,13 +31,37 @@ import time
 import urllib.request
 
 
-def check_grpc(addr: str, service: str, timeout_s: float) -> str | None:
+def _channel(addr: str, identity: str, env=os.environ):
+    """A plaintext channel, or a TLS one per RKDSC_TLS / RKDSC_TLS_DIR / RKDSC_TLS_CA (see above)."""
+    import grpc
+
+    mode = env.get("RKDSC_TLS") or "off"
+    if mode == "off":
+        return grpc.insecure_channel(addr)
+    folder = env.get("RKDSC_TLS_DIR") or "."
+    with open(env.get("RKDSC_TLS_CA") or os.path.join(folder, "ca.pem"), "rb") as fh:
+        ca = fh.read()
+    key = cert = None
+    if mode == "mtls":
+        with open(env.get("RKDSC_TLS_CERT") or os.path.join(folder, f"{identity}.pem"), "rb") as fh:
+            cert = fh.read()
+        with open(env.get("RKDSC_TLS_KEY") or os.path.join(folder, f"{identity}.key"), "rb") as fh:
+            key = fh.read()
+    options = [("grpc.ssl_target_name_override", env["RKDSC_TLS_SERVER_NAME"])] if env.get("RKDSC_TLS_SERVER_NAME") else []
+    return grpc.secure_channel(addr, grpc.ssl_channel_credentials(ca, key, cert), options=options)
+
+
+def check_grpc(addr: str, service: str, timeout_s: float, identity: str = "admin") -> str | None:
     """None when `service` on `addr` reports SERVING, else a one-line reason."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     try:
-        with grpc.insecure_channel(addr) as channel:
+        channel = _channel(addr, identity)
+    except OSError as exc:
+        return f"{addr}: cannot read the TLS files ({exc})"
+    try:
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
     except grpc.RpcError as exc:
@@ -84,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", type=int, default=None, metavar="PORT",
                    help="also require http://127.0.0.1:PORT/metrics to answer")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default 2)")
+    p.add_argument("--identity", default=os.environ.get("RKDSC_TLS_IDENTITY") or "admin",
+                   help="under RKDSC_TLS=mtls: the certificate of $RKDSC_TLS_DIR to present (server, relay, admin; "
+                        "default $RKDSC_TLS_IDENTITY or admin)")
     p.add_argument("--heartbeat", default=None, metavar="FILE",
                    help="check a heartbeat file instead of a gRPC service (edge devices)")
     p.add_argument("--max-age", type=float, default=15.0, metavar="S",
@@ -97,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
             return 1
         return 0
-    problem = check_grpc(args.addr, args.service, args.timeout)
+    problem = check_grpc(args.addr, args.service, args.timeout, args.identity)
     if problem is None and args.metrics is not None:
         problem = check_metrics(args.metrics, args.timeout)
     if problem is not None:

@@ -3,7 +3,8 @@
     client = EdgeClient(cfg, cfg.transmitter("edge-near"))
     summary = client.run(out_dir="runs/edge-near")   # results.jsonl + summary.json
 
-Per image: read (``rkdsc.common.data.images``), preprocess per the bundle manifest, batch,
+Per image: read (``rkdsc.common.data.images``), preprocess per its task's ``input`` in the bundle
+manifest (tasks of one bundle may differ in size, mean and std), batch,
 ``EdgeModel.encode(images, snr_estimate)`` -> ``real_to_complex`` -> ``normalize_power``
 -> one ``Frame`` (complex64 ``[K]``) per image on one bidirectional ``Relay.Transmit``
 stream. The CAT encoder is conditioned on the link SNR the relay feeds back in every
@@ -60,7 +61,9 @@ from rkdsc.common import channel
 from rkdsc.common.bundle import BundleError
 from rkdsc.common.config import Config, ConfigError, TransmitterConfig
 from rkdsc.common.data.images import READ_ERRORS, list_images, load_rgb, preprocess
+from rkdsc.common.medium.hooks import EdgeHook
 from rkdsc.common.service import RequestQueue, channel_options, run_cli, status_code_from_value
+from rkdsc.common.service.security import Identity, check_client_credentials, open_channel
 from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
@@ -135,8 +138,17 @@ class EdgeClient:
         self.bundle = bundle if bundle is not None else bundle_lib.load_bundle(cfg.bundle.path, verify=True)
         self.spec = self.bundle.task(transmitter.task)
         self.model = bundle_lib.EdgeModel(self.bundle, self.spec.name, intra_op_threads=intra_op_threads)
+        # SNR-adaptive rate: one edge model per codec of the task, picked per batch by the rate
+        # policy of the manifest from the SNR the relay feeds back (rkdsc.common.bundle.manifest)
+        self.codec_models = {self.model.codec.name: self.model}
+        for c in self.spec.codecs:
+            if c.name not in self.codec_models:
+                self.codec_models[c.name] = bundle_lib.EdgeModel(self.bundle, self.spec.name, codec=c.name,
+                                                                 intra_op_threads=intra_op_threads)
         self.relay_addr = relay_addr or cfg.relay_addr
         self._channel = channel_
+        if channel_ is None:  # a missing or expired certificate is a config error now, not a stream error later
+            check_client_credentials(cfg.tls, Identity.transmitter(transmitter.id))
         self.progress = progress
         self.snr_estimate_db = float(transmitter.initial_estimate_db)  # the CAT encoder's SNR input
         self.last_link: pb.LinkState | None = None
@@ -145,6 +157,7 @@ class EdgeClient:
         self.frame_id_base = time.time_ns() // 1000 if frame_id_base is None else int(frame_id_base)
         self._done_lock = threading.Lock()
         self._log: _ResultLog | None = None
+        self.medium: EdgeHook | None = None  # [medium] (issue 13), made per run; None: nothing new per frame
 
     # ------------------------------------------------------------------ inputs
     def list_entries(self, images_dir: Path) -> tuple[list[_Entry], list[tuple[Path, str]]]:
@@ -173,8 +186,9 @@ class EdgeClient:
         return {"file": rel, "transmitter": self.tx.id, "task": self.spec.name, "frame_id": None,
                 "predicted_class": None, "predicted_index": None, "score": None, "top_k": None,
                 "label": None if e.label is None else str(names[e.label]), "label_index": e.label,
-                "correct": None, "latency_ms": None, "rtt_ms": None, "encoder_snr_db": None,
-                "link_snr_db": None, "queue_ms": None, "compute_ms": None, "error": None, "error_code": None}
+                "correct": None, "latency_ms": None, "rtt_ms": None, "encode_ms": None, "encoder_snr_db": None,
+                "link_snr_db": None, "queue_ms": None, "compute_ms": None, "error": None, "error_code": None,
+                "codec": None, "symbols": None}
 
     def _complete(self, e: _Entry, **fields: Any) -> bool:
         """Make an entry's outcome final (once: later calls are ignored) and write its record."""
@@ -189,25 +203,54 @@ class EdgeClient:
 
     def _load(self, e: _Entry) -> np.ndarray | None:
         try:
-            return preprocess(load_rgb(e.path), self.bundle.input)  # [3, H, W]
+            return preprocess(load_rgb(e.path), self.spec.input)  # [3, H, W], this task's preprocessing
         except READ_ERRORS as exc:
             self._complete(e, error=f"unreadable image: {type(exc).__name__}: {exc}", error_code="UNREADABLE")
             return None
 
+    def encode(self, images: np.ndarray, snr_db: float) -> np.ndarray:
+        """Encode a batch [B, 3, H, W] -> complex64 [B, K] channel symbols, each row unit average power."""
+        snr = np.full((images.shape[0],), snr_db, dtype=np.float32)
+        x = self.codec_models[self.codec_for(snr_db)].encode(images, snr)   # [B, compact_dim] of the codec
+        return channel.normalize_power(channel.real_to_complex(x)).astype(np.complex64)  # [B, K]
+
+    def codec_for(self, snr_db: float) -> str:
+        """The codec the task's rate policy picks at this SNR estimate ("" = no codecs: the default)."""
+        return self.spec.choose_codec(snr_db).name
+
+    def _meta(self, e: _Entry) -> pb.FrameMeta:
+        m = pb.FrameMeta(frame_id=self.frame_id_base + e.index, has_label=e.label is not None,
+                         label=-1 if e.label is None else int(e.label), file=e.record["file"])
+        if self.medium is not None:
+            m.image_index = self.medium.position(e)
+        return m
+
     def encode_frames(self, entries: list[_Entry], images: np.ndarray, snr_db: float) -> list[pb.Frame]:
         """Encode a batch -> one Frame per image (complex64 [K], unit average power)."""
-        snr = np.full((len(entries),), snr_db, dtype=np.float32)
-        x = self.model.encode(images, snr)                                  # [B, compact_dim]
-        z = channel.normalize_power(channel.real_to_complex(x)).astype(np.complex64)  # [B, K]
+        return self.encode_frames_from(entries, self.encode(images, snr_db), snr_db)
+
+    def encode_frames_from(self, entries: list[_Entry], z: np.ndarray, snr_db: float) -> list[pb.Frame]:
+        """One Frame per row of the symbols z [N, K] (row i = entries[i])."""
         frames = []
         for e, zi in zip(entries, z):
             data, dtype, shape = encode_tensor(zi)                          # [K]
+            m = self._meta(e)
             frames.append(pb.Frame(
-                transmitter_id=self.tx.id, task=self.spec.name, frame_id=self.frame_id_base + e.index,
+                transmitter_id=self.tx.id, task=self.spec.name, frame_id=m.frame_id,
                 symbols=pb.Tensor(data=data, dtype=dtype, shape=shape), encoder_snr_db=float(snr_db),
-                has_label=e.label is not None, label=-1 if e.label is None else int(e.label),
-                file=e.record["file"]))
+                has_label=m.has_label, label=m.label, file=m.file, codec=self.codec_for(snr_db)))
+            if self.medium is not None:
+                self.medium.stamp(frames[-1], e)
         return frames
+
+    def frame_batch(self, entries: list[_Entry], z: np.ndarray, snr_db: float) -> pb.FrameBatch:
+        """One FrameBatch of the entries' symbols z [N, K] (row i = entries[i])."""
+        data, dtype, shape = encode_tensor(np.ascontiguousarray(z))         # [N, K]
+        return pb.FrameBatch(transmitter_id=self.tx.id, task=self.spec.name,
+                             symbols=pb.Tensor(data=data, dtype=dtype, shape=shape),
+                             frames=[self._meta(e) for e in entries], encoder_snr_db=float(snr_db),
+                             codec=self.codec_for(snr_db),
+                             images_total=0 if self.medium is None else self.medium.images_total)
 
     # ------------------------------------------------------------------ run
     def run(self, images_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
@@ -227,6 +270,7 @@ class EdgeClient:
         for e, (_, why) in zip(skipped, refused):
             e.record = self._record(e, images_dir)
 
+        self.medium = EdgeHook.create(self.cfg, self.tx, self.spec.symbols_per_image, entries)
         out = None if out_dir is None else Path(out_dir)
         self._log = _ResultLog(out)
         stream_error: str | None = None
@@ -236,8 +280,9 @@ class EdgeClient:
                 self._complete(e, error=why, error_code="SKIPPED")
             if entries:
                 own_channel = self._channel is None
-                chan = self._channel or grpc.insecure_channel(
-                    self.relay_addr, options=channel_options(self.cfg.basestation.max_message_bytes))
+                chan = self._channel or open_channel(  # TLS / mTLS / token per [tls]; identity = this transmitter
+                    self.relay_addr, self.cfg.tls, Identity.transmitter(self.tx.id),
+                    options=channel_options(self.cfg.basestation.max_message_bytes))
                 try:
                     stream_error = self._stream(chan, entries, stats)
                 finally:
@@ -274,16 +319,29 @@ class EdgeClient:
         timeout_s = float(self.tx.result_timeout_s)
         bar = _progress(len(entries), self.tx.id, self.progress)
 
-        def hand_over(item: tuple[_Entry, pb.Frame]) -> pb.Frame:
-            entry, frame = item
-            entry.t_sent = time.perf_counter()
-            frame.sent_unix_ns = time.time_ns()
-            stats["up_bytes"] += frame.ByteSize()
-            stats["frames"] += 1
-            return frame
+        batched = bool(self.tx.batch_messages)
 
-        send = RequestQueue(hand_over)  # (entry, frame) for the relay; close() half-closes the stream
-        call = stub.Transmit(send, wait_for_ready=True)
+        def hand_over(item: tuple[list[_Entry], "pb.Frame | pb.FrameBatch"]):
+            group, msg = item
+            now = time.perf_counter()
+            for entry in group:
+                entry.t_sent = now
+            msg.sent_unix_ns = time.time_ns()
+            stats["up_bytes"] += msg.ByteSize()
+            stats["frames"] += len(group)
+            return msg
+
+        send = RequestQueue(hand_over)  # ([entries], message) for the relay; close() half-closes the stream
+        call = (stub.TransmitBatch if batched else stub.Transmit)(send, wait_for_ready=True)
+
+        def results():
+            """The stream's Results (a ResultBatch's in row order), counting the bytes received."""
+            for msg in call:
+                stats["down_bytes"] += msg.ByteSize()
+                if batched:
+                    yield from msg.results
+                else:
+                    yield msg
 
         def fail(message: str) -> None:
             with lock:
@@ -293,9 +351,8 @@ class EdgeClient:
 
         def receive():
             try:
-                for res in call:
+                for res in results():
                     now = time.perf_counter()
-                    stats["down_bytes"] += res.ByteSize()
                     if res.HasField("link") and res.link.transmitter_id:  # feedback first, then
                         self.last_link = res.link                       # free the window slot
                         self.snr_estimate_db = float(res.link.effective_snr_db)
@@ -357,23 +414,54 @@ class EdgeClient:
                 if not good:
                     continue
                 snr = self.snr_estimate_db
-                frames = self.encode_frames([e for e, _ in good], np.stack([a for _, a in good]), snr)
-                for (e, _), frame in zip(good, frames):
+                if self.medium is not None:  # the scheduler's view, delayed by the feedback path
+                    snr = self.medium.encoder_snr_db(good[0][0])
+                z = self.encode(np.stack([a for _, a in good]), snr)         # [N, K]
+                t_done = time.perf_counter()
+                group: list[tuple[_Entry, int]] = []  # (entry, row of z) of the next message
+
+                def flush() -> None:
+                    if not group:
+                        return
+                    es = [e for e, _ in group]
+                    if batched:
+                        msg = self.frame_batch(es, z[[i for _, i in group]], snr)
+                    else:
+                        (msg,) = self.encode_frames_from(es, z[[i for _, i in group]], snr)
+                    with lock:
+                        now = time.perf_counter()
+                        for e in es:
+                            by_id[self.frame_id_base + e.index] = e
+                            waiting_since[self.frame_id_base + e.index] = now
+                    send.put((es, msg))
+                    group.clear()
+
+                stopped = False
+                for row, (e, _) in enumerate(good):
                     e.t_encode = t_enc
-                    e.record["frame_id"] = frame.frame_id
+                    e.record["frame_id"] = self.frame_id_base + e.index
                     e.record["encoder_snr_db"] = snr
-                    acquired = False
+                    e.record["encode_ms"] = (t_done - t_enc) * 1e3
+                    # one slot of the window per frame; a message holds at most max_in_flight frames
+                    # (so a full window never waits on frames of its own message). Slots freed by
+                    # results are collected into the message rather than sent one by one: under
+                    # load messages stay whole instead of fragmenting into single frames
                     while not (acquired := window.acquire(timeout=0.25)):
                         if stop_sending():
                             break
                     if not acquired or stop_sending():
                         if acquired:
                             window.release()
+                        stopped = True
                         break
-                    with lock:
-                        by_id[frame.frame_id] = e
-                        waiting_since[frame.frame_id] = time.perf_counter()
-                    send.put((e, frame))
+                    group.append((e, row))
+                    if not batched or len(group) >= self.tx.max_in_flight:
+                        flush()
+                if not stopped:
+                    flush()
+                else:
+                    group.clear()
+                    break
             sent_all.set()
         finally:
             send.close()
@@ -396,7 +484,10 @@ class EdgeClient:
         r.update(predicted_class=res.predicted_name, predicted_index=res.predicted_class,
                  score=float(res.score), top_k=[[c.name, float(c.score)] for c in res.top_k],
                  queue_ms=res.queue_ms, compute_ms=res.compute_ms,
-                 correct=None if e.label is None else bool(res.predicted_class == e.label))
+                 correct=None if e.label is None else bool(res.predicted_class == e.label),
+                 codec=res.codec, symbols=int(res.symbols_per_image) or None)  # what the server decoded
+        if self.medium is not None:
+            r.update(self.medium.record(res))  # emulated_ms, emulated_capture_s, distance_m, channel_snr_db
         self._complete(e, **r)
 
     def summarize(self, records: list[dict], wall_s: float, stats: dict, stream_error: str | None,
@@ -423,7 +514,7 @@ class EdgeClient:
         labelled = [r for r in answered if r["correct"] is not None]
         lat = [r["latency_ms"] for r in answered]
         rtt = [r["rtt_ms"] for r in answered]
-        h, w = self.bundle.input.size
+        h, w = self.spec.input.size
         n_frames = max(stats["frames"], 1)
         return {
             "id": self.tx.id, "task": self.spec.name, "snr_db": self.tx.snr_db, "fading": self.tx.fading,
@@ -435,7 +526,11 @@ class EdgeClient:
             "latency_ms": {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
                            "mean": float(np.mean(lat)) if lat else None},
             "rtt_ms": {"p50": percentile(rtt, 50), "p99": percentile(rtt, 99)},
-            "symbols_per_image": self.spec.symbols_per_image, "compact_dim": self.spec.compact_dim,
+            # symbols per answered image (their codecs may differ under an adaptive rate policy)
+            "symbols_per_image": (float(np.mean(syms)) if (syms := [r["symbols"] for r in answered if r.get("symbols")])
+                                  else self.spec.symbols_per_image),
+            "codecs": _count(r.get("codec") for r in answered if r.get("codec")),
+            "compact_dim": self.spec.compact_dim,
             "wall_s": wall_s, "images_per_s": len(answered) / wall_s if wall_s > 0 else None,
             "frames_sent": stats["frames"],
             "uplink_bytes_per_image": stats["up_bytes"] / n_frames if stats["frames"] else None,
@@ -444,7 +539,15 @@ class EdgeClient:
             "images_dir": None if images_dir is None else str(images_dir),
             "errors_by_code": by_code, "failed_fraction": fraction, "max_failed_fraction": limit,
             "ok": failure is None, "failure": failure,
+            **({} if self.medium is None else self.medium.summary(answered)),
         }
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
 
 
 class _NoBar:
@@ -469,7 +572,8 @@ def cli(argv: list[str] | None = None) -> int:
         "bundle's edge part (student + CAT encoder), stream the channel symbols to the "
         "base-station relay, and write results.jsonl (a line per image as its outcome is known) "
         "+ summary.json. The relay address comes from RKDSC_RELAY_ADDR or the [basestation] "
-        "section. Exit status: 0 when the stream completed and at most --max-failed-fraction of "
+        "section; TLS from [tls] or RKDSC_TLS / RKDSC_TLS_DIR (its certificate: transmitters/<id>.pem, "
+        "docs/security.md). Exit status: 0 when the stream completed and at most --max-failed-fraction of "
         "the images failed (default 0: every image answered); 1 when the stream failed, a result "
         "did not come within the result timeout, or more images failed (counts by error code and "
         "the first failed files on stderr); 2 for a bad config or bundle, or an image folder "

@@ -40,8 +40,16 @@ SECTIONS = [
     ("[basestation]", "BaseStationConfig", "the base-station relay (`rkdsc basestation`)"),
     ("[[transmitters]]", "TransmitterConfig", "one table per edge device (`rkdsc edge --id ID`); the relay "
                                               "keeps one link per entry"),
+    ("[transmitters.medium]", "DeviceMediumConfig", "a transmitter's place in the shared medium (used only with "
+                                                    "`[medium]`; docs/medium.md)"),
+    ("[medium]", "MediumConfig", "the base station as a shared wireless medium with emulated time (optional; "
+                                 "unset = independent links; docs/medium.md)"),
+    ("[tls]", "TLSConfig", "TLS on every gRPC hop, certificates and tokens (optional; unset = plaintext; "
+                           "docs/security.md)"),
+    ("[metrics]", "MetricsConfig", "where and how /metrics is served (optional; docs/security.md)"),
 ]
-UNITS = (("_db", "dB"), ("_ms", "ms"), ("_s", "s"), ("_hz", "Hz"), ("_bytes", "bytes"))
+UNITS = (("_dbm", "dBm"), ("_ghz", "GHz"), ("_per_s", "1/s"), ("_bps", "bit/s"), ("_mps", "m/s"),
+         ("_deg", "deg"), ("_m", "m"), ("_db", "dB"), ("_ms", "ms"), ("_s", "s"), ("_hz", "Hz"), ("_bytes", "bytes"))
 
 
 class DocError(RuntimeError):
@@ -124,7 +132,9 @@ def _describe_type(tp: Any, config) -> tuple[str, str]:
                     name = "one of " + ", ".join(f"`{c}`" for c in choices[0])
     if typing.get_origin(base) is list:
         inner = typing.get_args(base)[0]
-        name = f"array of {getattr(inner, '__name__', inner)} tables"
+        plain = typing.get_args(inner)[0] if typing.get_origin(inner) is typing.Annotated else inner
+        name = (f"array of {getattr(inner, '__name__', inner)} tables" if dataclasses.is_dataclass(plain)
+                else "array of arrays" if typing.get_origin(plain) is list else "array")
     rng = _range_text(bounds)
     if optional:
         name += " (optional)"
@@ -170,6 +180,8 @@ def _default(f: dataclasses.Field) -> str:
 
 def _table_of(tp: Any) -> type | None:
     """The schema class of a field that is a table ([x]) or an array of tables ([[x]])."""
+    if typing.get_origin(tp) is typing.Union:  # Optional[Table]: an optional table
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if typing.get_origin(tp) is list:
         tp = typing.get_args(tp)[0]
     return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
@@ -228,7 +240,9 @@ Unknown keys are errors too.
   `deploy/topology.toml` in `/tmp/` would look for `/bundle` and `/runs/samples/...`. In a
   copied file set `root` to an absolute path (e.g. the repository), or use absolute paths.
 - A transmitter without `images` reads `<root>/runs/samples/<task>`; `rkdsc demo` generates
-  that folder for the task `digits` when it is missing (`rkdsc samples`). Image folders hold one
+  that folder for the embedded tasks `digits` and `shapes` when it is missing (`rkdsc samples
+  [--task shapes]`), at the task's input size in the bundle. Each transmitter names its `task`;
+  the tasks of one bundle may differ in input size and symbols per image. Image folders hold one
   sub-folder per class, named like the bundle's class names (`rkdsc bundle info`); images in
   other folders are sent without a label.
 

@@ -3,11 +3,16 @@
 One ``DynamicBatcher`` per task owns one worker thread and a bounded queue:
 
 * ``submit(x, snr_db)`` queues one frame's demapped symbols and returns a Future of
-  ``Decoded``; it raises ``QueueFull`` when ``queue_size`` frames are already waiting
-  (the service answers RESOURCE_EXHAUSTED) and ``Draining`` once ``close`` was called.
-* The worker takes the oldest frame and waits at most ``max_wait_s`` *from that frame's
-  arrival* for more, up to ``max_batch`` frames; frames already queued are taken at once
-  (no waiting under backlog). The batch is decoded in one call.
+  ``Decoded``; ``submit_many(x [N, D], snr_db [N])`` queues N frames (a batched message) as
+  one item and returns a Future of a list in row order of ``Decoded`` or, for the rows whose
+  decode failed, the exception. Both raise ``QueueFull``
+  when the frames would make more than ``queue_size`` waiting (the service answers
+  RESOURCE_EXHAUSTED) and ``Draining`` once ``close`` was called.
+* The worker takes the oldest item and waits at most ``max_wait_s`` *from that item's
+  arrival* for more, up to ``max_batch`` frames (not at all when ``others_may_send()`` says
+  that no other sender is connected: a lone stream's next frame comes after its result); items already queued are taken at once
+  (no waiting under backlog), whole (an item is never split; one larger than ``max_batch``
+  is decoded alone, in chunks of ``max_batch``). A model failure fails the rows of its chunk only.
 * ``close(drain=True)`` stops accepting, decodes everything already queued (without
   waiting for batches to fill), then stops the worker; ``drain=False`` fails the queued
   frames with ``Draining`` instead.
@@ -44,10 +49,15 @@ class Decoded:
 
 @dataclass
 class _Item:
-    x: np.ndarray        # [D] float32 demapped symbols
-    snr_db: float
+    x: np.ndarray        # [N, D] float32 demapped symbols (N = 1 for submit)
+    snr_db: np.ndarray   # [N] float32
     enqueued: float      # time.monotonic() at submit
     future: Future
+    many: bool           # submit_many: the future's result is list[Decoded]
+
+    @property
+    def rows(self) -> int:
+        return self.x.shape[0]
 
 
 DecodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # x [B, D], snr [B] -> logits [B, C]
@@ -56,7 +66,8 @@ DecodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # x [B, D], snr [B] -
 class DynamicBatcher:
     def __init__(self, decode_fn: DecodeFn, max_batch: int = 32, max_wait_s: float = 0.002,
                  queue_size: int = 1024, name: str = "batcher",
-                 on_batch: Callable[[int, float], None] | None = None):
+                 on_batch: Callable[[int, float], None] | None = None,
+                 others_may_send: Callable[[], bool] | None = None):
         if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
             raise ValueError(f"{name}: expected max_batch >= 1, queue_size >= 1, max_wait_s >= 0, "
                              f"got {max_batch}, {queue_size}, {max_wait_s}")
@@ -66,31 +77,44 @@ class DynamicBatcher:
         self.queue_size = int(queue_size)
         self.name = name
         self.on_batch = on_batch            # (batch_size, compute_s) after every batch
+        self.others_may_send = others_may_send  # False: nobody else can add to a batch, do not wait
         self._items: deque[_Item] = deque()
         self._cv = threading.Condition()
         self._closing = False
         self._busy = 0                      # frames taken by the worker, not yet answered
+        self._waiting = 0                   # frames queued (rows of the queued items)
         self._thread = threading.Thread(target=self._run, name=f"{name}-worker", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ API
     def submit(self, x: np.ndarray, snr_db: float) -> Future:
-        fut: Future = Future()
-        item = _Item(np.asarray(x, dtype=np.float32), float(snr_db), time.monotonic(), fut)
+        """One frame: x [D] -> Future[Decoded]."""
+        x = np.asarray(x, dtype=np.float32)[None, :]                      # [1, D]
+        return self._put(_Item(x, np.asarray([snr_db], np.float32), time.monotonic(), Future(), many=False))
+
+    def submit_many(self, x: np.ndarray, snr_db: np.ndarray | float) -> Future:
+        """N frames of one message: x [N, D], snr_db [N] (or one value) -> Future[list[Decoded]]."""
+        x = np.asarray(x, dtype=np.float32)                               # [N, D]
+        snr = np.broadcast_to(np.asarray(snr_db, np.float32), (x.shape[0],)).copy()  # [N]
+        return self._put(_Item(x, snr, time.monotonic(), Future(), many=True))
+
+    def _put(self, item: _Item) -> Future:
         with self._cv:
             if self._closing:
                 raise Draining(f"{self.name}: the server is draining and accepts no new frames")
-            if len(self._items) >= self.queue_size:
-                raise QueueFull(f"{self.name}: decode queue is full ({self.queue_size} frames waiting)")
+            if self._waiting + item.rows > self.queue_size:
+                raise QueueFull(f"{self.name}: decode queue is full ({self._waiting} frames waiting, "
+                                f"queue_size {self.queue_size})")
             self._items.append(item)
+            self._waiting += item.rows
             self._cv.notify()
-        return fut
+        return item.future
 
     @property
     def pending(self) -> int:
         """Frames queued or being decoded."""
         with self._cv:
-            return len(self._items) + self._busy
+            return self._waiting + self._busy
 
     def close(self, drain: bool = True, timeout: float | None = None) -> bool:
         """Stop accepting; decode (drain) or fail what is queued; True when the worker ended."""
@@ -99,6 +123,7 @@ class DynamicBatcher:
             dropped = [] if drain else list(self._items)
             if not drain:
                 self._items.clear()
+                self._waiting = 0
             self._cv.notify_all()
         for item in dropped:
             item.future.set_exception(Draining(f"{self.name}: the server stopped before decoding this frame"))
@@ -106,6 +131,14 @@ class DynamicBatcher:
         return not self._thread.is_alive()
 
     # ------------------------------------------------------------------ worker
+    def _others_may_send(self) -> bool:
+        if self.others_may_send is None:
+            return True
+        try:
+            return bool(self.others_may_send())
+        except Exception:  # noqa: BLE001 - the worker must never die of it: wait as configured
+            return True
+
     def _take_batch(self) -> list[_Item] | None:
         with self._cv:
             while not self._items and not self._closing:
@@ -113,16 +146,22 @@ class DynamicBatcher:
             if not self._items:
                 return None  # closing and nothing left
             batch = [self._items.popleft()]
-            deadline = batch[0].enqueued + self.max_wait_s
-            while len(batch) < self.max_batch:
+            rows = batch[0].rows
+            wait = self.max_wait_s if self._others_may_send() else 0.0
+            deadline = batch[0].enqueued + wait
+            while rows < self.max_batch:
                 if self._items:
+                    if rows + self._items[0].rows > self.max_batch:
+                        break  # items are never split: the next one starts the next batch
                     batch.append(self._items.popleft())
+                    rows += batch[-1].rows
                     continue
                 remaining = deadline - time.monotonic()
                 if self._closing or remaining <= 0:
                     break
                 self._cv.wait(remaining)
-            self._busy = len(batch)
+            self._waiting -= rows
+            self._busy = rows
             return batch
 
     def _run(self) -> None:
@@ -130,20 +169,50 @@ class DynamicBatcher:
             batch = self._take_batch()
             if batch is None:
                 return
-            start = time.monotonic()
             try:
-                x = np.stack([it.x for it in batch])                        # [B, D]
-                snr = np.asarray([it.snr_db for it in batch], np.float32)  # [B]
-                logits = self.decode_fn(x, snr)                             # [B, C]
-                compute_s = time.monotonic() - start
-                if self.on_batch is not None:
-                    self.on_batch(len(batch), compute_s)
-                for i, it in enumerate(batch):
-                    it.future.set_result(Decoded(logits[i], start - it.enqueued, compute_s, len(batch)))
-            except Exception as exc:  # a model failure fails this batch, not the worker
+                self._decode_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - a bug fails this batch, not the worker
                 for it in batch:
                     if not it.future.done():
                         it.future.set_exception(exc)
             finally:
                 with self._cv:
                     self._busy = 0
+
+    def _decode_batch(self, batch: list[_Item]) -> None:
+        """Decode the batch in chunks of at most max_batch rows (one chunk unless a single item is
+        larger); a model failure fails the rows of its chunk: their item's future (``submit``),
+        or their entries of the result list (``submit_many``: the exception in place of a Decoded)."""
+        start = time.monotonic()
+        if len(batch) == 1:
+            x, snr = batch[0].x, batch[0].snr_db                            # [B, D], [B]
+        else:
+            x = np.concatenate([it.x for it in batch])                      # [B, D]
+            snr = np.concatenate([it.snr_db for it in batch])               # [B]
+        n = x.shape[0]
+        outs: list = [None] * n                                             # Decoded or the exception
+        for c in range(0, n, self.max_batch):
+            t0 = time.monotonic()
+            try:
+                logits = self.decode_fn(x[c:c + self.max_batch], snr[c:c + self.max_batch])  # [b, C]
+            except Exception as exc:  # noqa: BLE001 - the model failed for these rows only
+                outs[c:c + self.max_batch] = [exc] * min(self.max_batch, n - c)
+                continue
+            compute_s = time.monotonic() - t0
+            b = logits.shape[0]
+            if self.on_batch is not None:
+                self.on_batch(b, compute_s)
+            outs[c:c + b] = [(logits, i, compute_s, b) for i in range(b)]
+        row = 0
+        for it in batch:
+            mine = []
+            for o in outs[row:row + it.rows]:
+                mine.append(o if isinstance(o, BaseException) else
+                            Decoded(o[0][o[1]], start - it.enqueued, o[2], o[3]))
+            row += it.rows
+            if it.many:
+                it.future.set_result(mine)
+            elif isinstance(mine[0], BaseException):
+                it.future.set_exception(mine[0])
+            else:
+                it.future.set_result(mine[0])

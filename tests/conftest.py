@@ -94,6 +94,74 @@ def bundle_dir(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def multitask_bundle_dir(request, tmp_path_factory, bundle_dir) -> Path:
+    """Two tasks of different input sizes in one bundle: ``digits`` (the ``bundle_dir`` one, 32 px)
+    and ``shapes`` (a second random system: 48 px, 8 classes, compression ratio 0.5), combined by
+    ``rkdsc.common.bundle.merge.merge_bundles``; cached like ``bundle_dir``."""
+    import shutil
+
+    from rkdsc.common.bundle import build_random_bundle, verify_bundle
+    from rkdsc.common.bundle.merge import merge_bundles
+
+    def build() -> Path:
+        tmp = tmp_path_factory.mktemp("multitask")
+        from rkdsc.common.data.shapes import SHAPES_CLASS_NAMES
+
+        shapes = build_random_bundle(tmp / "shapes", input_size=48, num_classes=8, compression_ratio=0.5,
+                                     seed=1, task="shapes", class_names=SHAPES_CLASS_NAMES)
+        merge_bundles([bundle_dir, shapes], tmp / "merged", command="test fixture")
+        return (tmp / "merged").resolve()
+
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return build()
+    cached = cache.mkdir("rkdsc-multitask-bundle") / _bundle_source_key()
+    if cached.is_dir() and not verify_bundle(cached):
+        return cached.resolve()
+    built = build()
+    try:
+        shutil.rmtree(cached, ignore_errors=True)
+        shutil.copytree(built, cached)
+    except OSError:
+        return built
+    return cached.resolve()
+
+
+@pytest.fixture(scope="session")
+def codecs_bundle_dir(request, tmp_path_factory, bundle_dir) -> Path:
+    """One task ``digits`` with two codecs: ``cr-0.8`` (the ``bundle_dir`` parts, 6 symbols, the
+    default) and ``cr-0.5`` (a second random system, 16 symbols), and the rate policy "below
+    10 dB cr-0.5, from 10 dB cr-0.8" (``rkdsc.common.bundle.codecs.combine_codecs``); cached."""
+    import shutil
+
+    from rkdsc.common.bundle import build_random_bundle, verify_bundle
+    from rkdsc.common.bundle.codecs import combine_codecs
+
+    policy = {"kind": "fewest-symbols-within-margin", "margin": 0.02, "channel": "awgn", "split": "test",
+              "table": [{"snr_db": -10.0, "codec": "cr-0.5"}, {"snr_db": 10.0, "codec": "cr-0.8"}]}
+
+    def build() -> Path:
+        tmp = tmp_path_factory.mktemp("codecs")
+        half = build_random_bundle(tmp / "half", compression_ratio=0.5, seed=2, task="digits")
+        combine_codecs({"cr-0.8": bundle_dir, "cr-0.5": half}, tmp / "codecs", "digits", "cr-0.8", policy=policy)
+        return (tmp / "codecs").resolve()
+
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return build()
+    cached = cache.mkdir("rkdsc-codecs-bundle") / _bundle_source_key()
+    if cached.is_dir() and not verify_bundle(cached):
+        return cached.resolve()
+    built = build()
+    try:
+        shutil.rmtree(cached, ignore_errors=True)
+        shutil.copytree(built, cached)
+    except OSError:
+        return built
+    return cached.resolve()
+
+
+@pytest.fixture(scope="session")
 def bundle(bundle_dir):
     from rkdsc.common.bundle import load_bundle
 

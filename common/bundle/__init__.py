@@ -17,6 +17,7 @@ _LAZY = {
     "Bundle": "runtime", "EdgeModel": "runtime", "ServerModel": "runtime",
     "InProcessPipeline": "runtime", "UnknownTaskError": "runtime", "load_bundle": "runtime",
     "make_session": "runtime", "softmax": "runtime", "topk": "runtime", "preprocess": "runtime",
+    "topology_task_problems": "runtime",
     "export_bundle": "export", "build_random_bundle": "export", "build_random_parts": "export",
     "random_model_spec": "export",
 }

@@ -1,5 +1,5 @@
-"""``rkdsc bundle info DIR`` and ``rkdsc bundle verify DIR`` (no torch; also
-``python -m rkdsc.common.bundle.cli ...``)."""
+"""``rkdsc bundle info DIR``, ``rkdsc bundle verify DIR`` and ``rkdsc bundle merge A B ... --out C``
+(no torch; also ``python -m rkdsc.common.bundle.cli ...``)."""
 from __future__ import annotations
 
 import argparse
@@ -52,9 +52,20 @@ def info_text(bundle_dir: Path) -> str:
     ]
     for spec in task_specs(manifest):
         names = ", ".join(spec.class_names[:10]) + (", ..." if spec.num_classes > 10 else "")
+        th, tw = spec.input.size
         lines.append(f"  {spec.name}: {spec.num_classes} classes ({names})")
+        lines.append(f"    input {th}x{tw} RGB, mean {list(spec.input.mean)}  std {list(spec.input.std)}; "
+                     f"feature_dim {spec.feature_dim}; snr_train {spec.snr_train_db[0]:g} .. {spec.snr_train_db[1]:g} dB")
         lines.append(f"    compression_ratio {spec.compression_ratio}, compact_dim {spec.compact_dim}, "
                      f"symbols_per_image {spec.symbols_per_image}; edge {spec.edge}, server {spec.server}")
+        for c in spec.codecs:
+            lines.append(f"    codec {c.name}: compression_ratio {c.compression_ratio}, compact_dim {c.compact_dim}, "
+                         f"symbols_per_image {c.symbols_per_image}; edge {c.edge}, server {c.server}"
+                         + (" (default)" if c == spec.default_codec else ""))
+        if spec.rate_policy:
+            rows = ", ".join(f">= {r['snr_db']:g} dB {r['codec']}" for r in spec.rate_policy["table"])
+            lines.append(f"    rate policy {spec.rate_policy['kind']} (margin {spec.rate_policy['margin']:g}, "
+                         f"{spec.rate_policy['channel']}): {rows}")
     lines.append("components:")
     for name, comp in manifest["components"].items():
         path = bundle_dir / comp["file"]
@@ -75,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rkdsc bundle",
         description="Inspect and verify a model bundle (a directory with manifest.json and ONNX files).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{info,verify}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{info,verify,merge}")
     p_info = sub.add_parser("info", help="print a readable summary: tasks, dimensions, components "
                                          "(params, file sizes), provenance",
                             description="Print a readable summary of a bundle.")
@@ -91,11 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
                                           "'OK' when sound; 1 with one line per problem (naming the file "
                                           "or key) otherwise.")
     p_verify.add_argument("bundle_dir", metavar="DIR", type=Path, help="bundle directory (holds manifest.json)")
+    p_merge = sub.add_parser("merge", help="combine bundles into one multi-task bundle (refuses clashing task "
+                                           "or component names)",
+                             description="Combine two or more bundles into one multi-task bundle: every task keeps "
+                                         "its own input preprocessing, feature width, codec parts and class names. "
+                                         "Each bundle must verify; a task, component or file name present in two "
+                                         "of them is refused naming both. OUT may be one of the bundles (it is "
+                                         "replaced only when the merge succeeded).")
+    p_merge.add_argument("sources", metavar="BUNDLE", type=Path, nargs="+", help="bundle directories, in task order")
+    p_merge.add_argument("--out", required=True, type=Path, metavar="DIR", help="merged bundle directory to write")
+    p_merge.add_argument("--force", action="store_true", help="replace OUT when it exists and is not one of the bundles")
     return parser
 
 
 def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "merge":
+        from rkdsc.common.bundle.merge import merge_bundles
+
+        try:
+            merged = merge_bundles(args.sources, args.out, overwrite=args.force,
+                                   command="rkdsc bundle merge " + " ".join(map(str, args.sources)) + f" --out {args.out}")
+        except BundleError as exc:
+            print(f"rkdsc bundle merge: error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.out}: tasks {', '.join(t['name'] for t in merged['tasks'])}")
+        return 0
     if args.command == "verify":
         problems = verify_bundle(args.bundle_dir)
         if problems:

@@ -18,6 +18,7 @@ torch twin can be rebuilt from the manifest.
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import re
@@ -32,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rkdsc.common.bundle.manifest import (FORMAT_VERSION, BundleError, compact_dim_for, symbols_for,
-                                    write_manifest)
+from rkdsc.common.bundle.manifest import (FORMAT_VERSION, BundleError, compact_dim_for, drop_top_level_repeats,
+                                    symbols_for, write_manifest)
 
 OPSET = 18  # ONNX opset of the exported graphs (>= 17 for LayerNormalization)
 EXPORTERS = ("torchscript", "dynamo")
@@ -155,9 +156,12 @@ def export_bundle(out_dir: str | os.PathLike, tasks: list[dict], feature_dim: in
     """Export every task's edge and server part to ``out_dir`` and write manifest.json.
 
     ``tasks``: list of dicts ``{name, class_names, edge_part: nn.Module, server_part:
-    nn.Module, compression_ratio, compact_dim}`` (``compact_dim`` optional; it must equal
-    floor(feature_dim * (1 - compression_ratio)) when given). ``input_spec``: ``{size,
-    mean, std}``. ``provenance`` is merged over ``default_provenance()`` (created, command,
+    nn.Module, compression_ratio, compact_dim, input, feature_dim, snr_train_db}``
+    (``compact_dim`` optional; it must equal floor(feature_dim * (1 - compression_ratio)) when
+    given; ``input`` / ``feature_dim`` / ``snr_train_db`` optional, default the arguments of
+    the same name: tasks of one bundle may have different input sizes, normalisations and
+    feature widths). ``input_spec``: ``{size, mean, std}``. The top level holds the first
+    task's values; a task whose values differ carries its own (format 2). ``provenance`` is merged over ``default_provenance()`` (created, command,
     git, versions); put ``preset``, ``seed``, ``method`` ("rkd-sc", "jscc-student",
     "jscc-teacher", ...) in it. Returns the bundle directory. Modules are exported in eval
     mode on their own device and left in the mode they came in.
@@ -167,8 +171,7 @@ def export_bundle(out_dir: str | os.PathLike, tasks: list[dict], feature_dim: in
         raise ValueError("tasks: expected at least one task")
     if not (isinstance(feature_dim, int) and feature_dim > 0):
         raise ValueError(f"feature_dim: expected positive int, got {feature_dim!r}")
-    size = input_spec["size"]
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    default_input, default_feature_dim, default_snr = input_spec, feature_dim, snr_train_db
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
 
@@ -180,6 +183,11 @@ def export_bundle(out_dir: str | os.PathLike, tasks: list[dict], feature_dim: in
             raise ValueError(f"tasks[{i}].name: expected a unique name of letters, digits, '_', '-', '.', "
                              f"got {name!r}")
         names_seen.add(name)
+        input_spec = task.get("input") or default_input
+        size = input_spec["size"]
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        feature_dim = int(task.get("feature_dim") or default_feature_dim)
+        snr_train_db = task.get("snr_train_db") or default_snr
         class_names = [str(c) for c in task["class_names"]]
         class_ids = [str(c) for c in task.get("class_ids") or class_names]
         if len(class_ids) != len(class_names):
@@ -247,24 +255,27 @@ def export_bundle(out_dir: str | os.PathLike, tasks: list[dict], feature_dim: in
             **({"class_ids": class_ids} if class_ids != class_names else {}),
             "compression_ratio": ratio, "compact_dim": compact, "symbols_per_image": symbols_for(compact),
             "edge": f"{name}.edge", "server": f"{name}.server",
+            "input": {"size": size if isinstance(size, int) else list(size),
+                      "mean": [float(v) for v in input_spec["mean"]],
+                      "std": [float(v) for v in input_spec["std"]]},
+            "feature_dim": feature_dim,
+            "snr_train_db": [float(snr_train_db[0]), float(snr_train_db[1])],
         })
 
     first = manifest_tasks[0]
     manifest = {
         "format_version": FORMAT_VERSION,
         "tasks": manifest_tasks,
-        "feature_dim": feature_dim,
+        "feature_dim": first["feature_dim"],
         "compact_dim": first["compact_dim"],
         "compression_ratio": first["compression_ratio"],
         "symbols_per_image": first["symbols_per_image"],
-        "input": {"size": size if isinstance(size, int) else list(size),
-                  "mean": [float(v) for v in input_spec["mean"]],
-                  "std": [float(v) for v in input_spec["std"]]},
-        "snr_train_db": [float(snr_train_db[0]), float(snr_train_db[1])],
+        "input": copy.deepcopy(first["input"]),
+        "snr_train_db": list(first["snr_train_db"]),
         "components": components,
         "provenance": default_provenance(exporter=exporter, opset=opset, **(provenance or {})),
     }
-    write_manifest(out_dir, manifest)
+    write_manifest(out_dir, drop_top_level_repeats(manifest))
     return out_dir
 
 
@@ -310,15 +321,21 @@ def build_random_bundle(out_dir: str | os.PathLike, input_size: int = 32, featur
                         task: str = "digits", depths: Sequence[int] = (1, 1, 1, 1),
                         planes: Sequence[int] = (4, 8, 16, 16), stem_widths: Sequence[int] = (8, 8, 16),
                         n_heads: int = 4, d_ff: int = 64, head_hidden: int = 32,
-                        snr_train_db: Sequence[float] = (5.0, 20.0), exporter: str = DEFAULT_EXPORTER) -> Path:
+                        snr_train_db: Sequence[float] = (5.0, 20.0), exporter: str = DEFAULT_EXPORTER,
+                        class_names: Sequence[str] | None = None) -> Path:
     """Export ``build_random_parts(...)`` as a one-task bundle (for tests of the services;
     about 10-20 s on 2 CPU cores, mostly the dynamo exporter: build it once per test session).
-    Class names are "0".."9" for ten classes, else "class0", "class1", ...
+    Class names are ``class_names`` when given, else "0".."9" for ten classes, else "class0", "class1", ...
     """
     edge, server = build_random_parts(input_size, feature_dim, compression_ratio, num_classes, seed,
                                       depths, planes, stem_widths, n_heads, d_ff, head_hidden)
-    class_names = ([str(i) for i in range(num_classes)] if num_classes == 10
-                   else [f"class{i}" for i in range(num_classes)])
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != num_classes:
+            raise ValueError(f"class_names: expected {num_classes} names (num_classes), got {len(class_names)}")
+    else:
+        class_names = ([str(i) for i in range(num_classes)] if num_classes == 10
+                       else [f"class{i}" for i in range(num_classes)])
     return export_bundle(
         out_dir,
         [{"name": task, "class_names": class_names, "edge_part": edge, "server_part": server,

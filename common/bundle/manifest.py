@@ -3,11 +3,14 @@
 A bundle is a directory holding ``manifest.json`` and the component files it names (ONNX
 models). Contract (design note item 4, ``docs/architecture.md`` "Bundle"):
 
-    format_version      int, == FORMAT_VERSION
+    format_version      int, 2 (FORMAT_VERSION; written) or 1 (read: the single-input format)
     tasks               non-empty list of {name, num_classes, class_names, compression_ratio,
-                        compact_dim, symbols_per_image, edge, server}; the last five may be left
-                        out (top-level values, components "<name>.edge" / "<name>.server");
-                        optional class_ids: the data set's own ids (e.g. wnids), one per name
+                        compact_dim, symbols_per_image, edge, server, input, feature_dim,
+                        snr_train_db}; all but the first three may be left out (the top-level
+                        values, components "<name>.edge" / "<name>.server"); optional class_ids:
+                        the data set's own ids (e.g. wnids), one per name. Version 2 writers
+                        put ``input``, ``feature_dim`` and ``snr_train_db`` in a task only where
+                        it differs from the top level (``drop_top_level_repeats``)
     feature_dim         int > 0 (the student / teacher feature width F)
     compact_dim         int == compact_dim_for(feature_dim, compression_ratio)
     compression_ratio   number in [0, 1)
@@ -17,7 +20,17 @@ models). Contract (design note item 4, ``docs/architecture.md`` "Bundle"):
     components          name -> {file, sha256, params, inputs?, outputs?}
     provenance          object (created, command, git, preset, seed, method, ...)
 
-Top-level ``compact_dim`` / ``compression_ratio`` / ``symbols_per_image`` are the first task's.
+Several codecs per task (SNR-adaptive rate): a task may list ``codecs`` ({name,
+compression_ratio, compact_dim, symbols_per_image, edge, server, accuracy}: one edge/server
+pair per compression ratio; the task's own fields are its default codec, which must be one of
+them) and a ``rate_policy`` ({kind, margin, channel, split, table: [{snr_db, codec}] ascending}):
+at link SNR x the edge uses the codec of the last row with snr_db <= x (the first row below the
+table; ``TaskSpec.choose_codec``). Frames name their codec; "" is the default one.
+
+Top-level ``compact_dim`` / ``compression_ratio`` / ``symbols_per_image`` / ``input`` /
+``feature_dim`` / ``snr_train_db`` are the first task's (a version-1 reader sees a sound one-task
+view; it refuses version 2, so it never applies one task's preprocessing to another). Version 1
+is read as version 2 whose tasks all take the top-level values (``task_specs``).
 Unknown keys are ignored (the format grows by adding keys). ``compact_dim_for`` is the project's
 one compact-dimension rule (the CAT model and the presets call it too). ``validate_manifest``
 returns one line per problem (``tasks[0].num_classes: expected a value >= 1, got -1``), through
@@ -26,6 +39,7 @@ returns one line per problem (``tasks[0].num_classes: expected a value >= 1, got
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,9 +52,10 @@ from typing import Annotated, Any, Optional
 from pydantic import AfterValidator, PlainValidator, ValidationInfo, field_validator, model_validator
 
 from rkdsc.common.schema import (DbRange, Float, Int, NonEmptyStr, NonNegInt, PosFloat, PosInt, Problems,
-                                 Ratio, SchemaError, Str, exactly, expected, schema, validate)
+                                 Ratio, SchemaError, Str, exactly, expected, one_of, schema, validate)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2           # what export and merge write
+READABLE_VERSIONS = (1, 2)   # 1: one input spec / feature_dim for every task (read as 2)
 MANIFEST_NAME = "manifest.json"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -97,6 +112,17 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class CodecSpec:
+    """One codec of a task: an edge/server pair at one compression ratio."""
+    name: str                  # codec name ("" = the task's default codec when it lists none)
+    compression_ratio: float
+    compact_dim: int           # real values the CAT encoder emits per image
+    symbols_per_image: int     # complex channel symbols per image
+    edge: str                  # component name of the edge part
+    server: str                # component name of the server part
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """One task of a bundle, with the defaults of the top level resolved."""
     name: str                      # task name, e.g. "digits"
@@ -108,6 +134,45 @@ class TaskSpec:
     edge: str                      # component name of the edge part (image, snr_db -> symbols)
     server: str                    # component name of the server part (symbols, snr_db -> logits)
     class_ids: tuple[str, ...] = ()  # the data set's own class ids (e.g. wnids), length C; () = the names
+    input: InputSpec | None = None   # this task's preprocessing (task_specs always sets it)
+    feature_dim: int = 0             # this task's feature width F (task_specs always sets it)
+    snr_train_db: tuple[float, float] = (0.0, 0.0)  # the SNR range this task's codec was trained on
+    codecs: tuple[CodecSpec, ...] = ()  # the task's codecs (several compression ratios); () = only the default
+    rate_policy: Optional[dict] = None  # {kind, margin, channel, split, table: [{snr_db, codec}]}
+
+    @property
+    def default_codec(self) -> CodecSpec:
+        """The codec of the task's own fields (edge, server, compact_dim, ...)."""
+        for c in self.codecs:
+            if (c.edge, c.server) == (self.edge, self.server):
+                return c
+        return CodecSpec("", self.compression_ratio, self.compact_dim, self.symbols_per_image, self.edge, self.server)
+
+    @property
+    def codec_names(self) -> list[str]:
+        return [c.name for c in self.codecs] or [""]
+
+    def codec(self, name: str | None = None) -> CodecSpec:
+        """Codec ``name`` ("" or None: the default one); KeyError naming the known ones."""
+        if not name:
+            return self.default_codec
+        for c in self.codecs:
+            if c.name == name:
+                return c
+        raise KeyError(f"codec: unknown codec {name!r} of task {self.name!r} (known: "
+                       f"{', '.join(repr(n) for n in self.codec_names)})")
+
+    def choose_codec(self, snr_db: float) -> CodecSpec:
+        """The codec the task's rate policy picks at link SNR ``snr_db`` (the default codec
+        without a policy): the last table row with snr_db <= the link SNR, else the first row."""
+        if not self.rate_policy:
+            return self.default_codec
+        table = self.rate_policy["table"]
+        row = table[0]
+        for r in table:
+            if float(r["snr_db"]) <= float(snr_db):
+                row = r
+        return self.codec(row["codec"])
 
     def label_index(self, name: str) -> int | None:
         """Class index of a class name or a class id (a class folder may be named either way)."""
@@ -117,11 +182,27 @@ class TaskSpec:
         return None
 
 
+PER_TASK_DEFAULTED = ("input", "feature_dim", "snr_train_db")  # format 2: a task's own, else the top level
+
+
+def drop_top_level_repeats(manifest: dict) -> dict:
+    """Remove from every task the ``PER_TASK_DEFAULTED`` values equal to the top level (in place;
+    returns the manifest): a task carries its own input / feature_dim / snr_train_db only where
+    it differs, so a one-task bundle has each value once (``input.size`` is the key to edit)."""
+    for task in manifest.get("tasks", []):
+        for key in PER_TASK_DEFAULTED:
+            if key in task and task[key] == manifest.get(key):
+                del task[key]
+    return manifest
+
+
 def task_specs(manifest: dict) -> list[TaskSpec]:
     """Resolve every task of a (valid) manifest to a TaskSpec."""
     specs = []
+    top_input = InputSpec.from_dict(manifest["input"])
     for task in manifest["tasks"]:
         name = task["name"]
+        snr = task.get("snr_train_db") or manifest["snr_train_db"]
         specs.append(TaskSpec(
             name=name,
             num_classes=int(task["num_classes"]),
@@ -132,6 +213,13 @@ def task_specs(manifest: dict) -> list[TaskSpec]:
             edge=task.get("edge", f"{name}.edge"),
             server=task.get("server", f"{name}.server"),
             class_ids=tuple(task.get("class_ids") or ()),
+            input=InputSpec.from_dict(task["input"]) if task.get("input") else top_input,
+            feature_dim=int(task.get("feature_dim") or manifest["feature_dim"]),
+            snr_train_db=(float(snr[0]), float(snr[1])),
+            codecs=tuple(CodecSpec(str(c["name"]), float(c["compression_ratio"]), int(c["compact_dim"]),
+                                   int(c["symbols_per_image"]), str(c["edge"]), str(c["server"]))
+                         for c in task.get("codecs") or ()),
+            rate_policy=copy.deepcopy(task.get("rate_policy")) or None,
         ))
     return specs
 
@@ -139,8 +227,8 @@ def task_specs(manifest: dict) -> list[TaskSpec]:
 # ----------------------------------------------------------------------------- validation
 
 def _format_version(value: int) -> int:
-    if value != FORMAT_VERSION:
-        raise expected(str(FORMAT_VERSION))
+    if value not in READABLE_VERSIONS:
+        raise expected(" or ".join(str(v) for v in READABLE_VERSIONS))
     return value
 
 
@@ -189,6 +277,50 @@ class _Component:
 
 
 @schema(extra="ignore")
+class _Codec:
+    name: NonEmptyStr
+    compression_ratio: Ratio
+    compact_dim: PosInt
+    symbols_per_image: PosInt
+    edge: NonEmptyStr
+    server: NonEmptyStr
+    accuracy: dict[str, Any] = field(default_factory=dict)  # channel -> {"<snr>dB": accuracy} at export
+
+
+@schema(extra="ignore")
+class _PolicyRow:
+    snr_db: Float
+    codec: NonEmptyStr
+
+
+RATE_POLICIES = ("fewest-symbols-within-margin",)
+
+
+def _fraction(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise expected("a fraction in [0, 1]")
+    return value
+
+
+@schema(extra="ignore")
+class _RatePolicy:
+    kind: one_of(RATE_POLICIES)
+    margin: Annotated[Float, AfterValidator(_fraction)]
+    channel: NonEmptyStr
+    table: Annotated[list[_PolicyRow], _non_empty("list of {snr_db, codec} rows")]
+    split: Str = ""
+
+    @model_validator(mode="after")
+    def _ascending(self) -> "_RatePolicy":
+        snrs = [r.snr_db for r in self.table]
+        if snrs != sorted(snrs) or len(set(snrs)) != len(snrs):
+            problems = Problems()
+            problems.expected("table", "rows in strictly ascending snr_db", snrs)
+            problems.raise_if_any()
+        return self
+
+
+@schema(extra="ignore")
 class _Task:
     name: NonEmptyStr
     num_classes: PosInt
@@ -200,6 +332,13 @@ class _Task:
     symbols_per_image: PosInt = None
     edge: NonEmptyStr = None
     server: NonEmptyStr = None
+    # format 2: per-task preprocessing, feature width and training SNR range (None: the top level)
+    input: Optional[_Input] = None
+    feature_dim: PosInt = None
+    snr_train_db: Optional[DbRange] = None
+    # several codecs (compression ratios) and the rule that picks one from the link SNR
+    codecs: Optional[list[_Codec]] = None
+    rate_policy: Optional[_RatePolicy] = None
 
     @model_validator(mode="after")
     def _class_names_count(self) -> "_Task":
@@ -249,6 +388,41 @@ def _declared_widths(problems: Problems, i: int, t: "_Task", components: dict, c
                               value)
 
 
+def _codec_problems(problems: Problems, i: int, t: "_Task", components: dict, feature_dim: int | None) -> None:
+    """A task's codecs (names unique, components present, dimension rules, the default codec
+    among them) and its rate policy (naming codecs it has)."""
+    names = [c.name for c in t.codecs or []]
+    edge, server = t.edge or f"{t.name}.edge", t.server or f"{t.name}.server"
+    for j, c in enumerate(t.codecs or []):
+        key = (i, "codecs", j)
+        if names.count(c.name) > 1:
+            problems.note((*key, "name"), f"duplicate codec name {c.name!r}")
+        if feature_dim is not None and (problem := _compact_problem(feature_dim, c.compression_ratio, c.compact_dim)):
+            problems.expected((*key, "compact_dim"), problem, c.compact_dim)
+        if problem := _symbols_problem(c.compact_dim, c.symbols_per_image):
+            problems.expected((*key, "symbols_per_image"), problem, c.symbols_per_image)
+        for role in ("edge", "server"):
+            comp = getattr(c, role)
+            if components and comp not in components:
+                problems.note((*key, role), f"names component {comp!r}, which is not in components "
+                                            f"(have {sorted(components)})")
+        for value, k, comp, kind, tensor in ((c.compact_dim, "compact_dim", c.server, "inputs", "symbols"),
+                                             (c.compact_dim, "compact_dim", c.edge, "outputs", "symbols"),
+                                             (t.num_classes, "num_classes", c.server, "outputs", "logits")):
+            width, shape = _declared_width(components, comp, kind, tensor)
+            if width is not None and width != value:
+                problems.expected((*key, k), f"{width}, the width of component {comp!r} {kind}.{tensor} {shape}", value)
+    if t.codecs and not any((c.edge, c.server) == (edge, server) for c in t.codecs):
+        problems.note((i, "codecs"), f"none is the task's default codec (edge {edge!r}, server {server!r})")
+    if t.rate_policy is not None:
+        if not t.codecs:
+            problems.note((i, "rate_policy"), "needs codecs to choose from")
+        for j, row in enumerate(t.rate_policy.table):
+            if t.codecs and row.codec not in names:
+                problems.expected((i, "rate_policy", "table", j, "codec"), f"one of the task's codecs {names}",
+                                  row.codec)
+
+
 @schema(extra="ignore")
 class _Manifest:
     """The manifest schema (field order = validation order: later checks see earlier fields)."""
@@ -288,12 +462,13 @@ class _Manifest:
             if t.name in seen:
                 problems.note((i, "name"), f"duplicate task name {t.name!r}")
             seen.add(t.name)
-            if any(v is not None for v in (t.compression_ratio, t.compact_dim, t.symbols_per_image)):
+            feature_dim = d.get("feature_dim") if t.feature_dim is None else t.feature_dim
+            if any(v is not None for v in (t.compression_ratio, t.compact_dim, t.symbols_per_image, t.feature_dim)):
                 ratio = d.get("compression_ratio") if t.compression_ratio is None else t.compression_ratio
                 compact = d.get("compact_dim") if t.compact_dim is None else t.compact_dim
                 symbols = d.get("symbols_per_image") if t.symbols_per_image is None else t.symbols_per_image
-                if None not in (d.get("feature_dim"), ratio, compact) and \
-                        (problem := _compact_problem(d["feature_dim"], ratio, compact)):
+                if None not in (feature_dim, ratio, compact) and \
+                        (problem := _compact_problem(feature_dim, ratio, compact)):
                     problems.expected((i, "compact_dim"), problem, compact)
                 if None not in (compact, symbols) and (problem := _symbols_problem(compact, symbols)):
                     problems.expected((i, "symbols_per_image"), problem, symbols)
@@ -304,13 +479,14 @@ class _Manifest:
                                              f"(have {sorted(components)})")
             compact = d.get("compact_dim") if t.compact_dim is None else t.compact_dim
             _declared_widths(problems, i, t, components or {}, compact)
+            _codec_problems(problems, i, t, components or {}, feature_dim)
         problems.raise_if_any()
         return tasks
 
     @model_validator(mode="after")
     def _top_level_is_the_first_task(self) -> "_Manifest":
         problems, first = Problems(), self.tasks[0]
-        for key in ("compression_ratio", "compact_dim", "symbols_per_image"):
+        for key in ("compression_ratio", "compact_dim", "symbols_per_image", "input", "feature_dim", "snr_train_db"):
             mine, top = getattr(first, key), getattr(self, key)
             if mine is not None and mine != top:
                 problems.expected(key, f"the first task's value {mine!r} (tasks[0].{key})", top)
@@ -480,53 +656,67 @@ def model_problems(manifest: dict, component: str, inputs: dict[str, Shape], out
             problems.append(line)
 
     raw_tasks = manifest.get("tasks") or []
-    for i, spec in enumerate(task_specs(manifest)):
-        raw = raw_tasks[i] if i < len(raw_tasks) and isinstance(raw_tasks[i], dict) else {}
-        for role in ("edge", "server"):
-            if getattr(spec, role) != component:
-                continue
-            in_names, out_name = PART_TENSORS[role]
-            if sorted(inputs) != sorted(in_names) or out_name not in outputs:
-                add(f"tasks[{i}].{role}: component {component!r} {file}: expected inputs {list(in_names)} "
-                    f"and output {out_name!r}, the model has inputs {list(inputs)}, outputs {list(outputs)}")
-                continue
-
-            def where(kind: str, tensor: str, shape: Shape) -> str:
-                return f"the {kind} of component {component!r} {file}: {tensor} {_show_shape(shape)}"
-
-            def rank(kind: str, tensor: str, shape: Shape, want: str, n: int) -> bool:
-                if shape is not None and len(shape) != n:
-                    add(f"tasks[{i}].{role}: component {component!r} {file}: {kind} {tensor!r} has shape "
-                        f"{_show_shape(shape)}, expected {want}")
-                    return False
-                return shape is not None
-
-            compact_key = f"tasks[{i}].compact_dim" if "compact_dim" in raw else "compact_dim"
-            if role == "edge":
-                image = inputs["image"]
-                h, w = InputSpec.from_dict(manifest["input"]).size
-                if rank("input", "image", image, "[batch, 3, H, W]", 4):
-                    if _fixed(image[1]) is not None and image[1] != 3:
-                        add(f"tasks[{i}].{role}: component {component!r} {file}: input 'image' has shape "
-                            f"{_show_shape(image)}, expected 3 channels [batch, 3, H, W]")
-                    mh, mw = _fixed(image[2]), _fixed(image[3])
-                    if (mh is not None and mh != h) or (mw is not None and mw != w):
-                        size = manifest["input"]["size"]
-                        if mh is not None and mh == mw and _is_int(size):
-                            want = str(mh)
-                        else:
-                            want = f"[{'any' if mh is None else mh}, {'any' if mw is None else mw}]"
-                        add(f"input.size: expected {want} ({where('input', 'image', image)}), got {size!r}")
-                checks = (("output", "symbols", outputs["symbols"], compact_key, spec.compact_dim),)
-            else:
-                checks = (("input", "symbols", inputs["symbols"], compact_key, spec.compact_dim),
-                          ("output", "logits", outputs["logits"], f"tasks[{i}].num_classes", spec.num_classes))
-            for kind, tensor, shape, key, value in checks:
-                if rank(kind, tensor, shape, f"[batch, {key.rsplit('.', 1)[-1]}]", 2):
-                    width = _fixed(shape[1])
-                    if width is not None and width != value:
-                        add(f"{key}: expected {width} ({where(kind, tensor, shape)}), got {value}")
+    for i, task_spec in enumerate(task_specs(manifest)):
+        raw_task = raw_tasks[i] if i < len(raw_tasks) and isinstance(raw_tasks[i], dict) else {}
+        # the task's own parts, then each codec's (a codec's compact_dim is its own key)
+        parts = [(task_spec, raw_task, f"tasks[{i}]")]
+        parts += [(dataclasses.replace(task_spec, edge=c.edge, server=c.server, compact_dim=c.compact_dim),
+                   {"compact_dim": c.compact_dim, **({"input": raw_task["input"]} if raw_task.get("input") else {})},
+                   f"tasks[{i}].codecs[{j}]") for j, c in enumerate(task_spec.codecs)
+                  if (c.edge, c.server) != (task_spec.edge, task_spec.server)]
+        for spec, raw, prefix in parts:
+            _part_problems(manifest, component, inputs, outputs, file, i, spec, raw, prefix, add)
     return problems
+
+
+def _part_problems(manifest: dict, component: str, inputs: dict, outputs: dict, file: str, i: int, spec: "TaskSpec",
+                   raw: dict, prefix: str, add) -> None:
+    """``model_problems`` for one edge/server pair of task ``i`` (its own, or a codec's: ``prefix``)."""
+    for role in ("edge", "server"):
+        if getattr(spec, role) != component:
+            continue
+        in_names, out_name = PART_TENSORS[role]
+        if sorted(inputs) != sorted(in_names) or out_name not in outputs:
+            add(f"{prefix}.{role}: component {component!r} {file}: expected inputs {list(in_names)} "
+                f"and output {out_name!r}, the model has inputs {list(inputs)}, outputs {list(outputs)}")
+            continue
+
+        def where(kind: str, tensor: str, shape: Shape) -> str:
+            return f"the {kind} of component {component!r} {file}: {tensor} {_show_shape(shape)}"
+
+        def rank(kind: str, tensor: str, shape: Shape, want: str, n: int) -> bool:
+            if shape is not None and len(shape) != n:
+                add(f"{prefix}.{role}: component {component!r} {file}: {kind} {tensor!r} has shape "
+                    f"{_show_shape(shape)}, expected {want}")
+                return False
+            return shape is not None
+
+        compact_key = f"{prefix}.compact_dim" if "compact_dim" in raw else "compact_dim"
+        if role == "edge":
+            image = inputs["image"]
+            h, w = spec.input.size
+            size_key = f"tasks[{i}].input.size" if raw.get("input") else "input.size"
+            if rank("input", "image", image, "[batch, 3, H, W]", 4):
+                if _fixed(image[1]) is not None and image[1] != 3:
+                    add(f"{prefix}.{role}: component {component!r} {file}: input 'image' has shape "
+                        f"{_show_shape(image)}, expected 3 channels [batch, 3, H, W]")
+                mh, mw = _fixed(image[2]), _fixed(image[3])
+                if (mh is not None and mh != h) or (mw is not None and mw != w):
+                    size = (raw.get("input") or manifest["input"])["size"]
+                    if mh is not None and mh == mw and _is_int(size):
+                        want = str(mh)
+                    else:
+                        want = f"[{'any' if mh is None else mh}, {'any' if mw is None else mw}]"
+                    add(f"{size_key}: expected {want} ({where('input', 'image', image)}), got {size!r}")
+            checks = (("output", "symbols", outputs["symbols"], compact_key, spec.compact_dim),)
+        else:
+            checks = (("input", "symbols", inputs["symbols"], compact_key, spec.compact_dim),
+                      ("output", "logits", outputs["logits"], f"tasks[{i}].num_classes", spec.num_classes))
+        for kind, tensor, shape, key, value in checks:
+            if rank(kind, tensor, shape, f"[batch, {key.rsplit('.', 1)[-1]}]", 2):
+                width = _fixed(shape[1])
+                if width is not None and width != value:
+                    add(f"{key}: expected {width} ({where(kind, tensor, shape)}), got {value}")
 
 
 # ----------------------------------------------------------------------------- read / write

@@ -2,7 +2,7 @@
 + PIL only; no torch, so the service images stay small).
 
     bundle = load_bundle("deploy/bundle")            # verifies sha256 + schema, or raises
-    edge = EdgeModel(bundle, "digits")               # image, snr_db -> symbols
+    edge = EdgeModel(bundle, "digits")               # image, snr_db -> symbols (codec="cr-0.5": another codec)
     server = ServerModel(bundle, "digits")           # symbols, snr_db -> logits
     x = edge.encode(images, snr_db)                  # float32 [B, compact_dim]
     logits = server.decode(x_hat, snr_db)            # float32 [B, C]
@@ -40,7 +40,7 @@ class Bundle:
     path: Path                 # the bundle directory
     manifest: dict             # the parsed manifest.json
     tasks: dict[str, TaskSpec]  # task name -> spec, in manifest order
-    input: InputSpec           # preprocessing the edge part expects
+    input: InputSpec           # the first task's preprocessing (each task's own: tasks[name].input)
 
     @property
     def task_names(self) -> list[str]:
@@ -103,6 +103,15 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
                   input=InputSpec.from_dict(manifest["input"]))
 
 
+def topology_task_problems(cfg: Any, bundle: Bundle) -> list[str]:
+    """One line per ``[[transmitters]]`` of a topology (``rkdsc.common.config.Config``) whose
+    ``task`` is not a task of ``bundle`` (``transmitters[1].task: unknown task 'x' in bundle B;
+    known tasks: digits, shapes``); the services refuse such a topology at start."""
+    return [f"transmitters[{i}].task: unknown task {t.task!r} (transmitter {t.id!r}) in bundle {bundle.path}; "
+            f"known tasks: {', '.join(bundle.tasks)}"
+            for i, t in enumerate(getattr(cfg, "transmitters", []) or []) if t.task not in bundle.tasks]
+
+
 # ----------------------------------------------------------------------------- sessions
 
 def providers_for(use_cuda: bool = False) -> list[str]:
@@ -155,10 +164,14 @@ class _PartModel:
     out_name = ""
 
     def __init__(self, bundle: Bundle, task: str | None = None,
-                 intra_op_threads: int | None = None, use_cuda: bool = False) -> None:
+                 intra_op_threads: int | None = None, use_cuda: bool = False, codec: str | None = None) -> None:
         self.bundle = bundle
         self.spec = bundle.task(task)
-        self.component_name = getattr(self.spec, self.role)
+        try:
+            self.codec = self.spec.codec(codec)  # CodecSpec; None / "" = the task's default codec
+        except KeyError as exc:
+            raise BundleError(str(exc.args[0])) from None
+        self.component_name = getattr(self.codec, self.role)
         self.model_path = bundle.component_path(self.component_name)
         self.session = make_session(self.model_path, intra_op_threads, use_cuda)
         have_in = [i.name for i in self.session.get_inputs()]
@@ -192,15 +205,16 @@ class EdgeModel(_PartModel):
 
     def encode(self, images: np.ndarray, snr_db: Any) -> np.ndarray:
         images = np.ascontiguousarray(images, dtype=np.float32)
-        h, w = self.bundle.input.size
+        h, w = self.spec.input.size  # this task's preprocessing (tasks may differ)
         if images.ndim != 4 or images.shape[1:] != (3, h, w):
             raise ValueError(f"images: expected float32 [B, 3, {h}, {w}], got shape {list(images.shape)}")
+        k = self.codec.compact_dim
         if images.shape[0] == 0:
-            return np.zeros((0, self.spec.compact_dim), dtype=np.float32)
+            return np.zeros((0, k), dtype=np.float32)
         x = self._run(images, _as_snr(snr_db, images.shape[0]))
-        if x.shape != (images.shape[0], self.spec.compact_dim):
+        if x.shape != (images.shape[0], k):
             raise BundleError(f"{self.model_path}: output 'symbols' has shape {list(x.shape)}, "
-                              f"manifest says [B, {self.spec.compact_dim}]")
+                              f"manifest says [B, {k}]")
         return x.astype(np.float32, copy=False)
 
 
@@ -215,7 +229,7 @@ class ServerModel(_PartModel):
 
     def decode(self, symbols: np.ndarray, snr_db: Any) -> np.ndarray:
         symbols = np.ascontiguousarray(symbols, dtype=np.float32)
-        k = self.spec.compact_dim
+        k = self.codec.compact_dim
         if symbols.ndim != 2 or symbols.shape[1] != k:
             raise ValueError(f"symbols: expected float32 [B, {k}], got shape {list(symbols.shape)}")
         if symbols.shape[0] == 0:
@@ -262,14 +276,15 @@ class InProcessPipeline:
     """
 
     def __init__(self, bundle: Bundle, task: str | None = None, seed: int = 0,
-                 intra_op_threads: int | None = None, use_cuda: bool = False) -> None:
+                 intra_op_threads: int | None = None, use_cuda: bool = False, codec: str | None = None) -> None:
         from rkdsc.common import channel  # numpy twin of the channel (no torch)
 
         self._channel = channel
         self.bundle = bundle
         self.spec = bundle.task(task)
-        self.edge = EdgeModel(bundle, self.spec.name, intra_op_threads, use_cuda)
-        self.server = ServerModel(bundle, self.spec.name, intra_op_threads, use_cuda)
+        self.edge = EdgeModel(bundle, self.spec.name, intra_op_threads, use_cuda, codec=codec)
+        self.server = ServerModel(bundle, self.spec.name, intra_op_threads, use_cuda, codec=codec)
+        self.codec = self.edge.codec  # the CodecSpec both parts use
         self.rng = np.random.default_rng(seed)
 
     def run(self, images: np.ndarray, snr_db: Any, fading: str = "awgn",
@@ -287,7 +302,7 @@ class InProcessPipeline:
         x = self.edge.encode(images, snr)
         z = ch.normalize_power(ch.real_to_complex(x))
         y, h, noise_var = ch.simulate(z, snr.astype(np.float64), fading, self.rng, equalize=True)
-        x_hat = np.ascontiguousarray(ch.complex_to_real(y, self.spec.compact_dim), dtype=np.float32)
+        x_hat = np.ascontiguousarray(ch.complex_to_real(y, self.codec.compact_dim), dtype=np.float32)
         logits = self.server.decode(x_hat, snr)
         out: dict[str, Any] = {"x": x, "z": z, "y": y, "h": h, "noise_var": noise_var,
                                "x_hat": x_hat, "logits": logits, "pred": logits.argmax(axis=-1),

@@ -15,6 +15,7 @@ from rkdsc.common.channel.numpy_channel import (
     DEFAULT_K_FACTOR,
     EQUALIZERS,
     FADINGS,
+    FrameChannel,
     MMSE,
     ZF,
     RayleighBlockFading,
@@ -26,6 +27,7 @@ from rkdsc.common.channel.numpy_channel import (
     normalize_power,
     real_to_complex,
     simulate,
+    simulate_frames,
     snr_db_to_noise_var,
 )
 
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_K_FACTOR",
     "EQUALIZERS",
     "FADINGS",
+    "FrameChannel",
     "MMSE",
     "ZF",
     "RayleighBlockFading",
@@ -47,5 +50,6 @@ __all__ = [
     "normalize_power",
     "real_to_complex",
     "simulate",
+    "simulate_frames",
     "snr_db_to_noise_var",
 ]

@@ -44,6 +44,8 @@ __all__ = [
     "make_channel",
     "make_equalizer",
     "simulate",
+    "simulate_frames",
+    "FrameChannel",
 ]
 
 # The channel conventions' names and defaults, defined once here for the whole project
@@ -170,13 +172,24 @@ class AWGN:
     def sample_gain(self, batch: int, num_symbols: int, rng: np.random.Generator, dtype=np.complex64) -> np.ndarray:
         return np.ones((batch, 1), dtype=dtype)  # [B, 1]
 
+    def gain_normals_per_row(self, num_symbols: int) -> int:
+        """Standard normals ``sample_gain`` draws per row (frame)."""
+        return 0
+
+    def normals_per_row(self, num_symbols: int) -> int:
+        """Standard normals one row (frame) of ``__call__`` draws: the gain's, then 2K of noise."""
+        return self.gain_normals_per_row(num_symbols) + 2 * num_symbols
+
     def __call__(self, x: np.ndarray, noise_var, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         x = _require_complex_2d(x)
         rng = _require_rng(rng)
-        rdt = _real_dtype(x)
-        h = self.sample_gain(x.shape[0], x.shape[1], rng, dtype=x.dtype)
-        nv = _noise_var_column(noise_var, x.shape[0], rdt)  # [B, 1]
-        n = _complex_normal(rng, x.shape, rdt, nv)  # [B, K]
+        nv = _noise_var_column(noise_var, x.shape[0], _real_dtype(x))  # [B, 1]
+        return self._apply(x, nv, rng)
+
+    def _apply(self, x: np.ndarray, nv: np.ndarray, normals) -> tuple[np.ndarray, np.ndarray]:
+        # normals: a Generator, or _RowOrderedNormals (simulate_frames)
+        h = self.sample_gain(x.shape[0], x.shape[1], normals, dtype=x.dtype)
+        n = _complex_normal(normals, x.shape, _real_dtype(x), nv)  # [B, K]
         return (h * x + n).astype(x.dtype, copy=False), h
 
     def __repr__(self) -> str:
@@ -188,6 +201,9 @@ class RayleighBlockFading(AWGN):
 
     name = "rayleigh"
 
+    def gain_normals_per_row(self, num_symbols: int) -> int:
+        return 2
+
     def sample_gain(self, batch, num_symbols, rng, dtype=np.complex64):
         return _complex_normal(rng, (batch, 1), _real_of(dtype)).astype(dtype)  # [B, 1]
 
@@ -196,6 +212,9 @@ class RayleighFastFading(AWGN):
     """Flat Rayleigh fast fading: y_k = h_k x_k + n_k, one independent h_k ~ CN(0, 1) per symbol."""
 
     name = "rayleigh_fast"
+
+    def gain_normals_per_row(self, num_symbols: int) -> int:
+        return 2 * num_symbols
 
     def sample_gain(self, batch, num_symbols, rng, dtype=np.complex64):
         return _complex_normal(rng, (batch, num_symbols), _real_of(dtype)).astype(dtype)  # [B, K]
@@ -217,6 +236,9 @@ class RicianBlockFading(AWGN):
             raise ValueError(f"los_phase_rad must be a finite number, got {los_phase_rad!r}")
         self.k_factor = float(k_factor)
         self.los_phase_rad = float(los_phase_rad)
+
+    def gain_normals_per_row(self, num_symbols: int) -> int:
+        return 2
 
     def sample_gain(self, batch, num_symbols, rng, dtype=np.complex64):
         k = self.k_factor
@@ -320,20 +342,138 @@ def simulate(
     h: [B, 1] for block fading and AWGN (ones), [B, K] for "rayleigh_fast". noise_var: [B].
     The dtype of y and h follows x (complex64 or complex128); noise_var is the matching float.
     """
+    x, noise_var, channel = _simulate_inputs(x, snr_db, fading, rng, equalizer, k_factor)
+    y, h = channel._apply(x, noise_var[:, None], rng)
+    if equalize:
+        y = make_equalizer(equalizer)(y, h, noise_var)
+    return y, h, noise_var
+
+
+def simulate_frames(
+    x: np.ndarray,
+    snr_db,
+    fading: str,
+    rng: np.random.Generator,
+    equalize: bool = True,
+    equalizer: str = DEFAULT_EQUALIZER,
+    *,
+    k_factor: float = DEFAULT_K_FACTOR,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``simulate`` for B frames of one link in one vectorized call, with the draws of B
+    one-frame calls: the result equals, bit for bit, ``simulate(x[i:i + 1], snr_db[i], ...)``
+    called for i = 0, 1, ..., B - 1 in order on the same Generator, and leaves it in the same
+    state. (``simulate`` itself draws every row's gain first, then all the noise, so its
+    draws depend on how frames are grouped; this one does not: the k-th frame of a link sees
+    the k-th frame's draws however the frames travel.) Same arguments and returns; the
+    arithmetic is ``FrameChannel``'s."""
+    x, noise_var, _ = _simulate_inputs(x, snr_db, fading, rng, equalizer, k_factor)
+    return FrameChannel(fading, k_factor, equalizer if equalize else None).run(x, noise_var, rng)
+
+
+class FrameChannel:
+    """One link's channel for whole messages of frames: ``simulate_frames`` with the fading, the
+    K factor and the equalizer fixed, and each call cut to its arithmetic (about ten numpy
+    operations, no checks: the caller validates at its boundary, as the relay does).
+
+        fc = FrameChannel("rayleigh", equalizer="mmse")
+        y, h, noise_var = fc.run(x [B, K] complex64, noise_var (float or [B]), rng)
+
+    The operations are those of the channel blocks and equalizers above, in the same dtype
+    (skipping only multiplications by an AWGN gain of exactly 1), so the results equal
+    ``simulate`` one frame at a time bit for bit (tests/common/channel); draws are row-ordered
+    as in ``simulate_frames``. The returned ``h`` of AWGN and ``noise_var`` are read-only arrays
+    shared between calls with the same noise variance and batch size."""
+
+    def __init__(self, fading: str, k_factor: float = DEFAULT_K_FACTOR, equalizer: str | None = DEFAULT_EQUALIZER):
+        self.block = make_channel(fading, k_factor)
+        self.fading = fading
+        self.equalizer = equalizer
+        self._cache: dict = {}  # (noise_var, B, dtype) -> constants of _constants
+        if equalizer is not None and equalizer not in EQUALIZERS:
+            raise ValueError(f"equalizer must be one of {list(EQUALIZERS)} or None, got {equalizer!r}")
+
+    def run(self, x: np.ndarray, noise_var, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        b, k = x.shape
+        rdt = np.float32 if x.dtype == np.complex64 else np.float64
+        g = self.block.gain_normals_per_row(k)
+        u = rng.standard_normal((b, g + 2 * k), dtype=rdt)                 # row i: frame i's draws
+        scalar = np.ndim(noise_var) == 0
+        if scalar:  # one link SNR for the message: the per-SNR constants are computed once
+            nv_col, scale, den, nv_rows, ones = self._constants(float(noise_var), b, rdt, x.dtype)
+        else:
+            nv_rows = np.asarray(noise_var, dtype=rdt)
+            nv_col = nv_rows[:, None]                                       # [B, 1]
+            scale = np.sqrt(nv_col / 2).astype(rdt)
+            den = np.repeat(rdt(1) / (rdt(1) + nv_rows), 2 * k).reshape(b, 2 * k)  # [B, 2K]: 1 / (1 + nv)
+            ones = np.ones((b, 1), dtype=x.dtype)
+        y = np.empty((b, k), dtype=x.dtype)                                 # n ~ CN(0, noise_var), then y
+        yf = y.view(rdt).reshape(b, k, 2)                                   # [B, K, (re, im)]
+        # row layout of u: [gain | re K | im K] -> interleaved (re, im) pairs, scaled in one call
+        np.multiply(u[:, g:].reshape(b, 2, k).transpose(0, 2, 1), scale[..., None] if not scalar else scale, out=yf)
+        if g == 0:                                                          # AWGN: h = 1, y = x + n
+            h = ones
+            np.add(x, y, out=y)
+            if self.equalizer == "mmse":
+                # conj(1) y / (1 + nv): the complex division by a real denominator d is, in numpy's
+                # (Smith's) algorithm, each part times the reciprocal 1 / d: a float multiply
+                np.multiply(y.view(rdt), den, out=y.view(rdt))
+        else:
+            h = self.block.sample_gain(b, k, _RowOrderedNormals(u[:, :g]), dtype=x.dtype)  # [B, 1|K]
+            y = h * x + y
+            if self.equalizer == "mmse":
+                y = np.conj(h) * y / (h.real**2 + h.imag**2 + nv_col)
+            elif self.equalizer == "zf":
+                y = y / h
+        return y.astype(x.dtype, copy=False), h, nv_rows
+
+    def _constants(self, noise_var: float, b: int, rdt, cdt) -> tuple:
+        """(noise_var, its per-dimension scale, 1 / the AWGN MMSE denominator, noise_var [B], ones [B, 1])
+        for a scalar noise variance, computed as ``simulate`` computes them and kept for the next
+        call (read-only arrays: they are shared between calls)."""
+        key = (noise_var, b, np.dtype(rdt).char)
+        c = self._cache.get(key)
+        if c is None:
+            nv = rdt(noise_var)
+            # 0-d arrays, not numpy scalars: a ufunc takes them several times faster
+            c = (nv, np.sqrt(np.asarray(nv) / 2).astype(rdt), np.asarray(rdt(1) / (rdt(1) + nv), dtype=rdt),
+                 np.full((b,), nv, dtype=rdt), np.ones((b, 1), dtype=cdt))
+            for arr in c[3:]:
+                arr.flags.writeable = False
+            if len(self._cache) >= 64:
+                self._cache.clear()
+            self._cache[key] = c
+        return c
+
+
+class _RowOrderedNormals:
+    """Stands in for the Generator inside a ``FrameChannel`` call: each ``standard_normal`` of
+    shape (B, c) a channel block asks for is the next c columns of ``block`` [B, per], whose
+    rows were drawn one frame after another (row i = what frame i alone would have drawn)."""
+
+    def __init__(self, block: np.ndarray):
+        self.block = block
+        self.offset = 0
+
+    def standard_normal(self, shape, dtype=None) -> np.ndarray:
+        rows, cols = shape
+        out = self.block[:, self.offset:self.offset + cols]
+        if out.shape != (rows, cols):
+            raise RuntimeError(f"a channel block drew more normals than it declared ({self.block.shape[1]} per row)")
+        self.offset += cols
+        return out
+
+
+def _simulate_inputs(x, snr_db, fading, rng, equalizer, k_factor):
     x = _require_complex_2d(x)
     if not isinstance(fading, str) or fading not in FADINGS:
         raise ValueError(f"fading must be one of {list(FADINGS)}, got {fading!r}")
     if not isinstance(equalizer, str) or equalizer not in EQUALIZERS:
         raise ValueError(f"equalizer must be one of {list(EQUALIZERS)}, got {equalizer!r}")
-    rng = _require_rng(rng)
+    _require_rng(rng)
     if x.shape[1] == 0:
         raise ValueError(f"x must have at least one symbol per row, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("x must be finite, got NaN or Inf values")
     snr = _snr_db_vector(snr_db, x.shape[0])
     noise_var = snr_db_to_noise_var(snr).astype(_real_dtype(x))  # [B]
-    channel = make_channel(fading, k_factor)
-    y, h = channel(x, noise_var, rng)
-    if equalize:
-        y = make_equalizer(equalizer)(y, h, noise_var)
-    return y, h, noise_var
+    return x, noise_var, make_channel(fading, k_factor)

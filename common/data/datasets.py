@@ -16,6 +16,8 @@
   torchvision's ImageFolder convention), convert greyscale to RGB and resize to ``input_size``
   with PIL bilinear, exactly like the edge's ``rkdsc.common.data.images.preprocess``. These folders
   have no test split: ``heldout_dataset`` returns the validation split for them.
+* shapes: generated (``rkdsc.common.data.shapes``) at ``input_size``; train/val come from the
+  train seed, ``heldout_dataset`` is the held-back seed (never trained on; the demo's samples).
 * cifar100 comes through ``torchvision.datasets.CIFAR100(download=False)``.
 
 Decoded image folders and upscaled digits are cached per process (``_FOLDER_CACHE``,
@@ -32,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rkdsc.common.data.digits import DIGITS_CLASS_NAMES, load_digits_arrays, split_indices, upscale_rgb
+from rkdsc.common.data import shapes as _shapes
 
 _FOLDER_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
 log = logging.getLogger("rkdsc.data")
@@ -222,6 +225,10 @@ def _all_images(preset) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         train_idx, _ = split_indices(len(labels))
         src = train_idx[_per_class_subsample(labels[train_idx], d.max_per_class, preset.seed)]
         return rgb[src], labels[src], src, list(DIGITS_CLASS_NAMES)
+    if d.dataset == "shapes":  # generated at the input size: the train part only
+        rgb, labels = _shapes.train_part(d.input_size)
+        src = _per_class_subsample(labels, d.max_per_class, preset.seed)
+        return rgb[src], labels[src], src, list(_shapes.SHAPES_CLASS_NAMES)
     root = preset.data_root()
     if d.dataset == "cifar100":
         images, labels, classes = _load_cifar100(root, d.input_size)
@@ -263,6 +270,9 @@ def heldout_dataset(preset) -> ImageArrayDataset:
         _, held_idx = split_indices(len(labels))
         return ImageArrayDataset(rgb[held_idx], labels[held_idx], d.mean, d.std, "digits", "heldout",
                                  indices=held_idx)
+    if d.dataset == "shapes":  # the held-back seed: never trained on
+        rgb, labels = _shapes.heldout_part(d.input_size)
+        return ImageArrayDataset(rgb, labels, d.mean, d.std, "shapes", "heldout")
     return build_datasets(preset)[1]
 
 

@@ -2,12 +2,15 @@
 of any training preset as an image folder.
 
     rkdsc samples --out runs/samples/digits [--count N] [--size 32 | --bundle deploy/bundle]
+    rkdsc samples --task shapes --out runs/samples/shapes [--bundle deploy/bundle]  # generated shapes
     rkdsc samples --preset my.toml --split val --out runs/mine-val     # a preset's held-out images
     rkdsc samples --workdir runs/mine --split val --out runs/mine-val  # the preset a work dir was trained with
 
 writes ``OUT/<digit>/NNNN.png`` (NNNN = the index in scikit-learn's digits set), one RGB
 PNG per held-back digit (``rkdsc.common.data.digits.split_indices``: the part training never
-sees), upscaled with PIL bilinear to the bundle's input size (32 by default). The output
+sees), upscaled with PIL bilinear to the bundle's input size (32 by default); with ``--task
+shapes`` the 400 held-back generated shapes (``rkdsc.common.data.shapes``, a seed training never
+uses) as ``OUT/<shape>/NNNN.png`` at the bundle's shapes input size (40 by default). The output
 is deterministic: same arguments, same bytes. The folder is written next to the target
 and renamed into place, so a half-written folder is never taken for a complete one.
 
@@ -84,6 +87,38 @@ def write_samples(out_dir: str | os.PathLike, count: int | None = None, size: in
     return sorted(out_dir.glob("*/*.png"))
 
 
+def write_shapes_samples(out_dir: str | os.PathLike, count: int | None = None, size: int | None = None,
+                         overwrite: bool = False) -> list[Path]:
+    """Write the first `count` held-back generated shapes (all 400 when None) as
+    OUT/<shape>/NNNN.png (NNNN = the index in the held-back draw, ``rkdsc.common.data.shapes``:
+    a seed training never uses), at ``size`` pixels (default ``SHAPES_SIZE``, 40). Deterministic."""
+    from PIL import Image
+
+    from rkdsc.common.data import shapes
+
+    out_dir = Path(out_dir)
+    size = shapes.SHAPES_SIZE if size is None else int(size)
+    n = shapes.SHAPES_HELDOUT_COUNT if count is None else int(count)
+    if n < 1:
+        raise ValueError(f"count: expected an integer >= 1, got {count!r}")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir}: exists and is not empty (use --force to replace it)")
+    images, labels = shapes.generate_shapes(n, size, shapes.SHAPES_HELDOUT_SEED)
+    with _folder_in_place(out_dir) as tmp:
+        for name in shapes.SHAPES_CLASS_NAMES:
+            (tmp / name).mkdir()
+        for i, (img, label) in enumerate(zip(images, labels)):
+            Image.fromarray(img).save(tmp / shapes.SHAPES_CLASS_NAMES[label] / f"{i:04d}.png", format="PNG",
+                                      optimize=False)
+    return sorted(out_dir.glob("*/*.png"))
+
+
+# the embedded tasks whose held-back samples can be generated: task name -> writer(out, count, size)
+GENERATED_SAMPLES = {"digits": lambda out, count=None, size=DEFAULT_SIZE, overwrite=False:
+                     write_samples(out, count, size or DEFAULT_SIZE, overwrite),
+                     "shapes": write_shapes_samples}
+
+
 SPLITS = ("val", "heldout")
 
 
@@ -126,12 +161,16 @@ def write_split(preset, out_dir: str | os.PathLike, split: str = "val", count: i
     return sorted(p for p in out_dir.rglob("*") if p.is_file())
 
 
-def _bundle_size(bundle_dir: str) -> int:
-    from rkdsc.common.bundle.manifest import InputSpec, read_manifest
+def _bundle_size(bundle_dir: str, task: str = "digits") -> int:
+    """The input side of ``task`` in a bundle (each task of a bundle has its own input size)."""
+    from rkdsc.common.bundle.manifest import read_manifest, task_specs
 
-    h, w = InputSpec.from_dict(read_manifest(bundle_dir)["input"]).size
+    specs = {s.name: s for s in task_specs(read_manifest(bundle_dir))}
+    if task not in specs:
+        raise ValueError(f"{bundle_dir}: no task {task!r} (tasks: {', '.join(specs)}); pass --size")
+    h, w = specs[task].input.size
     if h != w:
-        raise ValueError(f"{bundle_dir}: input.size {[h, w]} is not square; pass --size")
+        raise ValueError(f"{bundle_dir}: task {task!r} input.size {[h, w]} is not square; pass --size")
     return int(h)
 
 
@@ -144,7 +183,10 @@ def cli(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--size", type=int, default=None,
                    help=f"image side in pixels (default: the bundle's input size, else {DEFAULT_SIZE})")
-    g.add_argument("--bundle", default=None, help="bundle directory whose input size to use")
+    g.add_argument("--bundle", default=None, help="bundle directory whose input size (of --task) to use")
+    p.add_argument("--task", choices=sorted(GENERATED_SAMPLES), default="digits",
+                   help="which embedded task's held-back samples: digits (scikit-learn, default) or shapes "
+                        "(generated, rkdsc.common.data.shapes)")
     p.add_argument("--force", action="store_true", help="replace OUT when it already has files")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", metavar="NAME", default=None,
@@ -161,8 +203,13 @@ def cli(argv: list[str] | None = None) -> int:
     if args.preset or args.workdir:
         return _cli_split(args)
     try:
-        size = args.size or (_bundle_size(args.bundle) if args.bundle else DEFAULT_SIZE)
-        paths = write_samples(args.out, args.count, size, overwrite=args.force)
+        if args.task == "shapes":
+            from rkdsc.common.data.shapes import SHAPES_SIZE
+
+            size = args.size or (_bundle_size(args.bundle, "shapes") if args.bundle else SHAPES_SIZE)
+        else:
+            size = args.size or (_bundle_size(args.bundle) if args.bundle else DEFAULT_SIZE)
+        paths = GENERATED_SAMPLES[args.task](args.out, args.count, size, overwrite=args.force)
     except (ValueError, FileExistsError, OSError) as exc:
         print(f"rkdsc samples: error: {exc}", file=sys.stderr)
         return 2

@@ -191,7 +191,7 @@ def bench_inprocess(bundle, task: str, paths: list[Path], names: list[str | None
 # ----------------------------------------------------------------------------- 2. networked
 
 def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int,
-                   snr_db: float, fading: str, max_in_flight: int | None = None) -> Path:
+                   snr_db: float, fading: str, max_in_flight: int | None = None, batch_messages: bool = True) -> Path:
     lines = [f'root = "{path.parent.as_posix()}"', "", "[bundle]", f'path = "{Path(bundle_dir).resolve().as_posix()}"', "",
              "[server]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", "",
              "[basestation]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", ""]
@@ -199,7 +199,8 @@ def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges:
         lines += ["[[transmitters]]", f'id = "edge-{i + 1}"', f'task = "{task}"', f"snr_db = {float(snr_db)}",
                   f'fading = "{fading}"', f"seed = {i + 1}", f'images = "{Path(images).resolve().as_posix()}"',
                   f"batch_size = {batch_size}", f"limit = {n}"]
-        lines += ([f"max_in_flight = {int(max_in_flight)}"] if max_in_flight else []) + [""]
+        lines += ([f"max_in_flight = {int(max_in_flight)}"] if max_in_flight else [])
+        lines += ([] if batch_messages else ["batch_messages = false"]) + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -258,12 +259,12 @@ def _edge_window(out: Path, rows: list[dict]) -> float:
 
 def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int, snr_db: float,
                     fading: str, work: Path, timeout_s: float, tag: str = "", max_in_flight: int | None = None,
-                    symbols_per_frame: int | None = None) -> dict:
+                    symbols_per_frame: int | None = None, batch_messages: bool = True) -> dict:
     from rkdsc.common.experiments.demo import DemoError, run_demo
 
     out = work / f"net-{edges}{tag}"
     cfg = write_topology(work / f"topology-{edges}{tag}.toml", bundle_dir, images, task, edges, n, batch_size, snr_db,
-                         fading, max_in_flight)
+                         fading, max_in_flight, batch_messages)
     t0 = time.perf_counter()
     failure = None
     try:
@@ -278,6 +279,7 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
     rows = summary["transmitters"]
     lat: list[float] = []
     rtt: list[float] = []
+    svc: list[float] = []  # encode_ms + rtt_ms: without the wait for a free max_in_flight slot
     for r in rows:
         try:
             with open(r["results"], encoding="utf-8") as f:
@@ -286,6 +288,8 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
                         lat.append(rec["latency_ms"])
                     if rec.get("rtt_ms") is not None:
                         rtt.append(rec["rtt_ms"])
+                        if rec.get("encode_ms") is not None:
+                            svc.append(rec["encode_ms"] + rec["rtt_ms"])
         except OSError:
             pass
     answered = sum(r["answered"] for r in rows)
@@ -301,6 +305,8 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
         "per_edge_images_per_s": [r.get("images_per_s") for r in rows],
         "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},
         "rtt_ms": {"p50": _percentile(rtt, 50), "p99": _percentile(rtt, 99)},
+        "service_latency_ms": {"p50": _percentile(svc, 50), "p99": _percentile(svc, 99)},
+        "batch_messages": batch_messages,
         "edge_wall_s": edge_wall, "edge_window_s": window, "total_wall_s": total_s,
         "startup_and_teardown_s": max(0.0, total_s - window),
         "accuracy": (sum(r["accuracy"] for r in labelled) / len(labelled)) if labelled else None,
@@ -424,8 +430,10 @@ def bench_channel(symbols_per_frame: int, frames: int = 4096, per_frame_calls: i
                   relay_fading: str = "awgn", frames_per_call: float | None = None) -> dict:
     """ns per complex symbol of ``channel.simulate``: all frames in one call (batched) and one frame per
     call, per fading; and the relay's call pattern (``relay_pattern``): ``frames_per_call`` frames
-    ``[m, K]`` per call (what the running relay did, from its metrics; 1 = one call per frame) on one
-    link Generator, with the relay's arguments (``equalize=True``, the Rician K factor)."""
+    ``[m, K]`` per call (what the running relay did, from its metrics: one call per message; 1 = one
+    call per frame) on one link Generator, with the relay's arguments (``equalize=True``, the Rician K
+    factor): ``FrameChannel.run`` for messages (= ``channel.simulate_frames``, whose inputs the relay has
+    checked at its boundary), ``channel.simulate`` for single frames."""
     from rkdsc.common import channel
 
     rng = np.random.default_rng(0)
@@ -434,10 +442,10 @@ def bench_channel(symbols_per_frame: int, frames: int = 4096, per_frame_calls: i
                                 .astype(np.complex64))
     out: dict[str, Any] = {"symbols_per_frame": k, "frames": frames, "per_frame_calls": per_frame_calls}
 
-    def per_call_ns(block: np.ndarray, fading: str, g: np.random.Generator, calls: int) -> float:
+    def per_call_ns(block: np.ndarray, fading: str, g: np.random.Generator, calls: int, fn=channel.simulate) -> float:
         t = time.perf_counter()
         for _ in range(calls):
-            channel.simulate(block, snr_db, fading, g, equalize=True, k_factor=channel.DEFAULT_K_FACTOR)
+            fn(block, snr_db, fading, g, equalize=True, k_factor=channel.DEFAULT_K_FACTOR)
         return (time.perf_counter() - t) / (calls * block.shape[0] * k) * 1e9
 
     for fading in dict.fromkeys((*fadings, relay_fading)):
@@ -454,7 +462,15 @@ def bench_channel(symbols_per_frame: int, frames: int = 4096, per_frame_calls: i
                        "per_frame_us_per_frame": per_frame * k / 1e3}
     m = max(1, min(frames, int(round(frames_per_call or 1))))
     g = np.random.default_rng(2)
-    ns = per_call_ns(z[:m], relay_fading, g, max(5, per_frame_calls // m))
+    # the relay calls its link's FrameChannel.run (= simulate_frames, inputs checked at its boundary)
+    # once per message; on the single-frame Transmit simulate once per frame
+    if frames_per_call and m > 1:
+        fc = channel.FrameChannel(relay_fading, channel.DEFAULT_K_FACTOR)
+        nv = np.float32(channel.snr_db_to_noise_var(snr_db))
+        ns = per_call_ns(z[:m], relay_fading, g, max(5, per_frame_calls // m),
+                         fn=lambda x, _snr, _f, rng, **kw: fc.run(x, nv, rng))
+    else:
+        ns = per_call_ns(z[:m], relay_fading, g, max(5, per_frame_calls // m))
     out["relay_pattern"] = {"fading": relay_fading, "frames_per_call": m,
                             "frames_per_call_source": ("the relay's metrics in the networked runs"
                                                        if frames_per_call else "assumed (no relay metrics)"),
@@ -473,9 +489,10 @@ def _merge_rounds(results: list[dict]) -> dict:
     for key in ("images_per_s", "compute_images_per_s"):
         if key in merged:
             merged[key] = med([r[key] for r in results if r.get(key)])
-    for lat in ("latency_ms", "rtt_ms"):
+    for lat in ("latency_ms", "rtt_ms", "service_latency_ms"):
         if lat in merged:
-            merged[lat] = {q: med([r[lat][q] for r in results if r[lat].get(q) is not None]) for q in ("p50", "p99")}
+            merged[lat] = {q: med([r[lat][q] for r in results if (r.get(lat) or {}).get(q) is not None])
+                           for q in ("p50", "p99")}
     for key in ("answered", "errors"):
         if key in merged:
             merged[key] = sum(r.get(key, 0) for r in results)
@@ -485,7 +502,8 @@ def _merge_rounds(results: list[dict]) -> dict:
         merged["ok"] = all(r.get("ok") for r in results)
         merged["failure"] = next((r["failure"] for r in results if r.get("failure")), None)
     merged["rounds"] = [{"images_per_s": r.get("images_per_s"), "p50_ms": r["latency_ms"].get("p50"),
-                         "p99_ms": r["latency_ms"].get("p99")} for r in results]
+                         "p99_ms": r["latency_ms"].get("p99"),
+                         "service_p99_ms": (r.get("service_latency_ms") or {}).get("p99")} for r in results]
     return merged
 
 
@@ -521,7 +539,8 @@ def goal_rows(doc: dict) -> list[dict]:
     v = r.get("latency_p99_delta_ms")
     lnet = lat.get("networked") or {}
     add("latency_p99_batch1", "per-image p99, batch 1, one frame in flight", "ms", "delta",
-        (lat.get("inprocess") or {}).get("latency_ms", {}).get("p99"), lnet.get("latency_ms", {}).get("p99"), v,
+        (lat.get("inprocess") or {}).get("latency_ms", {}).get("p99"),
+        (lnet.get("service_latency_ms") or {}).get("p99") or lnet.get("latency_ms", {}).get("p99"), v,
         r.get("latency_p99_delta_ms_rounds"), v is not None and v <= GOALS["latency_p99_batch1"]["threshold"],
         detail=(f"edge rtt p99 {lnet['rtt_ms']['p99']:.2f} ms, p50 {lnet['rtt_ms']['p50']:.2f} ms"
                 if (lnet.get("rtt_ms") or {}).get("p99") is not None else None))
@@ -551,7 +570,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
               edges: tuple[int, ...] = DEFAULT_EDGES, encoder_batches: tuple[int, ...] = (1, 32),
               threads: int | None = None, timeout_s: float = 600.0, work_dir: str | None = None,
               log: Callable[[str], None] = print, rounds: int = DEFAULT_ROUNDS,
-              latency_images: int | None = None) -> dict:
+              latency_images: int | None = None, tls: bool = True) -> dict:
     """Run every benchmark; returns the JSON document (also written to ``out``). The in-process and
     networked runs are repeated ``rounds`` times in alternation (in-process, 1 edge, 3 edges, 32 edges,
     in-process batch 1, networked batch 1 with one frame in flight, again ...), so each round's ratio is
@@ -612,6 +631,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         net: dict[str, list[dict]] = {str(e): [] for e in edges}
         lat_ip: list[dict] = []
         lat_net: list[dict] = []
+        frame_msgs: list[dict] = []  # 1 edge, one Frame per message (Transmit): the data plane before batching
         for k in range(rounds):
             at = f" (round {k + 1}/{rounds})" if rounds > 1 else ""
             log(f"bench: in-process pipeline on {len(paths)} images{at} ...")
@@ -621,6 +641,11 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                 net[str(e)].append(bench_networked(Path(bundle_dir), folder, task, e, len(paths), batch_size,
                                                    snr_db, fading, work, timeout_s, tag=f"-r{k + 1}",
                                                    symbols_per_frame=k_sym))
+            if 1 in edges:
+                log(f"bench: networked, 1 edge, one frame per message (Transmit) x {len(paths)} images{at} ...")
+                frame_msgs.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
+                                                  fading, work, timeout_s, tag=f"-frames-r{k + 1}",
+                                                  symbols_per_frame=k_sym, batch_messages=False))
             if lat_paths:
                 log(f"bench: batch-1 latency, one frame in flight, {len(lat_paths)} images, in-process and "
                     f"networked{at} ...")
@@ -630,6 +655,8 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                                                symbols_per_frame=k_sym))
         doc["inprocess"] = _merge_rounds(inproc)
         doc["networked"] = {e: _merge_rounds(res) for e, res in net.items()}
+        if frame_msgs:
+            doc["networked_single_frame_messages"] = {"1": _merge_rounds(frame_msgs)}
         if lat_paths:
             doc["latency"] = {"images": len(lat_paths), "batch_size": 1, "max_in_flight": 1,
                               "inprocess": _merge_rounds(lat_ip), "networked": _merge_rounds(lat_net)}
@@ -644,6 +671,12 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         per_call = _median([(n.get("services") or {}).get("relay_frames_per_channel_call") for n in one_edge])
         log("bench: channel cost per symbol ...")
         doc["channel"] = bench_channel(k_sym, relay_fading=fading, frames_per_call=per_call)
+        if tls:
+            from rkdsc.common.experiments.bench_tls import tls_cost
+
+            log("bench: TLS cost, mTLS vs plaintext ...")
+            doc["tls"] = tls_cost(bundle_dir, frames=max(images, 100), unloaded=min(images, 100), rounds=rounds,
+                                  task=task, work=work / "tls")
         # bytes on the wire
         h, w = bdl.input.size
         first = next(iter(doc["networked"].values()), {})
@@ -673,9 +706,24 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                 if per_round:
                     r[f"networked_{e}_over_{base}_throughput"] = float(statistics.median(per_round))
                     r[f"networked_{e}_over_{base}_throughput_rounds"] = per_round
+        if frame_msgs and "1" in net:
+            per_round = [b["images_per_s"] / f["images_per_s"] for b, f in zip(net["1"], frame_msgs)
+                         if b.get("images_per_s") and f.get("images_per_s")]
+            if per_round:
+                r["batched_over_single_frame_messages_1_edge"] = float(statistics.median(per_round))
+                r["batched_over_single_frame_messages_1_edge_rounds"] = per_round
+            per_round = [f["images_per_s"] / i["images_per_s"] for f, i in zip(frame_msgs, inproc)
+                         if f.get("images_per_s") and i.get("images_per_s")]
+            if per_round:
+                r["single_frame_messages_1_over_inprocess_throughput"] = float(statistics.median(per_round))
         if lat_paths:
-            per_round = [n["latency_ms"]["p99"] - i["latency_ms"]["p99"] for n, i in zip(lat_net, lat_ip)
-                         if n["latency_ms"].get("p99") is not None and i["latency_ms"].get("p99") is not None]
+            # the networked image's latency: its encode + hand-over to result (encode_ms + rtt_ms), as the
+            # in-process loop's is read + encode + channel + decode (the edge encodes the next image while
+            # one is in flight, so latency_ms from the start of encoding would count that wait too)
+            def p99(n: dict):
+                return (n.get("service_latency_ms") or {}).get("p99") or n["latency_ms"].get("p99")
+            per_round = [p99(n) - i["latency_ms"]["p99"] for n, i in zip(lat_net, lat_ip)
+                         if p99(n) is not None and i["latency_ms"].get("p99") is not None]
             if per_round:
                 r["latency_p99_delta_ms"] = float(statistics.median(per_round))
                 r["latency_p99_delta_ms_rounds"] = per_round
@@ -990,6 +1038,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edges", type=int_list(min_value=1), default=DEFAULT_EDGES,
                    help="comma-separated edge-device counts to run (the largest above 3 is the many-edge row); "
                         "with --soak-s: the largest is the number of devices")
+    p.add_argument("--no-tls", dest="tls", action="store_false",
+                   help="skip the TLS cost table (mTLS vs plaintext: streamed frames/s and unloaded p99)")
     p.add_argument("--latency-images", type=int, default=None,
                    help="images of the batch-1, one-frame-in-flight latency runs (default: --images; 0 = skip)")
     p.add_argument("--encoder-batches", type=int_list(min_value=1), default=(1, 32), help="batch sizes of the encoder comparison")
@@ -1022,7 +1072,8 @@ def cli(argv: list[str] | None = None) -> int:
         else:
             doc = run_bench(args.bundle, args.images, args.out, args.data, args.task, args.batch_size, args.snr,
                             args.fading, args.edges, args.encoder_batches, args.threads, args.timeout, args.work_dir,
-                            log, rounds=args.rounds, latency_images=args.latency_images)
+                            log, rounds=args.rounds, latency_images=args.latency_images,
+                            tls=args.tls)
     except Exception as exc:  # noqa: BLE001 - report any failure with its type, exit non-zero
         from rkdsc.common.bundle import BundleError
         from rkdsc.common.experiments.demo import DemoError

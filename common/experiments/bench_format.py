@@ -112,6 +112,11 @@ def bench_markdown(doc: dict) -> str:
         cell = _f(ratio) + (f" ({min(spread):.2f}-{max(spread):.2f})" if len(spread) > 1 else "")
         lines.append(f"| networked, {e} edge(s) | {_f(rate, '.1f')} | {cell} | {_f(res['latency_ms']['p50'])} | "
                      f"{_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
+    for e, res in (doc.get("networked_single_frame_messages") or {}).items():
+        rate = res.get("images_per_s")
+        lines.append(f"| networked, {e} edge(s), one frame per message (Transmit; before batching) | "
+                     f"{_f(rate, '.1f')} | {_f(rate / base if rate and base else None)} | "
+                     f"{_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
     lat = doc.get("latency")
     if lat:
         for name, res in (("in-process, batch 1", lat["inprocess"]),
@@ -120,6 +125,14 @@ def bench_markdown(doc: dict) -> str:
                          f"{_f(res['images_per_s'] / base if res.get('images_per_s') and base else None)} | "
                          f"{_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | "
                          f"{_f(res.get('accuracy'), '.3f')} |")
+        svc = (lat["networked"].get("service_latency_ms") or {})
+        if svc.get("p99") is not None:
+            lines += ["", f"Batch 1, networked: encode + hand-over to result (`encode_ms + rtt_ms`, without the wait "
+                          f"for the in-flight slot while the next image is encoded ahead) p50 {_f(svc.get('p50'))} ms, "
+                          f"p99 {_f(svc['p99'])} ms: the latency row above compares this p99."]
+    batched = ratios.get("batched_over_single_frame_messages_1_edge")
+    if batched:
+        lines += ["", f"Batched messages over one frame per message, 1 edge: {batched:.2f}x images/s."]
     runs = [(f"{e} edge(s)", res) for e, res in doc["networked"].items()]
     if lat:
         runs.append(("1 edge, batch 1", lat["networked"]))
@@ -165,6 +178,10 @@ def bench_markdown(doc: dict) -> str:
     lines += ["", f"Wire: {_f(wi['uplink_bytes_per_image'], '.0f')} bytes per image uplink ({wi['symbol_payload_bytes']} "
                   f"of symbols) vs {wi['raw_image_bytes']} raw image bytes ({_f(wi['raw_over_wire'])}x less) and "
                   f"{wi['image_file_bytes_mean']:.0f} image-file bytes ({_f(wi.get('file_over_wire'))}x less)."]
+    if doc.get("tls"):
+        from rkdsc.common.experiments.bench_tls import tls_markdown
+
+        lines += ["", tls_markdown(doc["tls"])]
     for n in doc.get("notes") or []:
         lines.append(f"Note: {n}")
     return "\n".join(lines)

@@ -3,8 +3,9 @@
     rkdsc demo --config deploy/topology.toml --out runs/demo
 
 1. checks the bundle (missing or failing verification -> a clear error, exit 2);
-2. generates the held-back digits samples when a transmitter's image folder is the
-   default samples folder (``runs/samples/<task>`` under the config root) and is missing;
+2. generates the held-back samples of the embedded tasks (``digits``, ``shapes``) when a
+   transmitter's image folder is the default samples folder (``runs/samples/<task>`` under the
+   config root) and is missing, at that task's input size in the bundle;
 3. starts ``python -m rkdsc.server``, waits for gRPC health SERVING, then ``python -m rkdsc.basestation``
    (SERVING once it has the server's task list), then every ``python -m rkdsc.edge`` of the
    topology at once; ports are picked by the services themselves (port 0 through the
@@ -16,10 +17,19 @@
 
        {"transmitters": [{"id", "task", "snr_db", "fading", "images", "answered", "errors",
                           "accuracy", "latency_ms": {"p50", "p99"}, "symbols_per_image", ...}],
+        "tasks": [{"task", "transmitters", "images", "answered", "errors", "labelled", "correct",
+                   "accuracy", "accuracy_ci95", "symbols_per_image"}],
         "wall_s", "server_metrics": {...}, "relay_metrics": {...}, "ok"}
 
-   and prints a table. Child logs: ``OUT/logs/*.log``; per-device results:
+   and prints two tables: per device, and per task (the devices of a task pooled). With a
+   ``[medium]`` table also ``OUT/scenario.png`` and ``OUT/scenario.json`` (docs/medium.md).
+   Child logs: ``OUT/logs/*.log``; per-device results:
    ``OUT/edges/<id>/results.jsonl``.
+
+With ``--tls`` (``run_demo(..., tls=True)``) a development CA and certificates for the server,
+the relay, an admin and every transmitter are made in ``OUT/certs`` (``rkdsc certs``) and every
+hop runs mutual TLS (``RKDSC_TLS=mtls``, ``RKDSC_TLS_DIR=OUT/certs`` for every child; the demo's
+own health probes use the admin certificate); the summary records ``"tls": "mtls"``.
 
 Exit status: 0 when every process succeeded, 1 when one failed (children are always
 stopped: SIGTERM, then SIGKILL), 2 for a bad config or bundle. An edge fails (exit status 1)
@@ -113,13 +123,14 @@ def _wait_ready(child: Child, ready_file: Path, timeout_s: float) -> dict:
 
 
 def wait_serving(addr: str, child: Child | None = None, timeout_s: float = READY_TIMEOUT_S,
-                 service: str = "") -> None:
-    """Poll grpc.health.v1.Health/Check on addr until SERVING."""
+                 service: str = "", tls: Any = None) -> None:
+    """Poll grpc.health.v1.Health/Check on addr until SERVING (over TLS as the admin with ``tls``,
+    the topology's [tls])."""
     from rkdsc.common.service.probe import HealthProbe
 
     deadline = time.monotonic() + timeout_s
     last = "no answer"
-    with HealthProbe(addr) as probe:
+    with HealthProbe(addr, tls=tls) as probe:
         while time.monotonic() < deadline:
             if child is not None and not child.alive():
                 raise DemoError(f"{child.name} exited with status {child.proc.returncode}; "
@@ -146,9 +157,10 @@ def _metric_totals(text: str, prefix: str) -> dict[str, float]:
     return totals_by_name(text, lambda name: name.startswith(prefix) and name.endswith("_total"))
 
 
-def ensure_samples(cfg: Config, bundle_input_size: int | None) -> list[str]:
-    """Generate the default samples folders that are missing; returns messages."""
-    from rkdsc.common.data.samples import DEFAULT_SIZE, write_samples
+def ensure_samples(cfg: Config, bundle=None) -> list[str]:
+    """Generate the default samples folders that are missing (the embedded tasks ``digits`` and
+    ``shapes``: their held-back parts, at the task's input size in ``bundle``); returns messages."""
+    from rkdsc.common.data.samples import GENERATED_SAMPLES
 
     done, notes = set(), []
     for i, t in enumerate(cfg.transmitters):
@@ -157,14 +169,28 @@ def ensure_samples(cfg: Config, bundle_input_size: int | None) -> list[str]:
             continue
         if folder != cfg.default_images(t.task):
             raise ConfigError(f"transmitters[{i}].images: image folder not found: {folder}")
-        if t.task != "digits":
+        if t.task not in GENERATED_SAMPLES:
             raise ConfigError(f"transmitters[{i}].images: {folder} is missing and samples can only be "
-                              f"generated for task 'digits', not {t.task!r}")
-        size = bundle_input_size or DEFAULT_SIZE
-        paths = write_samples(folder, size=size)
-        notes.append(f"generated {len(paths)} held-back digit samples ({size}x{size}) in {folder}")
+                              f"generated for the tasks {', '.join(map(repr, GENERATED_SAMPLES))}, not {t.task!r}")
+        size = None
+        if bundle is not None:
+            h, w = bundle.task(t.task).input.size
+            size = h if h == w else None
+        paths = GENERATED_SAMPLES[t.task](folder, None, size)
+        side = _image_side(paths)
+        notes.append(f"generated {len(paths)} held-back {t.task} samples ({side}) in {folder}")
         done.add(folder)
     return notes
+
+
+def _image_side(paths: list[Path]) -> str:
+    """'WxH' of the first sample image ('?' when there is none)."""
+    if not paths:
+        return "?"
+    from PIL import Image
+
+    with Image.open(paths[0]) as im:
+        return f"{im.width}x{im.height}"
 
 
 def _edge_summary(out: Path, transmitter_id: str) -> dict:
@@ -185,21 +211,52 @@ def _ci_text(ci: list[float] | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'transmitter':<14}{'task':<9}{'snr_db':>7} {'fading':<14}{'images':>7}{'answered':>9}"
+    w = max([14] + [len(str(r["id"])) + 1 for r in rows])  # the id column fits the longest id
+    head = (f"{'transmitter':<{w}}{'task':<9}{'snr_db':>7} {'fading':<14}{'images':>7}{'answered':>9}"
             f"{'errors':>7}{'accuracy':>9}{'n':>6}{'95% CI':>14}{'p50 ms':>8}{'p99 ms':>8}{'symbols':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lat = r.get("latency_ms") or {}
-        lines.append(f"{r['id']:<14}{r['task']:<9}{r['snr_db']:>7.1f} {r['fading']:<14}{r['images']:>7}"
+        lines.append(f"{r['id']:<{w}}{r['task']:<9}{r['snr_db']:>7.1f} {r['fading']:<14}{r['images']:>7}"
                      f"{r['answered']:>9}{r['errors']:>7}{_fmt(r['accuracy'], '.4f'):>9}{_fmt(r.get('labelled'), 'd'):>6}"
                      f"{_ci_text(r.get('accuracy_ci95')):>14}"
                      f"{_fmt(lat.get('p50'), '.2f'):>8}{_fmt(lat.get('p99'), '.2f'):>8}"
-                     f"{r['symbols_per_image']:>8}")
+                     f"{_fmt(r['symbols_per_image'], 'g'):>8}")
+    return "\n".join(lines)
+
+
+def task_rows(rows: list[dict]) -> list[dict]:
+    """Per-task totals of the transmitter rows (the devices of one task pooled), in first-seen order."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        t = out.setdefault(r["task"], {"task": r["task"], "transmitters": [], "images": 0, "answered": 0, "errors": 0,
+                                       "labelled": 0, "correct": 0, "symbols_per_image": r.get("symbols_per_image")})
+        t["transmitters"].append(r["id"])
+        for key in ("images", "answered", "errors", "labelled", "correct"):
+            t[key] += int(r.get(key) or 0)
+    for t in out.values():
+        t["accuracy"] = t["correct"] / t["labelled"] if t["labelled"] else None
+        t["accuracy_ci95"] = ci95(t["accuracy"], t["labelled"])
+        # symbols per answered image over the task's devices (their codecs may differ)
+        pairs = [(r.get("symbols_per_image"), int(r.get("answered") or 0)) for r in rows if r["task"] == t["task"]]
+        if all(k is not None for k, _ in pairs) and sum(n for _, n in pairs):
+            t["symbols_per_image"] = sum(k * n for k, n in pairs) / sum(n for _, n in pairs)
+    return list(out.values())
+
+
+def task_table(tasks: list[dict]) -> str:
+    head = (f"{'task':<12}{'devices':>8}{'images':>8}{'answered':>9}{'errors':>7}{'accuracy':>9}{'n':>6}"
+            f"{'95% CI':>14}{'symbols':>8}")
+    lines = [head, "-" * len(head)]
+    for t in tasks:
+        lines.append(f"{t['task']:<12}{len(t['transmitters']):>8}{t['images']:>8}{t['answered']:>9}{t['errors']:>7}"
+                     f"{_fmt(t['accuracy'], '.4f'):>9}{t['labelled']:>6}{_ci_text(t.get('accuracy_ci95')):>14}"
+                     f"{_fmt(t.get('symbols_per_image'), 'g'):>8}")
     return "\n".join(lines)
 
 
 def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bool = False,
-             timeout_s: float = 3600.0, limit: int | None = None, quiet: bool = False) -> dict:
+             timeout_s: float = 3600.0, limit: int | None = None, quiet: bool = False, tls: bool = False) -> dict:
     """Run the topology; returns the summary dict (also written to OUT/summary.json).
     Raises ConfigError / BundleError for bad inputs, DemoError when a process fails."""
     from rkdsc.common.bundle import BundleError, load_bundle
@@ -216,8 +273,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
     bundle = load_bundle(cfg.bundle.path, verify=True)
     for i, t in enumerate(cfg.transmitters):
         bundle.task(t.task)  # unknown task -> UnknownTaskError naming the known ones
-    h, w = bundle.input.size
-    for note in ensure_samples(cfg, h if h == w else None):
+    for note in ensure_samples(cfg, bundle):
         say(note)
 
     out = Path(out).resolve()
@@ -226,11 +282,22 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
         (out / sub).mkdir(parents=True, exist_ok=True)
     for stale in (out / "run").glob("*.json"):
         stale.unlink()
+    tls_env: dict[str, str] = {}
+    if tls:  # certificates on the fly; every child (and the health probes) on mutual TLS
+        from rkdsc.common.certs import write_certs
+        from rkdsc.common.config import apply_tls_env
+
+        write_certs(out / "certs", [t.id for t in cfg.transmitters], reuse_ca=False)
+        tls_env = {"RKDSC_TLS": "mtls", "RKDSC_TLS_DIR": str(out / "certs")}
+        cfg.tls = apply_tls_env(cfg.tls, tls_env)
+        cfg.tls.cert = cfg.tls.key = None  # the probes use admin.pem of the folder
+        say(f"tls      mutual TLS on every hop; certificates in {out / 'certs'}")
     py = sys.executable
     children: list[Child] = []
     ok = False
     rows: list[dict] = []
     server_metrics = relay_metrics = ""
+    scenario = None
     try:
         def start_service(name: str, module: str, env: dict[str, str], bind_prefix: str) -> tuple[Child, str, dict]:
             """Start `python -m module`, wait for its ready file and health; (child, address, ready info)."""
@@ -238,11 +305,11 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                 env = {**env, f"{bind_prefix}_BIND": "127.0.0.1:0", f"{bind_prefix}_METRICS_PORT": "0"}
             ready = out / "run" / f"{name}.json"
             child = Child(name, [py, "-m", module, "--config", str(config), "--ready-file", str(ready)],
-                          _child_env(env), logs / f"{name}.log")
+                          _child_env({**env, **tls_env}), logs / f"{name}.log")
             children.append(child)
             info = _wait_ready(child, ready, READY_TIMEOUT_S)
             addr = f"127.0.0.1:{info['port']}"
-            wait_serving(addr, child)
+            wait_serving(addr, child, tls=cfg.tls)
             say(f"{name:<8} pid {child.proc.pid} on {addr} (metrics :{info['metrics_port']})")
             return child, addr, info
 
@@ -256,7 +323,8 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                     "--no-progress"]
             if limit is not None:
                 args += ["--limit", str(limit)]
-            child = Child(f"edge {t.id}", args, _child_env({"RKDSC_RELAY_ADDR": relay_addr}), logs / f"edge-{t.id}.log")
+            child = Child(f"edge {t.id}", args, _child_env({"RKDSC_RELAY_ADDR": relay_addr, **tls_env}),
+                          logs / f"edge-{t.id}.log")
             children.append(child)
             edges.append((t, child))
         say(f"edges    {', '.join(t.id for t, _ in edges)} streaming ...")
@@ -295,7 +363,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                 "id": t.id, "task": t.task, "snr_db": t.snr_db, "fading": t.fading,
                 "path_gain_db": t.path_gain_db, "effective_snr_db": t.effective_snr_db,
                 "images": s.get("images", 0), "answered": s.get("answered", 0), "errors": s.get("errors", 0),
-                "accuracy": s.get("accuracy"), "labelled": s.get("labelled"),
+                "accuracy": s.get("accuracy"), "labelled": s.get("labelled"), "correct": s.get("correct"),
                 "accuracy_ci95": ci95(s.get("accuracy"), s.get("labelled") or 0),
                 "latency_ms": {"p50": (s.get("latency_ms") or {}).get("p50"),
                                "p99": (s.get("latency_ms") or {}).get("p99")},
@@ -303,7 +371,18 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                 "rtt_ms": s.get("rtt_ms"), "images_per_s": s.get("images_per_s"), "wall_s": s.get("wall_s"),
                 "uplink_bytes_per_image": s.get("uplink_bytes_per_image"),
                 "raw_image_bytes": s.get("raw_image_bytes"),
+                **({"emulated_latency_ms": s.get("emulated_latency_ms"), "airtime_s": s.get("airtime_s")}
+                   if cfg.medium is not None else {}),
                 "results": str(out / "edges" / t.id / "results.jsonl")})
+        if cfg.medium is not None:  # [medium] (issue 13): OUT/scenario.png and OUT/scenario.json
+            from rkdsc.common.experiments.scenario_plot import write_scenario
+
+            scenario = write_scenario(out, title=config.stem)
+            say(f"scenario {scenario['plot'] or '(no matplotlib: no plot)'}; table {out / 'scenario.json'}")
+            for r in scenario["table"]:  # the emulated system's figures (the table below is wall time)
+                acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+                say(f"  {r['transmitter']:<16} {r['distance_m']:8.1f} m {r['snr_db']:7.1f} dB  accuracy {acc}  "
+                    f"emulated p50 {r['emulated_p50_ms']:.2f} ms  p99 {r['emulated_p99_ms']:.2f} ms")
         if failed:
             raise DemoError("\n".join(failed))
         ok = True
@@ -311,14 +390,19 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
         for child in children:
             if child.alive():
                 child.kill()
-        summary = {"transmitters": rows, "wall_s": time.perf_counter() - t0, "ok": ok,
+        summary = {"transmitters": rows, "tasks": task_rows(rows), "wall_s": time.perf_counter() - t0, "ok": ok,
+                   "tls": cfg.tls.mode,
                    "config": str(config), "bundle": str(cfg.bundle.path),
                    "server_metrics": _metric_totals(server_metrics, "rkdsc_") if server_metrics else {},
                    "relay_metrics": _metric_totals(relay_metrics, "rkdsc_relay_") if relay_metrics else {},
                    "logs": str(logs)}
+        if scenario is not None:
+            summary["scenario"] = scenario
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     say("")
     say(table(rows))
+    say("")
+    say(task_table(summary["tasks"]))
     say(f"\nwall {summary['wall_s']:.1f} s; summary {out / 'summary.json'}; logs {logs}")
     return summary
 
@@ -335,6 +419,9 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="at most N images per edge device (default: the config's limit)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds the edge devices may run (default 3600)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--tls", action="store_true",
+                   help="mutual TLS on every hop: a development CA and certificates for server, relay, admin and "
+                        "every transmitter are made in OUT/certs (docs/security.md)")
     args = p.parse_args(argv)
     from rkdsc.common.bundle import BundleError
 
@@ -344,7 +431,7 @@ def cli(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         summary = run_demo(args.config, args.out, config_ports=args.config_ports, timeout_s=args.timeout,
-                           limit=args.limit, quiet=args.quiet)
+                           limit=args.limit, quiet=args.quiet, tls=args.tls)
     except (ConfigError, BundleError, FileExistsError) as exc:
         print(f"rkdsc demo: error: {exc}", file=sys.stderr)
         return 2

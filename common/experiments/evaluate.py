@@ -116,12 +116,12 @@ def load_preset_split(preset: Any, limit: int | None = None, seed: int = 0) -> t
 
 
 def preset_eval_dataset(preset) -> tuple[Any, list[str], str]:
-    """(dataset, class_names, split name): the held-back part for digits (never trained on),
+    """(dataset, class_names, split name): the held-back part for digits / shapes (never trained on),
     otherwise the validation split of ``build_datasets``."""
     from rkdsc.common.data import datasets
 
     _, val_ds, class_names = datasets.build_datasets(preset)
-    if preset.data.dataset == "digits" and hasattr(datasets, "heldout_dataset"):
+    if preset.data.dataset in ("digits", "shapes") and hasattr(datasets, "heldout_dataset"):
         return datasets.heldout_dataset(preset), list(class_names), "heldout"
     return val_ds, list(class_names), "val"
 
@@ -166,7 +166,7 @@ def training_data_root(manifest: dict) -> Path | None:
             data = json.loads(res.read_text(encoding="utf-8")).get("preset_config", {}).get("data")
         except (OSError, ValueError, AttributeError):
             data = None
-    if not isinstance(data, dict) or data.get("dataset") in (None, "digits", "cifar100"):
+    if not isinstance(data, dict) or data.get("dataset") in (None, "digits", "shapes", "cifar100"):
         return None
     from rkdsc.common.train.presets import resolve_data_root
 
@@ -305,15 +305,17 @@ def run_evaluation(bundles: Sequence[str], labels: Sequence[str] | None, channel
             if warning and warning not in warnings:
                 print(f"evaluate: warning: {warning}", file=sys.stderr)
                 warnings.append(warning)
+        task_input = bundle.task(task).input  # the evaluated task's own preprocessing
+        task_input_doc = {"size": list(task_input.size), "mean": list(task_input.mean), "std": list(task_input.std)}
         if preset_data is not None:
             data, spec = preset_data
-            if not _same_spec(spec, bundle.input):
-                raise ValueError(f"bundle {b}: input spec {bundle.manifest['input']} differs from the preset's "
+            if not _same_spec(spec, task_input):
+                raise ValueError(f"bundle {b}: input spec {task_input_doc} differs from the preset's "
                                  f"preprocessing {spec} ({data.source}); evaluate it with --data instead")
         else:
-            key = json.dumps(bundle.manifest["input"], sort_keys=True)
+            key = json.dumps(task_input_doc, sort_keys=True)
             if key not in folder_cache:
-                folder_cache[key] = load_folder(data_dir, bundle.manifest["input"], limit, seed)
+                folder_cache[key] = load_folder(data_dir, task_input_doc, limit, seed)
             data = folder_cache[key]
         res = evaluate_bundle(b, data, channel, snrs_db, seed=seed, task=task, progress=progress)
         prov = bundle.manifest.get("provenance", {})

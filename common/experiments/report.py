@@ -274,18 +274,100 @@ def fig8_claim(ablation: dict | None, ds: str, source: str) -> dict:
         pts = sorted(ablation["points"], key=lambda q: q["compression_ratio"])
         if len(pts) >= 2:
             delta = 100.0 * (pts[-1]["accuracy_at_snr"] - pts[0]["accuracy_at_snr"])
-    if delta is None:
-        verdict = "not run"
-    elif p_delta is None:
-        verdict = "n/a"
-    elif delta * p_delta > 0:
-        verdict = "holds" if abs(delta) >= abs(p_delta) else "holds qualitatively"
-    else:
-        verdict = "does not hold"
+    verdict = _fig8_verdict(delta, p_delta)
     trend = "changes" if p_delta is None else ("rises" if p_delta > 0 else "falls")
     return _claim("fig8_trend", f"accuracy at -10 dB {trend} from the lowest to the highest compression ratio "
                   "(change in percentage points)", ds, p_delta, delta, "pp", verdict,
                   "holds if same sign and at least the paper's change; qualitatively if same sign", source)
+
+
+def _fig8_verdict(delta: float | None, p_delta: float | None) -> str:
+    if delta is None:
+        return "not run"
+    if p_delta is None:
+        return "n/a"
+    if delta * p_delta > 0:
+        return "holds" if abs(delta) >= abs(p_delta) else "holds qualitatively"
+    return "does not hold"
+
+
+# claims of run_claims whose qualitative form is "the measured number is positive"
+POSITIVE_QUALITATIVE = ("param_reduction_vs_teacher", "gain_over_student_25db", "gain_over_teacher_m10db",
+                        "kdl_vs_darts_accuracy", "kdl_vs_darts_params")
+
+
+def seed_groups(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs of one preset with two or more different seeds (results.json ``preset`` / ``seed``), by preset."""
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        res = r.get("results") or {}
+        if res.get("preset") is not None and res.get("seed") is not None:
+            by.setdefault(str(res["preset"]), []).append(r)
+    return {k: v for k, v in by.items() if len({r["results"]["seed"] for r in v}) >= 2}
+
+
+def _verdict_on_mean(cid: str, mean: float | None, paper: Any, first: dict) -> str:
+    if mean is None:
+        return "not run"
+    if cid == "fig8_trend":
+        return _fig8_verdict(mean, paper)
+    if cid == "feature_dim":  # fixed by the preset: every seed transmits the same size
+        return first["verdict"]
+    return judge(mean, paper, (mean > 0) if cid in POSITIVE_QUALITATIVE else None)
+
+
+def mean_claims(group: list[dict]) -> list[dict]:
+    """The claims of ``run_claims`` over several seeds of one preset: ``measured`` is the mean over the
+    seeds that measured it, ``spread`` the sample standard deviation, range and per-seed values (and
+    verdicts), and the verdict is the claim's rule applied to the mean."""
+    seeds = [r["results"]["seed"] for r in group]
+    per_run = [{c["id"]: c for c in run_claims(r)} for r in group]
+    preset = group[0]["results"]["preset"]
+    out = []
+    for cid, first in per_run[0].items():
+        vals = {s: cl[cid]["measured"] for s, cl in zip(seeds, per_run) if cl[cid]["measured"] is not None}
+        xs = [float(v) for v in vals.values()]
+        mean = sum(xs) / len(xs) if xs else None
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) >= 2 else None
+        c = dict(first, measured=mean, source=f"{preset} (seeds {', '.join(str(s) for s in seeds)})",
+                 verdict=_verdict_on_mean(cid, mean, first["paper"], first))
+        c["spread"] = {"n": len(xs), "std": std, "min": min(xs) if xs else None, "max": max(xs) if xs else None,
+                       "values": vals, "verdicts": {s: cl[cid]["verdict"] for s, cl in zip(seeds, per_run)}}
+        out.append(c)
+    return out
+
+
+def seeds_table(group: list[dict]) -> str:
+    """Per-seed search results and headline accuracies (AWGN) of one preset, then mean +- std."""
+    cols = [("rkd-sc", 25), ("rkd-sc", -10), ("jscc-student", 25), ("jscc-student", -10), ("jscc-teacher", 25),
+            ("jscc-teacher", -10)]
+    lines = ["| Seed | KDL-DARTS depths | DARTS depths | KDL-DARTS params | DARTS params | "
+             + " | ".join(f"{METHOD_LABELS[m]} {s:g} dB" for m, s in cols) + " |",
+             "|---|---|---|---|---|" + "---|" * len(cols)]
+    accs: dict[tuple, list[float]] = {k: [] for k in cols}
+    for r in group:
+        archs = r["archs"]
+        row = [str(r["results"]["seed"])]
+        for m in ("kdl-darts", "darts"):
+            row.append(str(archs[m].get("depths")) if m in archs else "not run")
+        for m in ("kdl-darts", "darts"):
+            v = archs[m].get("selected_params") if m in archs else None
+            row.append(f"{v:,}" if isinstance(v, int) else "not run")
+        for k in cols:
+            a = acc(r, k[0], "awgn", k[1])
+            row.append(_pct(a))
+            if a is not None:
+                accs[k].append(100.0 * a)
+        lines.append("| " + " | ".join(row) + " |")
+
+    def ms(xs: list[float]) -> str:
+        if not xs:
+            return "not run"
+        m = sum(xs) / len(xs)
+        sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) >= 2 else 0.0
+        return f"{m:.2f} ± {sd:.2f}"
+    lines.append("| mean ± std | | | | | " + " | ".join(ms(accs[k]) for k in cols) + " |")
+    return "\n".join(lines)
 
 
 def profile_claims(doc: dict, other_teachers: list[dict] | None = None) -> list[dict]:
@@ -345,8 +427,12 @@ def claims_table(claims: list[dict]) -> str:
     lines = ["| Claim | Data set | Run | Paper | This run | Verdict | Rule |", "|---|---|---|---|---|---|---|"]
     for c in claims:
         u = c["unit"]
+        measured = _fmt(c["measured"], 2, u)
+        sp = c.get("spread")
+        if sp and sp.get("std") is not None:  # a mean over seeds (mean_claims)
+            measured += f" ± {sp['std']:.2f} (mean of {sp['n']} seeds, {sp['min']:.2f} to {sp['max']:.2f})"
         lines.append(f"| {c['claim']} | {DATASET_NAMES.get(c['dataset'], c['dataset'])} | {c['source']} | "
-                     f"{_fmt(c['paper'], 2, u) if c['paper'] is not None else 'n/a'} | {_fmt(c['measured'], 2, u)} | "
+                     f"{_fmt(c['paper'], 2, u) if c['paper'] is not None else 'n/a'} | {measured} | "
                      f"**{c['verdict']}** | {c['rule']} |")
     return "\n".join(lines)
 
@@ -641,6 +727,8 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
     fig_dir.mkdir(parents=True, exist_ok=True)
     claims: list[dict] = []
     body: list[str] = []
+    groups = seed_groups(runs)  # several seeds of one preset: their claims are judged on the mean
+    grouped = {r["dir"] for g in groups.values() for r in g}
     for run in runs:
         ds, name = run["dataset"], run["name"]
         body += [f"## Run `{name}` ({DATASET_NAMES.get(ds, ds)})", ""]
@@ -699,7 +787,13 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
         else:
             body += ["_not run: no ablation/ablation.json (run `rkdsc ablation --workdir "
                      f"{run['dir']}`)._", ""]
-        claims += run_claims(run)
+        if run["dir"] not in grouped:
+            claims += run_claims(run)
+    for preset_name, group in groups.items():
+        body += [f"## Preset `{preset_name}` over {len(group)} seeds", "",
+                 "The claims of these runs are judged once, on the mean over the seeds (the claims table gives the "
+                 "mean, the sample standard deviation and the range); per seed:", "", seeds_table(group), ""]
+        claims += mean_claims(group)
     for a in extra_ablations:
         ds = a.get("dataset", "unknown")
         label = f"ablation-{a.get('preset', ds)}"

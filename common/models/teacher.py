@@ -145,22 +145,28 @@ def build_teacher(name: str = "vit_base_patch16_clip_224.openai", checkpoint: st
     """timm.create_model(name, pretrained=False, img_size=img_size, **timm_kwargs), frozen.
 
     ``img_size`` (when given) is passed to timm (ViTs resize their patch grid) and is the size
-    inputs are resized to; without it the model's own input size is used. Example of a small
+    inputs are resized to; without it the model's own input size is used. Names of
+    ``rkdsc.common.models.cnn.LOCAL_MODELS`` (``resnet9``) are built from there instead of timm. Example of a small
     self-trained teacher: ``build_teacher("vit_tiny_patch16_224", img_size=32, patch_size=4,
     num_classes=512)``.
     """
-    import timm
+    from rkdsc.common.models.cnn import LOCAL_MODELS
 
     kwargs = dict(timm_kwargs)
-    if img_size is not None:
-        kwargs["img_size"] = img_size
-    try:
-        backbone = timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError:
-        if img_size is None:
-            raise
-        kwargs.pop("img_size")  # a CNN without an img_size argument: only resize the inputs
-        backbone = timm.create_model(name, pretrained=False, **kwargs)
+    if name in LOCAL_MODELS:  # this library's 32-px CNNs (cnn.py): no img_size argument, inputs are resized
+        backbone = LOCAL_MODELS[name](**kwargs)
+    else:
+        import timm
+
+        if img_size is not None:
+            kwargs["img_size"] = img_size
+        try:
+            backbone = timm.create_model(name, pretrained=False, **kwargs)
+        except TypeError:
+            if img_size is None:
+                raise
+            kwargs.pop("img_size")  # a CNN without an img_size argument: only resize the inputs
+            backbone = timm.create_model(name, pretrained=False, **kwargs)
     if img_size is not None:
         size = (img_size, img_size)
     elif getattr(getattr(backbone, "patch_embed", None), "img_size", None) is not None:

@@ -5,9 +5,12 @@
     check_symbols(tensor, field, k, shapes=None, check_power=False) -> complex64 [1, K]
     check_finite(value, field, lo, hi) -> float
     check_client_strings(msg)      # transmitter_id / task / fading <= 128 chars, file <= 4096 bytes
+    check_batch(msg, max_rows)     # a FrameBatch / ChannelFrameBatch: its strings, 1..max_rows frames
+    check_symbol_rows(tensor, field, k, n, shapes=None, check_power=False) -> complex64 [N, K]
     shown(value)                   # a client string as it may appear in a message or a log line
     bounded(message)               # a status message cut to MAX_STATUS_CHARS
     FrameIdRegistry(window=...).claim(transmitter_id, frame_id)   # each frame id once per transmitter
+    FrameIdRegistry.claim_many(transmitter_id, frame_ids)          # all of them, or none
     SNR_LIMIT_DB, POWER_TOLERANCE, MAX_ID_CHARS, MAX_FILE_BYTES, SERVER_MAX_MESSAGE_BYTES
 
 Guarantees: every check raises FrameRejected (never another exception for bad input) and
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SNR_LIMIT_DB", "POWER_TOLERANCE", "MAX_ID_CHARS", "MAX_FILE_BYTES", "SHOWN_CHARS", "MAX_STATUS_CHARS",
            "SERVER_MAX_MESSAGE_BYTES", "FrameRejected", "invalid", "shown", "bounded", "check_client_strings",
-           "check_symbols", "check_finite", "FrameIdRegistry"]
+           "check_batch", "check_symbols", "check_symbol_rows", "check_finite", "FrameIdRegistry"]
 
 SNR_LIMIT_DB = 100.0  # |snr_db| above this is rejected (noise_var would under/overflow float32)
 POWER_TOLERANCE = 1e-2  # relative tolerance on mean |z|^2 = 1 of transmitted symbols
@@ -101,8 +104,59 @@ def check_client_strings(msg: Any) -> None:
                       f"bytes ({shown(msg.file, 32)})")
 
 
+def check_batch(msg: Any, max_rows: int) -> int:
+    """A batched message (``FrameBatch`` / ``ChannelFrameBatch``): its strings as in
+    ``check_client_strings`` (each ``frames[i].file`` too) and 1..max_rows frames -> N.
+    INVALID_ARGUMENT naming the field (``frames[3].file: ...``)."""
+    _check_chars(msg.transmitter_id, "transmitter_id", MAX_ID_CHARS)
+    _check_chars(msg.task, "task", MAX_ID_CHARS)
+    fading = getattr(msg, "fading", None)
+    if isinstance(fading, str):
+        _check_chars(fading, "fading", MAX_ID_CHARS)
+    n = len(msg.frames)
+    if not 1 <= n <= max_rows:
+        raise invalid(f"frames: expected 1 to {max_rows} frames in one message, got {n}")
+    for i, meta in enumerate(msg.frames):
+        if len(meta.file) > MAX_FILE_BYTES // 4 and len(meta.file.encode("utf-8")) > MAX_FILE_BYTES:
+            raise invalid(f"frames[{i}].file: {len(meta.file.encode('utf-8'))} bytes, longer than the limit of "
+                          f"{MAX_FILE_BYTES} bytes ({shown(meta.file, 32)})")
+    return n
+
+
 def _shape_text(shape: tuple[int, ...]) -> str:
     return str(list(shape)) if len(shape) <= 8 else f"{list(shape[:8])}... ({len(shape)} dimensions)"
+
+
+def _decode_symbols(t: "pb.Tensor", field: str, shapes: list[tuple[int, ...]], n: int | None = None) -> np.ndarray:
+    """The checks every symbol tensor passes: size (RESOURCE_EXHAUSTED), dtype complex64, one of
+    ``shapes``, the wire decode; -> the array as sent. ``n``: the frames of a batched message."""
+    frames = "" if n is None else f" for {n} frames"
+    limit = max(int(np.prod(s)) for s in shapes) * 8  # complex64 = 8 bytes
+    if len(t.data) > limit:
+        raise FrameRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"{field}.data: {len(t.data)} bytes is larger than the limit of {limit} bytes "
+                            f"({limit // 8} complex64 symbols{frames})")
+    if t.dtype != "complex64":
+        raise invalid(f"{field}.dtype: expected 'complex64', got {shown(t.dtype)}")
+    shape = tuple(int(d) for d in t.shape)
+    if shape not in shapes:
+        raise invalid(f"{field}.shape: expected one of {[list(s) for s in shapes]}"
+                      f"{'' if n is None else f' ({n} frames)'}, got {_shape_text(shape)}")
+    try:
+        return decode_tensor(t.data, t.dtype, list(t.shape), field=field, expected_dtype="complex64",
+                             max_bytes=limit)
+    except WireError as exc:
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.kind == "size" else grpc.StatusCode.INVALID_ARGUMENT
+        raise FrameRejected(code, str(exc)) from None
+
+
+def _row_power(arr: np.ndarray) -> np.ndarray:
+    """mean |z|^2 of each row [N, K] -> [N] (float64)."""
+    return np.mean(arr.real.astype(np.float64) ** 2 + arr.imag.astype(np.float64) ** 2, axis=1)
+
+
+_POWER_HINT = ("expected 1 (transmitters normalize each frame to unit average power, "
+               "rkdsc.common.channel.normalize_power)")
 
 
 def check_symbols(t: "pb.Tensor", field: str, k: int, *, shapes: Iterable[tuple[int, ...]] | None = None,
@@ -112,29 +166,27 @@ def check_symbols(t: "pb.Tensor", field: str, k: int, *, shapes: Iterable[tuple[
     Oversized payloads -> RESOURCE_EXHAUSTED, anything else wrong -> INVALID_ARGUMENT; the
     message starts with `field`.
     """
-    shapes = [tuple(s) for s in (shapes or [(k,), (1, k)])]
-    limit = max(int(np.prod(s)) for s in shapes) * 8  # complex64 = 8 bytes
-    if len(t.data) > limit:
-        raise FrameRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"{field}.data: {len(t.data)} bytes is larger than the limit of {limit} bytes "
-                            f"({limit // 8} complex64 symbols)")
-    if t.dtype != "complex64":
-        raise invalid(f"{field}.dtype: expected 'complex64', got {shown(t.dtype)}")
-    shape = tuple(int(d) for d in t.shape)
-    if shape not in shapes:
-        raise invalid(f"{field}.shape: expected one of {[list(s) for s in shapes]}, got {_shape_text(shape)}")
-    try:
-        arr = decode_tensor(t.data, t.dtype, list(t.shape), field=field, expected_dtype="complex64",
-                            max_bytes=limit)
-    except WireError as exc:
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.kind == "size" else grpc.StatusCode.INVALID_ARGUMENT
-        raise FrameRejected(code, str(exc)) from None
+    arr = _decode_symbols(t, field, [tuple(s) for s in (shapes or [(k,), (1, k)])])
     arr = arr.reshape(1, -1) if arr.ndim == 1 or arr.shape[0] == 1 else arr
     if check_power:
-        power = float(np.mean(arr.real.astype(np.float64) ** 2 + arr.imag.astype(np.float64) ** 2))
+        power = float(np.mean(_row_power(arr.reshape(1, -1))))
         if abs(power - 1.0) > POWER_TOLERANCE:
-            raise invalid(f"{field}: average power {power:.6g}, expected 1 (transmitters normalize "
-                          f"each frame to unit average power, rkdsc.common.channel.normalize_power)")
+            raise invalid(f"{field}: average power {power:.6g}, {_POWER_HINT}")
+    return arr
+
+
+def check_symbol_rows(t: "pb.Tensor", field: str, k: int, n: int, *,
+                      shapes: Iterable[tuple[int, ...]] | None = None, check_power: bool = False) -> np.ndarray:
+    """Validate a complex64 tensor of N frames of K symbols ([N, K] unless `shapes`) -> [N, K]
+    (``[N, 1]`` stays as it is). With ``check_power`` every row must have unit average power
+    (the message names the first row that has not). Errors as in ``check_symbols``."""
+    arr = _decode_symbols(t, field, [tuple(s) for s in (shapes or [(n, k)])], n)
+    if check_power:
+        power = _row_power(arr)                                              # [N]
+        bad = np.flatnonzero(~(np.abs(power - 1.0) <= POWER_TOLERANCE))
+        if bad.size:
+            i = int(bad[0])
+            raise invalid(f"{field}[{i}]: average power {float(power[i]):.6g}, {_POWER_HINT}")
     return arr
 
 
@@ -183,29 +235,38 @@ class FrameIdRegistry:
         self._lock = threading.Lock()
 
     def claim(self, transmitter_id: str, frame_id: int) -> None:
-        frame_id = int(frame_id)
+        self.claim_many(transmitter_id, (frame_id,))
+
+    def claim_many(self, transmitter_id: str, frame_ids: Iterable[int]) -> None:
+        """``claim`` each id, atomically: when one of them is refused (also a repeat inside
+        ``frame_ids``), none is claimed."""
+        ids = [int(f) for f in frame_ids]
         with self._lock:
             w = self._seen.get(transmitter_id)
+            fresh: set[int] = set()
+            for fid in ids:
+                if fid in fresh or (w is not None and fid in w.ids):
+                    raise invalid(f"frame_id: frame {fid} of transmitter {shown(transmitter_id)} was already "
+                                  f"received (frame ids must be unique per transmitter)")
+                if w is not None and fid <= w.floor:
+                    raise invalid(f"frame_id: frame {fid} of transmitter {shown(transmitter_id)} is at or below "
+                                  f"{w.floor}, the oldest id still remembered: it was already received or is older "
+                                  f"than the transmitter's last {self.window} frame ids (frame ids must be unique "
+                                  f"per transmitter and increase)")
+                fresh.add(fid)
             if w is None:
                 w = self._seen[transmitter_id] = _Window()
                 while len(self._seen) > self.max_transmitters:
                     self._seen.popitem(last=False)
             else:
                 self._seen.move_to_end(transmitter_id)
-            if frame_id in w.ids:
-                raise invalid(f"frame_id: frame {frame_id} of transmitter {shown(transmitter_id)} was already "
-                              f"received (frame ids must be unique per transmitter)")
-            if frame_id <= w.floor:
-                raise invalid(f"frame_id: frame {frame_id} of transmitter {shown(transmitter_id)} is at or below "
-                              f"{w.floor}, the oldest id still remembered: it was already received or is older "
-                              f"than the transmitter's last {self.window} frame ids (frame ids must be unique "
-                              f"per transmitter and increase)")
-            w.ids.add(frame_id)
-            heapq.heappush(w.heap, frame_id)
-            if len(w.heap) > self.window:
-                dropped = heapq.heappop(w.heap)
-                w.ids.discard(dropped)
-                w.floor = max(w.floor, dropped)
+            for fid in ids:
+                w.ids.add(fid)
+                heapq.heappush(w.heap, fid)
+                if len(w.heap) > self.window:
+                    dropped = heapq.heappop(w.heap)
+                    w.ids.discard(dropped)
+                    w.floor = max(w.floor, dropped)
 
     def size(self) -> int:
         """Frame ids held, over every transmitter (at most window x max_transmitters)."""

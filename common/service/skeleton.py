@@ -166,16 +166,18 @@ def set_health(health_servicer: health.HealthServicer, service_name: str, servin
 
 def build_grpc_server(add_servicer: Callable[[Any, grpc.Server], None], servicer: Any, *, bind: str,
                       service_name: str, max_workers: int, max_message_bytes: int,
-                      thread_prefix: str) -> tuple[grpc.Server, health.HealthServicer, int]:
+                      thread_prefix: str, credentials: grpc.ServerCredentials | None = None,
+                      interceptors: Sequence[grpc.ServerInterceptor] = ()) -> tuple[grpc.Server, health.HealthServicer, int]:
     """The part every service shares: thread pool, message limits, servicer, health (NOT_SERVING
-    until set) and reflection, bound to ``bind``. Raises OSError naming the address when the
-    port cannot be bound (the caller releases what it built)."""
+    until set) and reflection, bound to ``bind`` (TLS with ``credentials``, see
+    ``rkdsc.common.service.security``; ``interceptors``: e.g. its ``Guard``). Raises OSError
+    naming the address when the port cannot be bound (the caller releases what it built)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_prefix),
-                         options=server_options(max_message_bytes))
+                         options=server_options(max_message_bytes), interceptors=list(interceptors) or None)
     add_servicer(servicer, server)
     health_servicer = add_health_and_reflection(server, service_name)
     try:  # grpcio raises RuntimeError on a failed bind (older versions returned port 0)
-        port = server.add_insecure_port(bind)
+        port = server.add_secure_port(bind, credentials) if credentials is not None else server.add_insecure_port(bind)
     except RuntimeError:
         port = 0
     if port == 0:

@@ -31,9 +31,24 @@ from torch import nn
 from rkdsc.common.models.weights import load_weights, save_weights, state_dict_for_save
 
 
+def make_deterministic() -> None:
+    """Deterministic algorithms wherever torch has them (``use_deterministic_algorithms``,
+    warn_only: an op without a deterministic kernel warns instead of failing), no cuDNN
+    autotuning, cuBLAS's deterministic workspace (``CUBLAS_WORKSPACE_CONFIG``, effective when set
+    before CUDA starts). Uninitialised memory is not filled (a cost, and correct code never reads
+    it). Repeats are then exact on one machine with the same thread count; other CPUs or thread
+    counts round differently."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch (CPU and CUDA); returns a torch.Generator seeded with `seed`
-    for data order and augmentation."""
+    """Seed python, numpy and torch (CPU and CUDA) and turn on ``make_deterministic``; returns a
+    torch.Generator seeded with `seed` for data order and augmentation."""
+    make_deterministic()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -73,13 +88,22 @@ def progress(iterable: Iterable | None = None, desc: str = "", total: int | None
 
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
                 drop_last: bool = False, sampler=None) -> torch.utils.data.DataLoader:
-    """DataLoader with a seeded shuffling generator (same seed -> same order); `sampler`
-    (e.g. a DistributedSampler) replaces the shuffling."""
+    """DataLoader with a seeded shuffling generator (same seed -> same order) and seeded workers
+    (``seed_worker``); `sampler` (e.g. a DistributedSampler) replaces the shuffling."""
     g = torch.Generator()
     g.manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
-        num_workers=num_workers, drop_last=drop_last, generator=g, persistent_workers=num_workers > 0)
+        num_workers=num_workers, drop_last=drop_last, generator=g, persistent_workers=num_workers > 0,
+        worker_init_fn=seed_worker if num_workers > 0 else None)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: seed python's and numpy's generators from the worker's torch seed
+    (which the loader derives from its seeded generator), so worker-side randomness repeats."""
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
 
 
 class JsonlLogger:
@@ -228,6 +252,6 @@ def set_threads(n: int | None = None) -> int:
 
 
 __all__ = [
-    "seed_everything", "cosine_lr", "pick_device", "progress", "make_loader", "JsonlLogger", "write_json",
+    "seed_everything", "make_deterministic", "seed_worker", "cosine_lr", "pick_device", "progress", "make_loader", "JsonlLogger", "write_json",
     "file_sha256", "read_json", "default_ctx", "clear_outputs", "sync_note", "set_threads", "save_weights", "load_weights", "state_dict_for_save", "save_checkpoint", "load_checkpoint",
 ]

@@ -63,15 +63,11 @@ def export_from_workdir(workdir: str | Path, out: str | Path, method: str, prove
             tasks.append({"name": spec["task"], "class_names": spec["class_names"],
                           "class_ids": spec.get("class_ids"), "edge_part": edge.eval(),
                           "server_part": server.eval(), "compression_ratio": arch.compression_ratio,
-                          "compact_dim": arch.compact_dim})
+                          "compact_dim": arch.compact_dim, "input": spec["input"],
+                          "feature_dim": int(spec["feature_dim"]), "snr_train_db": spec.get("snr_train_db")})
             specs.append(spec)
             archs[spec["task"]] = arch.to_json()
-    first = specs[0]
-    for s in specs[1:]:
-        if s["input"] != first["input"] or s["feature_dim"] != first["feature_dim"]:
-            raise ValueError(f"task {s['task']!r}: input {s['input']} / feature_dim {s['feature_dim']} differ from task "
-                             f"{first['task']!r} ({first['input']} / {first['feature_dim']}); one bundle has one input "
-                             "spec: export the tasks separately or train them at the same input size")
+    first = specs[0]  # each task carries its own input spec and feature_dim (manifest format 2)
     prov: dict[str, Any] = {
         "method": method, "preset": first["preset"] if len(specs) == 1 else [s["preset"] for s in specs],
         "seed": first["seed"], "workdir": str(workdir.resolve()),

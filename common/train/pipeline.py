@@ -29,11 +29,11 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from rkdsc.common.experiments.evaluate import DEFAULT_SNRS_DB
 
-DEFAULT_BUNDLE_MAX_BYTES = 20_000_000  # the embedded default bundle must stay <= 20 MB
+DEFAULT_BUNDLE_MAX_BYTES = 20_000_000  # each task of the embedded default bundle must stay <= 20 MB
 METHOD_LABELS = {"rkd-sc": "RKD-SC", "jscc-student": "JSCC-student", "jscc-teacher": "JSCC-teacher"}
 EVAL_CHANNELS = ("awgn", "rayleigh")
 
@@ -276,12 +276,52 @@ def summary_table(results: dict) -> str:
 
 # ----------------------------------------------------------------------------- train-default
 
+DEFAULT_PRESETS = ("default", "default-shapes")  # the tasks of the embedded default bundle, in task order
+
+
 def train_default(out: str | Path, workdir: str | Path | None = None, resume: bool = False,
-                  sets: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
-    """Train the ``default`` preset (digits) and export its RKD-SC bundle to ``out`` (<= 20 MB).
+                  sets: list[str] | None = None, log: Callable[[str], None] = print,
+                  presets: Sequence[str] = DEFAULT_PRESETS) -> dict:
+    """Train the embedded default bundle: one task per preset of ``presets`` (``default``: digits
+    32 px, ``default-shapes``: generated shapes 40 px), each through ``train_default_task`` into
+    ``<its workdir>/bundle``, then merged (``rkdsc.common.bundle.merge``) into ``out``. The first
+    preset trains in ``workdir`` (default: its ``workdir_default``), the others in
+    ``<workdir>/../<preset name>`` (default: theirs). ``sets`` apply to every preset.
+    Returns ``{"bundle", "bytes", "tasks": {preset: train_default_task result}, "wall_s"}``."""
+    from rkdsc.common.bundle.merge import merge_bundles
+    from rkdsc.common.train.export import bundle_bytes
+    from rkdsc.common.train.presets import load_preset
+
+    t0 = time.time()
+    if not presets:
+        raise ValueError("presets: expected at least one preset")
+    results, parts = {}, []
+    for i, name in enumerate(presets):
+        preset = load_preset(name)
+        if workdir is None:
+            wd = Path(preset.workdir_default)
+        else:
+            wd = Path(workdir) if i == 0 else Path(workdir).parent / preset.name
+        part = Path(out) if len(presets) == 1 else wd / "bundle"
+        results[name] = train_default_task(name, part, wd, resume=resume, sets=sets, log=log)
+        parts.append(part)
+    if len(parts) > 1:
+        command = "rkdsc train-default " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else ""
+        merge_bundles(parts, out, overwrite=True, command=command.strip() or "rkdsc train-default")
+    res = {"bundle": str(out), "bytes": bundle_bytes(out), "tasks": results, "wall_s": round(time.time() - t0, 1)}
+    log(f"default bundle -> {out} ({res['bytes'] / 1e6:.2f} MB, tasks {', '.join(r['task'] for r in results.values())}); "
+        f"{res['wall_s']:.0f} s")
+    return res
+
+
+def train_default_task(preset_name: str, out: str | Path, workdir: str | Path | None = None, resume: bool = False,
+                       sets: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train one preset of the default bundle and export its one-task RKD-SC bundle to ``out``
+    (<= ``DEFAULT_BUNDLE_MAX_BYTES`` per task).
 
     Runs teacher, KDL-DARTS search, stage 1 and stage 2 (no DARTS, no baselines: only what the
-    bundle needs), exports, checks the size, and evaluates the bundle on the held-back digits.
+    bundle needs), exports, checks the size, and evaluates the bundle on the task's held-back
+    part (digits: the held-back digits; shapes: the held-back seed).
     """
     from rkdsc.common.train.distill import make_tasks, run_stage1, run_stage2
     from rkdsc.common.experiments.evaluate import run_evaluation
@@ -291,7 +331,7 @@ def train_default(out: str | Path, workdir: str | Path | None = None, resume: bo
     from rkdsc.common.train.teacher import get_teacher
 
     t0 = time.time()
-    preset = load_preset("default", parse_set_args(sets))
+    preset = load_preset(preset_name, parse_set_args(sets))
     workdir = Path(workdir or preset.workdir_default)
     teacher = get_teacher(preset, workdir, log=log)
     arch_file = workdir / "search-kdl-darts" / "arch.json"
@@ -306,9 +346,10 @@ def train_default(out: str | Path, workdir: str | Path | None = None, resume: bo
                                                             "command": command.strip() or "rkdsc train-default"})
     size = bundle_bytes(out)
     if size > DEFAULT_BUNDLE_MAX_BYTES:
-        raise RuntimeError(f"default bundle {out} is {size / 1e6:.2f} MB, over the {DEFAULT_BUNDLE_MAX_BYTES / 1e6:.0f} MB "
-                           "limit: shrink the default preset (cat.d_ff, student widths) and retrain")
-    res = {"bundle": str(out), "bytes": size, "wall_s": None, "heldout": {}}
+        raise RuntimeError(f"default bundle task {task.name!r} ({out}) is {size / 1e6:.2f} MB, over the "
+                           f"{DEFAULT_BUNDLE_MAX_BYTES / 1e6:.0f} MB limit per task: shrink the {preset.name!r} preset "
+                           "(cat.d_ff, student widths) and retrain")
+    res = {"task": task.name, "bundle": str(out), "bytes": size, "wall_s": None, "heldout": {}}
     for ch in EVAL_CHANNELS:
         ev = run_evaluation([str(out)], None, ch, [-10.0, 0.0, 10.0, 20.0], preset=preset, seed=preset.seed)
         res["heldout"][ch] = ev["points"]
@@ -319,7 +360,7 @@ def train_default(out: str | Path, workdir: str | Path | None = None, resume: bo
                       for ch, pts in res["heldout"].items()} | {"heldout_n": res["heldout"]["awgn"][0]["n"]})
     (workdir / "train-default.json").write_text(json.dumps(res, indent=2) + "\n")
     pts = "  ".join(f"{p['snr_db']:g} dB {p['accuracy']:.3f}" for p in res["heldout"]["awgn"])
-    log(f"default bundle -> {out} ({size / 1e6:.2f} MB); held-back digits accuracy (AWGN): {pts}; "
+    log(f"default bundle task {task.name} -> {out} ({size / 1e6:.2f} MB); held-back accuracy (AWGN): {pts}; "
         f"{res['wall_s']:.0f} s")
     return res
 
@@ -377,11 +418,16 @@ def cli(argv: list[str] | None = None) -> int:
 def build_default_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkdsc train-default",
-        description="Train the `default` preset (scikit-learn digits, seeded) and export its RKD-SC bundle: teacher, "
-                    "KDL-DARTS search, stage 1, stage 2, export (fails if the bundle exceeds 20 MB), evaluation on the "
-                    "held-back digits. This is the command that produced the committed deploy/bundle.")
+        description="Train the embedded default bundle, one task per preset: `default` (scikit-learn digits, 32 px) and "
+                    "`default-shapes` (generated shapes, 40 px), each: teacher, KDL-DARTS search, stage 1, stage 2, "
+                    "export (fails if a task exceeds 20 MB), evaluation on its held-back part; then the two bundles "
+                    "are merged (rkdsc bundle merge) into --out. This is the command that produced the committed "
+                    "deploy/bundle.")
     p.add_argument("--out", default="deploy/bundle", metavar="DIR", help="bundle directory to write (default deploy/bundle)")
-    p.add_argument("--workdir", metavar="DIR", help="work directory (default: the preset's workdir_default)")
+    p.add_argument("--workdir", metavar="DIR", help="work directory of the first preset (default: its workdir_default; "
+                                                    "the others train in DIR/../<preset name>)")
+    p.add_argument("--preset", action="append", metavar="NAME", dest="presets",
+                   help=f"train only these presets, in this task order (repeatable; default: {', '.join(DEFAULT_PRESETS)})")
     p.add_argument("--resume", action="store_true", help="skip finished steps, continue interrupted ones")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a preset value (for experiments; the committed bundle uses none)")
@@ -392,6 +438,7 @@ def build_default_parser() -> argparse.ArgumentParser:
 def cli_default(argv: list[str] | None = None) -> int:
     import os
 
+    from rkdsc.common.bundle.manifest import BundleError
     from rkdsc.common.train.presets import PresetError
 
     args = build_default_parser().parse_args(argv)
@@ -401,8 +448,9 @@ def cli_default(argv: list[str] | None = None) -> int:
     if args.device:
         os.environ["RKDSC_DEVICE"] = args.device
     try:
-        train_default(args.out, args.workdir, resume=args.resume, sets=args.set)
-    except (PresetError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        train_default(args.out, args.workdir, resume=args.resume, sets=args.set,
+                      presets=tuple(args.presets or DEFAULT_PRESETS))
+    except (PresetError, ValueError, FileNotFoundError, RuntimeError, BundleError) as exc:
         print(f"rkdsc train-default: error: {exc}", file=sys.stderr)
         return 2
     return 0

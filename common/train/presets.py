@@ -40,7 +40,7 @@ from rkdsc.common.schema import (DbRange, Field, Float, Int, NonEmptyStr, NonNeg
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # relative data roots resolve against this
-DATASETS = ("digits", "cifar10", "tinyimagenet", "cifar100", "folder")
+DATASETS = ("digits", "shapes", "cifar10", "tinyimagenet", "cifar100", "folder")
 CHANNELS = ("awgn", "rayleigh")  # the channels training draws from (a subset of channel.FADINGS)
 AUGMENTS = ("none", "crop", "crop-flip")
 OPTIMIZERS = ("sgd", "adam")
@@ -53,6 +53,7 @@ class PresetError(ValueError):
 
 
 Dataset, Augment, Optimizer, Channel = one_of(DATASETS), one_of(AUGMENTS), one_of(OPTIMIZERS), one_of(CHANNELS)
+TeacherOptimizer, TeacherSchedule = one_of(("adamw", "sgd")), one_of(("cosine", "onecycle"))
 Fraction = Annotated[Float, Field(gt=0.0, lt=1.0)]
 Unit = Annotated[Float, Field(ge=0.0, lt=1.0)]
 Channels = Annotated[list[Channel], Field(min_length=1)]
@@ -60,7 +61,7 @@ Channels = Annotated[list[Channel], Field(min_length=1)]
 
 @schema
 class DataSection:
-    dataset: Dataset = "digits"  # digits | cifar10 | tinyimagenet | cifar100 | folder
+    dataset: Dataset = "digits"  # digits | shapes | cifar10 | tinyimagenet | cifar100 | folder
     root: Str = ""  # image folder (folder datasets); "" = ../shared/data/<dataset>/train from the repo root
     input_size: Annotated[Int, Field(ge=32)] = 32  # square model input side in pixels (>= the student's stride 32)
     mean: exactly(3, Float, "numbers (R, G, B)") = field(default_factory=lambda: list(CLIP_MEAN))  # normalisation mean
@@ -87,9 +88,16 @@ class TeacherSection:
     timm_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
     feature_dim: PosInt = 512  # semantic feature size h^Tea (= student.feature_dim = CAT width)
     train_epochs: NonNegInt = 0  # epochs of self-training when no checkpoint is given (0 = require a checkpoint)
-    train_lr: PosFloat = 1e-3  # AdamW peak learning rate of self-training (cosine to 1 %)
+    train_lr: PosFloat = 1e-3  # peak learning rate of self-training (after the warm-up)
     batch_size: PosInt = 128  # self-training and feature-extraction batch size
-    train_weight_decay: NonNegFloat = 0.05  # AdamW weight decay of self-training
+    train_weight_decay: NonNegFloat = 0.05  # weight decay of self-training (AdamW: decoupled; SGD: L2)
+    train_optimizer: TeacherOptimizer = "adamw"  # self-training optimizer: adamw | sgd (Nesterov, momentum 0.9)
+    train_schedule: TeacherSchedule = "cosine"  # after the warm-up: cosine (to 1 % of train_lr) | onecycle (linear to 0)
+    train_warmup: Unit = 0.05  # fraction of the self-training steps with a linear learning-rate warm-up
+    label_smoothing: Unit = 0.1  # label smoothing of the self-training cross-entropy
+    train_clip_norm: NonNegFloat = 1.0  # gradient-norm clip of self-training (0 = none)
+    train_threads: NonNegInt = 0  # torch intra-op threads while self-training (0 = leave them as set)
+    cache_dir: Str = ""  # cache of self-trained teachers by content ("" = $RKDSC_TEACHER_CACHE, else WORKDIR/../teacher-cache)
 
 
 # [student]: StudentConfig's fields (Table I stem widths, Bottleneck planes of layers 1-4, expansion,
@@ -275,7 +283,7 @@ def _model_config(cls: type, section: Any, **derived: Any) -> Any:
 
 
 DEFAULT_ROOTS = {"cifar10": "../shared/data/cifar10/train", "tinyimagenet": "../shared/data/tiny-imagenet/train",
-                 "cifar100": "../shared/data/cifar100", "digits": "", "folder": ""}
+                 "cifar100": "../shared/data/cifar100", "digits": "", "shapes": "", "folder": ""}
 
 
 def resolve_data_root(dataset: str, root: str) -> Path:

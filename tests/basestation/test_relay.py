@@ -196,3 +196,104 @@ def test_the_relay_process_logs_through_rkdsc_relay(make_config, tmp_path):
     err = run_service_until_ready("rkdsc.basestation", path, tmp_path / "ready.json")
     assert "rkdsc.relay: relay: serving on port" in err and "rkdsc.relay: relay: stopped" in err
     assert "rkdsc.server" not in err
+
+
+# ------------------------------------------------------------------ TransmitBatch
+
+def make_batch(k: int, frame_ids, transmitter_id: str = "edge-near", seed: int = 0, labels=None,
+               symbols=None, **overrides) -> pb.FrameBatch:
+    """A valid FrameBatch: one unit-power row of K complex64 symbols per frame id."""
+    from rkdsc.common.channel import normalize_power
+
+    n = len(frame_ids)
+    if symbols is None:
+        rng = np.random.default_rng(seed)
+        symbols = normalize_power((rng.standard_normal((n, k)) + 1j * rng.standard_normal((n, k))).astype(np.complex64))
+    labels = [3] * n if labels is None else labels
+    fb = pb.FrameBatch(transmitter_id=transmitter_id, task="digits", symbols=T(symbols), encoder_snr_db=10.0,
+                       frames=[pb.FrameMeta(frame_id=f, has_label=True, label=lab, file=f"{f}.png")
+                               for f, lab in zip(frame_ids, labels)])
+    for key, value in overrides.items():
+        setattr(fb, key, value)
+    return fb
+
+
+def test_transmit_batch_answers_each_message_in_row_order_with_one_channel_call(services, bundle):
+    k = bundle.task("digits").symbols_per_image
+    msgs = [make_batch(k, range(100 + 5 * m, 105 + 5 * m), seed=m) for m in range(4)]
+    replies = list(services.relay_stub.TransmitBatch(iter(msgs), timeout=30))
+    assert sorted(r.results[0].frame_id for r in replies) == [100, 105, 110, 115]
+    for rb in replies:
+        first = rb.results[0].frame_id
+        assert [r.frame_id for r in rb.results] == list(range(first, first + 5))
+        assert all(r.error.code == 0 and r.file == f"{r.frame_id}.png" and r.link.effective_snr_db == 20.0
+                   for r in rb.results)
+    frames = sorted(r.link.frames for rb in replies for r in rb.results)
+    assert frames == list(range(1, 21))  # each row's feedback counts the frames of the link so far
+    relay = services.metrics("relay")
+    assert metric(relay, "rkdsc_relay_channel_seconds_count") == 4
+    assert metric(relay, "rkdsc_relay_frames_total", transmitter="edge-near", outcome="ok") == 20
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda fb, k: fb.frames.add(frame_id=999), "symbols.shape"),          # 3 rows of symbols, 4 frames
+    (lambda fb, k: fb.symbols.CopyFrom(T(np.vstack([np.ones((1, k), np.complex64),
+                                                    2 * np.ones((2, k), np.complex64)]))), "symbols[1]"),
+    (lambda fb, k: setattr(fb.frames[2], "label", 99), "frames[2].label"),
+    (lambda fb, k: setattr(fb.frames[1], "frame_id", fb.frames[0].frame_id), "frame_id"),
+    (lambda fb, k: setattr(fb.frames[1], "file", "x" * 5000), "frames[1].file"),
+    (lambda fb, k: fb.ClearField("frames"), "frames"),
+])
+def test_a_bad_message_is_refused_whole_naming_the_row(services, bundle, change, field):
+    k = bundle.task("digits").symbols_per_image
+    fb = make_batch(k, [7, 8, 9])
+    change(fb, k)
+    with pytest.raises(grpc.RpcError) as err:
+        list(services.relay_stub.TransmitBatch(iter([fb]), timeout=20))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field), err.value.details()
+    # nothing of the refused message was claimed: the same frame ids go through afterwards
+    replies = list(services.relay_stub.TransmitBatch(iter([make_batch(k, [7, 8, 9])]), timeout=20))
+    assert [r.frame_id for r in replies[0].results] == [7, 8, 9]
+
+
+def test_results_of_good_messages_come_before_a_bad_messages_status(services, bundle):
+    k = bundle.task("digits").symbols_per_image
+    good = [make_batch(k, [10 * m + i for i in range(3)], seed=m) for m in range(5)]
+    bad = make_batch(k, [900, 901], symbols=np.full((2, k), np.nan, np.complex64))
+    call = services.relay_stub.TransmitBatch(iter(good + [bad]), timeout=30)
+    got = []
+    with pytest.raises(grpc.RpcError) as err:
+        for rb in call:
+            got += [r.frame_id for r in rb.results]
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(got) == sorted(10 * m + i for m in range(5) for i in range(3))
+
+
+def test_batched_and_single_frames_see_the_same_channel(make_config, bundle):
+    """One link, reseeded: frames sent one by one on Transmit and as messages of 3 and 2 on
+    TransmitBatch get the same decoder scores (the k-th frame sees the k-th draw)."""
+    cfg, _ = make_config()
+    svc = Services(cfg, bundle)
+    try:
+        k = bundle.task("digits").symbols_per_image
+        rng = np.random.default_rng(4)
+        from rkdsc.common.channel import normalize_power
+
+        z = normalize_power((rng.standard_normal((5, k)) + 1j * rng.standard_normal((5, k))).astype(np.complex64))
+        stub = svc.relay_stub
+        stub.SetLink(pb.SetLinkRequest(transmitter_id="edge-mid", seed=77, snr_db=0.0, fading="rayleigh"), timeout=10)
+        single = list(stub.Transmit(iter([make_frame(k, "edge-mid", frame_id=i, symbols=z[i]) for i in range(5)]),
+                                    timeout=30))
+        stub.SetLink(pb.SetLinkRequest(transmitter_id="edge-mid", seed=77), timeout=10)
+        msgs = [make_batch(k, [10, 11, 12], "edge-mid", symbols=z[:3]), make_batch(k, [13, 14], "edge-mid", symbols=z[3:])]
+        batched = [r for rb in stub.TransmitBatch(iter(msgs), timeout=30) for r in rb.results]
+        by_row_single = {r.frame_id: r for r in single}
+        by_row_batched = {r.frame_id - 10: r for r in batched}
+        for i in range(5):
+            a, b = by_row_single[i], by_row_batched[i]
+            assert a.predicted_class == b.predicted_class
+            assert [c.score for c in a.top_k] == pytest.approx([c.score for c in b.top_k], abs=1e-6)
+            assert a.link.instantaneous_snr_db == pytest.approx(b.link.instantaneous_snr_db, abs=1e-9)
+    finally:
+        svc.close()

@@ -15,9 +15,9 @@ def test_the_default_topology_has_three_devices_at_different_distances():
     cfg = load_config(ROOT / "deploy" / "topology.toml", env={})
     assert cfg.bundle.path == ROOT / "deploy" / "bundle"
     got = [(t.id, t.task, t.snr_db, t.fading) for t in cfg.transmitters]
-    assert got == [("edge-near", "digits", 20.0, "awgn"), ("edge-mid", "digits", 5.0, "rayleigh"),
-                   ("edge-far", "digits", -5.0, "awgn")]
-    assert all(t.images == ROOT / "runs" / "samples" / "digits" == cfg.default_images("digits")
+    assert got == [("edge-near", "shapes", 20.0, "awgn"), ("edge-mid", "digits", 5.0, "rayleigh"),
+                   ("edge-far", "digits", -5.0, "awgn")]  # three devices over the bundle's two tasks
+    assert all(t.images == ROOT / "runs" / "samples" / t.task == cfg.default_images(t.task)
                for t in cfg.transmitters)
     assert len({t.seed for t in cfg.transmitters}) == 3
     assert cfg.relay_addr == f"127.0.0.1:{cfg.basestation.port}"

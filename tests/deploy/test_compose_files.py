@@ -97,7 +97,7 @@ def test_every_service_is_health_checked_or_waits_on_conditions(compose):
         if "healthcheck" in svc:
             test = svc["healthcheck"]["test"]
             assert test[0] == "CMD" and "deploy/healthcheck.py" in test, f"{name}: healthcheck {test}"
-        else:
+        elif not (svc.get("restart") == "no" and svc.get("network_mode") == "none"):  # a first one-shot (certs)
             assert isinstance(deps, dict) and deps, f"{name}: neither a healthcheck nor depends_on conditions"
         if deps is not None:
             assert isinstance(deps, dict), f"{name}: depends_on must be a mapping with conditions"

@@ -40,6 +40,26 @@ class _FakeRelay(pb_grpc.RelayServicer):
         while self.drop and context.is_active():  # like a relay still waiting for the lost result
             time.sleep(0.05)
 
+    def TransmitBatch(self, request_iterator, context):
+        i = 0
+        for fb in request_iterator:
+            results = []
+            for meta in fb.frames:
+                self.received += 1
+                if self.end_after is not None and i >= self.end_after:
+                    if results:
+                        yield pb.ResultBatch(results=results)
+                    return  # OK status with frames unanswered
+                if i not in self.drop:
+                    results.append(pb.Result(frame_id=meta.frame_id, transmitter_id=fb.transmitter_id, task=fb.task,
+                                             predicted_class=0, predicted_name="0", score=1.0,
+                                             top_k=[pb.ClassScore(index=0, name="0", score=1.0)]))
+                i += 1
+            if results:
+                yield pb.ResultBatch(results=results)
+        while self.drop and context.is_active():
+            time.sleep(0.05)
+
 
 @pytest.fixture
 def fake_relay():
@@ -67,10 +87,12 @@ def _run_guarded(client: EdgeClient, images, out) -> dict:
     return box["summary"]
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["TransmitBatch", "Transmit"])
 def test_a_frame_without_a_result_is_an_error_after_the_result_timeout(make_config, bundle, sample_dir, fake_relay,
-                                                                        tmp_path):
+                                                                        tmp_path, batched):
     cfg, _ = make_config()
     tx = cfg.transmitter("edge-near")
+    tx.batch_messages = batched
     tx.batch_size, tx.max_in_flight, tx.result_timeout_s = 4, 8, 1.0
     addr = fake_relay(_FakeRelay(drop={5}))
     t0 = time.monotonic()
@@ -86,11 +108,13 @@ def test_a_frame_without_a_result_is_an_error_after_the_result_timeout(make_conf
                for r in records)
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["TransmitBatch", "Transmit"])
 def test_a_relay_that_ends_the_stream_early_is_a_stream_error_not_a_hang(make_config, bundle, sample_dir, fake_relay,
-                                                                         tmp_path):
+                                                                         tmp_path, batched):
     # the old client waited forever on its full window when the stream ended with status OK
     cfg, _ = make_config()
     tx = cfg.transmitter("edge-near")
+    tx.batch_messages = batched
     tx.batch_size, tx.max_in_flight, tx.result_timeout_s = 4, 4, 60.0
     addr = fake_relay(_FakeRelay(end_after=6))
     summary = _run_guarded(EdgeClient(cfg, tx, bundle=bundle, relay_addr=addr), sample_dir, tmp_path / "out")

@@ -3,6 +3,7 @@ that agree with what was sent, the demo end to end, and services refusing a bad 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,13 @@ def in_process_reference(bundle, tx, sample_dir):
     return out
 
 
-def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, bundle, sample_dir, tmp_path):
+@pytest.mark.parametrize("batched", [True, False], ids=["TransmitBatch", "Transmit"])
+def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, bundle, sample_dir, tmp_path, batched):
+    # batched messages (one channel call per message) and single frames give the in-process
+    # pipeline's results for the same seeds: the k-th frame of a link sees the k-th draw either way
     cfg = services.cfg
+    for tx in cfg.transmitters:
+        tx.batch_messages = batched
     summaries, errors = {}, []
 
     def run(tx):
@@ -80,7 +86,11 @@ def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, b
         metric(server, "rkdsc_batch_size_count", task="digits")
     assert metric(server, "rkdsc_queue_seconds_count", task="digits") == 3 * n
     assert metric(relay, "rkdsc_relay_roundtrip_seconds_count") == 3 * n
-    assert metric(relay, "rkdsc_relay_channel_seconds_count") == 3 * n
+    # one channel call per message: per frame on Transmit, per encoded batch on TransmitBatch
+    # (the window, max_in_flight, is at least a batch here, so no batch is split)
+    assert all(tx.max_in_flight >= tx.batch_size > 1 for tx in cfg.transmitters)
+    messages = sum(math.ceil(n / tx.batch_size) for tx in cfg.transmitters) if batched else 3 * n
+    assert metric(relay, "rkdsc_relay_channel_seconds_count") == messages
 
 
 def test_airtime_and_propagation_emulation_keep_results_unchanged(make_config, bundle, sample_dir, tmp_path):

@@ -96,3 +96,83 @@ def test_a_failing_decode_fails_its_batch_only():
         b.submit(np.zeros(2), 0.0).result(5)
     assert b.submit(np.zeros(2), 0.0).result(5).logits.shape == (2,)
     b.close()
+
+
+def test_submit_many_keeps_a_message_whole_and_in_row_order():
+    rec = Recorder(hold=threading.Event())
+    b = DynamicBatcher(rec, max_batch=8, max_wait_s=0.05, queue_size=100)
+    blocker = b.submit(np.zeros(2), 0.0)
+    assert rec.started.wait(5)
+    msgs = [b.submit_many(np.arange(10 * m, 10 * m + 10, dtype=np.float32).reshape(5, 2), float(m)) for m in range(3)]
+    single = b.submit(np.full(2, 1000.0), 9.0)
+    rec.hold.set()
+    blocker.result(5)
+    for m, f in enumerate(msgs):
+        rows = f.result(5)
+        assert [d.logits[0] for d in rows] == pytest.approx([float(4 * i + 1 + 20 * m) for i in range(5)])
+        assert all(d.logits[1] == pytest.approx(m) for d in rows)
+    assert single.result(5).logits[0] == pytest.approx(2000.0)
+    b.close()
+    # messages of 5 rows are never split: at most one 5-row message (+ the 1-row frame) per 8-row batch
+    assert rec.sizes[0] == 1 and all(s in (5, 6) for s in rec.sizes[1:]), rec.sizes
+    assert sum(rec.sizes) == 1 + 15 + 1
+
+
+def test_a_message_larger_than_max_batch_is_decoded_in_chunks_and_a_failure_fails_its_chunk_only():
+    calls = []
+
+    def decode(x, snr):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise RuntimeError("model exploded")
+        return np.stack([x.sum(axis=1), snr], axis=1).astype(np.float32)
+
+    b = DynamicBatcher(decode, max_batch=4, max_wait_s=0.0, queue_size=100)
+    rows = b.submit_many(np.ones((10, 3), np.float32), 1.0).result(5)
+    b.close()
+    assert calls == [4, 4, 2]
+    assert [isinstance(r, RuntimeError) for r in rows] == [False] * 4 + [True] * 4 + [False] * 2
+    assert rows[0].logits[0] == pytest.approx(3.0) and rows[0].batch_size == 4 and rows[9].batch_size == 2
+
+
+def test_queue_size_counts_the_rows_of_messages():
+    hold = threading.Event()
+    rec = Recorder(hold=hold)
+    b = DynamicBatcher(rec, max_batch=4, max_wait_s=0.0, queue_size=6)
+    b.submit(np.zeros(2), 0.0)
+    assert rec.started.wait(5)
+    b.submit_many(np.zeros((4, 2), np.float32), 0.0)
+    with pytest.raises(QueueFull, match="4 frames waiting"):
+        b.submit_many(np.zeros((3, 2), np.float32), 0.0)
+    b.submit_many(np.zeros((2, 2), np.float32), 0.0)  # 6 waiting: exactly full
+    assert b.pending == 7
+    hold.set()
+    assert b.close(drain=True, timeout=5)
+
+
+def test_a_lone_sender_is_not_kept_waiting_for_a_fuller_batch():
+    """max_wait_s only applies while others_may_send() says another sender could fill the batch."""
+    import time
+
+    others = {"value": False}
+    b = DynamicBatcher(lambda x, s: np.zeros((len(x), 2), np.float32), max_batch=32, max_wait_s=0.5,
+                       queue_size=10, others_may_send=lambda: others["value"])
+    t0 = time.monotonic()
+    b.submit(np.zeros(2), 0.0).result(5)
+    alone = time.monotonic() - t0
+    others["value"] = True
+    t0 = time.monotonic()
+    b.submit(np.zeros(2), 0.0).result(5)
+    waited = time.monotonic() - t0
+    b.close()
+    assert alone < 0.25 <= 0.45 <= waited, (alone, waited)
+
+
+def test_a_failing_others_may_send_does_not_stop_the_worker():
+    def broken():
+        raise TypeError("not callable")
+
+    b = DynamicBatcher(lambda x, s: np.zeros((len(x), 2), np.float32), max_batch=4, max_wait_s=0.0,
+                       queue_size=10, others_may_send=broken)
+    assert b.submit(np.zeros(2), 0.0).result(5).batch_size == 1
+    assert b.close(timeout=5)

@@ -45,6 +45,11 @@ class RelayStub:
                 request_serializer=rkdsc_dot_v1_dot_emulator__pb2.Frame.SerializeToString,
                 response_deserializer=rkdsc_dot_v1_dot_emulator__pb2.Result.FromString,
                 _registered_method=True)
+        self.TransmitBatch = channel.stream_stream(
+                '/rkdsc.v1.Relay/TransmitBatch',
+                request_serializer=rkdsc_dot_v1_dot_emulator__pb2.FrameBatch.SerializeToString,
+                response_deserializer=rkdsc_dot_v1_dot_emulator__pb2.ResultBatch.FromString,
+                _registered_method=True)
         self.GetLink = channel.unary_unary(
                 '/rkdsc.v1.Relay/GetLink',
                 request_serializer=rkdsc_dot_v1_dot_emulator__pb2.LinkRequest.SerializeToString,
@@ -80,6 +85,14 @@ class RelayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TransmitBatch(self, request_iterator, context):
+        """Batched frames in, batched results out: one message per encoded batch of a transmitter,
+        one channel call per message; each ResultBatch answers one FrameBatch, rows in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetLink(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -110,6 +123,11 @@ def add_RelayServicer_to_server(servicer, server):
                     servicer.TransmitOne,
                     request_deserializer=rkdsc_dot_v1_dot_emulator__pb2.Frame.FromString,
                     response_serializer=rkdsc_dot_v1_dot_emulator__pb2.Result.SerializeToString,
+            ),
+            'TransmitBatch': grpc.stream_stream_rpc_method_handler(
+                    servicer.TransmitBatch,
+                    request_deserializer=rkdsc_dot_v1_dot_emulator__pb2.FrameBatch.FromString,
+                    response_serializer=rkdsc_dot_v1_dot_emulator__pb2.ResultBatch.SerializeToString,
             ),
             'GetLink': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLink,
@@ -182,6 +200,33 @@ class Relay:
             '/rkdsc.v1.Relay/TransmitOne',
             rkdsc_dot_v1_dot_emulator__pb2.Frame.SerializeToString,
             rkdsc_dot_v1_dot_emulator__pb2.Result.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransmitBatch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rkdsc.v1.Relay/TransmitBatch',
+            rkdsc_dot_v1_dot_emulator__pb2.FrameBatch.SerializeToString,
+            rkdsc_dot_v1_dot_emulator__pb2.ResultBatch.FromString,
             options,
             channel_credentials,
             insecure,
@@ -294,6 +339,11 @@ class EdgeServerStub:
                 request_serializer=rkdsc_dot_v1_dot_emulator__pb2.ChannelFrame.SerializeToString,
                 response_deserializer=rkdsc_dot_v1_dot_emulator__pb2.Result.FromString,
                 _registered_method=True)
+        self.DecodeBatch = channel.stream_stream(
+                '/rkdsc.v1.EdgeServer/DecodeBatch',
+                request_serializer=rkdsc_dot_v1_dot_emulator__pb2.ChannelFrameBatch.SerializeToString,
+                response_deserializer=rkdsc_dot_v1_dot_emulator__pb2.ResultBatch.FromString,
+                _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/rkdsc.v1.EdgeServer/GetInfo',
                 request_serializer=rkdsc_dot_v1_dot_emulator__pb2.InfoRequest.SerializeToString,
@@ -318,6 +368,14 @@ class EdgeServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecodeBatch(self, request_iterator, context):
+        """Batched channel frames in, batched results out (the relay's TransmitBatch upstream);
+        each ResultBatch answers one ChannelFrameBatch, rows in order, in completion order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInfo(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -336,6 +394,11 @@ def add_EdgeServerServicer_to_server(servicer, server):
                     servicer.DecodeOne,
                     request_deserializer=rkdsc_dot_v1_dot_emulator__pb2.ChannelFrame.FromString,
                     response_serializer=rkdsc_dot_v1_dot_emulator__pb2.Result.SerializeToString,
+            ),
+            'DecodeBatch': grpc.stream_stream_rpc_method_handler(
+                    servicer.DecodeBatch,
+                    request_deserializer=rkdsc_dot_v1_dot_emulator__pb2.ChannelFrameBatch.FromString,
+                    response_serializer=rkdsc_dot_v1_dot_emulator__pb2.ResultBatch.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
@@ -398,6 +461,33 @@ class EdgeServer:
             '/rkdsc.v1.EdgeServer/DecodeOne',
             rkdsc_dot_v1_dot_emulator__pb2.ChannelFrame.SerializeToString,
             rkdsc_dot_v1_dot_emulator__pb2.Result.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecodeBatch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rkdsc.v1.EdgeServer/DecodeBatch',
+            rkdsc_dot_v1_dot_emulator__pb2.ChannelFrameBatch.SerializeToString,
+            rkdsc_dot_v1_dot_emulator__pb2.ResultBatch.FromString,
             options,
             channel_credentials,
             insecure,

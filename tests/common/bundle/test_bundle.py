@@ -253,7 +253,7 @@ _DELETE = object()
     ("symbols_per_image", 50, "symbols_per_image: expected ceil(compact_dim / 2)"),
     ("compression_ratio", 1.2, "compression_ratio: expected a value < 1.0, got 1.2"),
     ("feature_dim", "512", "feature_dim: expected an integer, got '512'"),
-    ("format_version", 2, "format_version: expected 1, got 2"),
+    ("format_version", 3, "format_version: expected 1 or 2, got 3"),
     ("input.mean", [0.5, 0.5], "input.mean: expected 3 numbers, got [0.5, 0.5]"),
     ("input.std", [0.5, 0.0, 0.5], "input.std[1]: expected a value > 0.0, got 0.0"),
     ("input.size", 0, "input.size"),

@@ -20,6 +20,7 @@ from scipy import stats
 
 import rkdsc.common.channel as ch
 from rkdsc.common.channel import torch_channel as tch
+from rkdsc.common.channel import normalize_power, simulate
 
 SNRS_DB = (-10.0, 0.0, 10.0, 25.0)
 
@@ -408,3 +409,68 @@ def test_torch_generator_reproducible_and_optional():
         torch.testing.assert_close(u, v, rtol=0, atol=0)
     y, h, nv = tch.simulate(x, 5.0, "rayleigh")  # global generator
     assert y.shape == (3, 5) and h.shape == (3, 1) and nv.shape == (3,)
+
+
+# --------------------------------------------------------------------------- simulate_frames
+
+@pytest.mark.parametrize("fading", ["awgn", "rayleigh", "rayleigh_fast", "rician"])
+@pytest.mark.parametrize("equalizer", ["mmse", "zf"])
+def test_simulate_frames_equals_one_call_per_frame_bit_for_bit(fading, equalizer):
+    """The relay's batched call: B frames in one call draw exactly what B one-frame calls draw,
+    in order, and leave the Generator in the same state (the seeding rule of the relay)."""
+    from rkdsc.common.channel import simulate_frames
+
+    src = np.random.default_rng(11)
+    for b, k in [(1, 26), (7, 26), (16, 5)]:
+        x = normalize_power((src.standard_normal((b, k)) + 1j * src.standard_normal((b, k))).astype(np.complex64))
+        snr = src.uniform(-10, 25, b)
+        g_one, g_all = np.random.default_rng(3), np.random.default_rng(3)
+        one = [simulate(x[i:i + 1], snr[i], fading, g_one, equalizer=equalizer, k_factor=2.5) for i in range(b)]
+        y, h, nv = simulate_frames(x, snr, fading, g_all, equalizer=equalizer, k_factor=2.5)
+        assert y.dtype == np.complex64 and h.shape == ((b, k) if fading == "rayleigh_fast" else (b, 1))
+        np.testing.assert_array_equal(y, np.concatenate([o[0] for o in one]))
+        np.testing.assert_array_equal(h, np.concatenate([o[1] for o in one]))
+        np.testing.assert_array_equal(nv, np.concatenate([o[2] for o in one]))
+        assert g_one.bit_generator.state == g_all.bit_generator.state
+
+
+def test_simulate_frames_grouping_does_not_change_the_draws():
+    """Frames sent as messages of 3, 1 and 4 see the same channel as 8 single frames."""
+    from rkdsc.common.channel import simulate_frames
+
+    x = normalize_power(np.random.default_rng(1).standard_normal((8, 26)).astype(np.complex64) * (1 + 1j))
+    ref = simulate_frames(x, 5.0, "rayleigh", np.random.default_rng(9))[0]
+    g = np.random.default_rng(9)
+    parts = [simulate_frames(x[a:b], 5.0, "rayleigh", g)[0] for a, b in [(0, 3), (3, 4), (4, 8)]]
+    np.testing.assert_array_equal(np.concatenate(parts), ref)
+    # ... whereas simulate draws all gains of a call first: grouping changes its draws
+    assert not np.array_equal(simulate(x, 5.0, "rayleigh", np.random.default_rng(9))[0], ref)
+
+
+def test_simulate_frames_validates_like_simulate():
+    from rkdsc.common.channel import simulate_frames
+
+    g = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="fading"):
+        simulate_frames(np.ones((2, 3), np.complex64), 0.0, "foo", g)
+    with pytest.raises(ValueError, match="snr_db"):
+        simulate_frames(np.ones((2, 3), np.complex64), [1.0, 2.0, 3.0], "awgn", g)
+    with pytest.raises(ValueError, match="finite"):
+        simulate_frames(np.full((2, 3), np.nan, np.complex64), 0.0, "awgn", g)
+
+
+@pytest.mark.parametrize("fading", ["awgn", "rayleigh", "rayleigh_fast", "rician"])
+def test_frame_channel_with_one_link_snr_equals_simulate_per_frame(fading):
+    """The relay's call: FrameChannel.run with the link's scalar noise variance (its constants
+    cached across calls) gives simulate's per-frame results bit for bit, call after call."""
+    src = np.random.default_rng(2)
+    fc = ch.FrameChannel(fading, 2.0)
+    g_one, g_all = np.random.default_rng(8), np.random.default_rng(8)
+    for b in (16, 16, 3):
+        x = normalize_power((src.standard_normal((b, 26)) + 1j * src.standard_normal((b, 26))).astype(np.complex64))
+        nv = np.float32(ch.snr_db_to_noise_var(np.asarray([7.0])).astype(np.float32)[0])
+        y, h, noise_var = fc.run(x, nv, g_all)
+        one = [simulate(x[i:i + 1], 7.0, fading, g_one, k_factor=2.0) for i in range(b)]
+        np.testing.assert_array_equal(y, np.concatenate([o[0] for o in one]))
+        np.testing.assert_array_equal(h, np.concatenate([o[1] for o in one]))
+        np.testing.assert_array_equal(noise_var, np.concatenate([o[2] for o in one]))

@@ -36,7 +36,9 @@ def teacher_workdir(tmp_path_factory, smoke):
 
     wd = tmp_path_factory.mktemp("teacher")
     lines: list[str] = []
-    get_teacher(smoke, wd, log=lines.append, device=torch.device("cpu"))
+    # a private teacher cache: another module may have trained the same teacher into the shared one
+    get_teacher(with_overrides(smoke, {"teacher.cache_dir": str(wd / "cache")}), wd, log=lines.append,
+                device=torch.device("cpu"))
     return wd, lines
 
 
