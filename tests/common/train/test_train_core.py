@@ -12,7 +12,7 @@ import torch
 
 from rkdsc.common.train.presets import (PresetError, available_presets, load_preset, parse_set_args, with_overrides)
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True, scope="module")
