@@ -448,8 +448,9 @@ for r in compose["transmitters"]:
     lr = ref_rows.get(tid)
     if lr is None:
         problems.append(f"{tid}: not in the local demo's summary"); continue
-    if r["images"] != n_samples or r["answered"] != r["images"] or r["errors"]:
-        problems.append(f"{tid}: answered {r['answered']}/{r['images']} (errors {r['errors']}), samples {n_samples}")
+    want = lr["images"]  # the local demo's count for this device (its task's sample folder)
+    if r["images"] != want or r["answered"] != r["images"] or r["errors"]:
+        problems.append(f"{tid}: answered {r['answered']}/{r['images']} (errors {r['errors']}), local demo {want}")
     diff = abs(r["accuracy"] - lr["accuracy"])
     if diff > tol:
         problems.append(f"{tid}: compose accuracy {r['accuracy']:.4f} vs local {lr['accuracy']:.4f} (|diff| {diff:.4f} > {tol})")
@@ -503,7 +504,7 @@ log "checks passed: every image answered, accuracies within $TOL of the local de
 
 # Check one run's summary: the run id, exactly the expected devices (in order), each one
 # answered all its images, and the expected failures. Adds the run to report.json.
-check_run() {  # NAME EXPECTED_RUN_ID "ids" "failed ids" LIMIT
+check_run() {  # NAME EXPECTED_RUN_ID "ids" "failed ids" LIMIT (0: each device's task's sample count)
   "$PY" - "$OUT" "$@" <<'PYEOF'
 import json, pathlib, sys
 out, name, run_id, ids, failed, limit = pathlib.Path(sys.argv[1]), *sys.argv[2:7]
@@ -519,8 +520,10 @@ got = [r["id"] for r in latest["transmitters"]]
 if got != ids:
     problems.append(f"summary.json lists {got}, expected exactly {ids}")
 for r in latest["transmitters"]:
-    if not (r["images"] == r["answered"] == limit and r["errors"] == 0):
-        problems.append(f"{r['id']}: answered {r['answered']}/{r['images']} (errors {r['errors']}), expected {limit}")
+    # LIMIT 0: every image of the device's task's sample folder (runs/samples/<task>)
+    want = limit or len(list(pathlib.Path("runs/samples", r.get("task") or "digits").rglob("*.png")))
+    if not (r["images"] == r["answered"] == want and r["errors"] == 0):
+        problems.append(f"{r['id']}: answered {r['answered']}/{r['images']} (errors {r['errors']}), expected {want}")
 got_failed = [f["id"] for f in latest.get("failed", [])]
 if got_failed != failed:
     problems.append(f"summary.json failed {got_failed}, expected {failed}")
@@ -536,7 +539,7 @@ for p in problems:
 sys.exit(1 if problems else 0)
 PYEOF
 }
-check_run run1 "$RUN1" "edge-near edge-mid edge-far" "" "$("$PY" -c 'import pathlib; print(len(list(pathlib.Path("runs/samples/digits").rglob("*.png"))))')" \
+check_run run1 "$RUN1" "edge-near edge-mid edge-far" "" 0 \
   || die "run 1: summary checks failed"
 
 # ---- run 2: four scaled replicas; the report waits for every one
