@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import time
-import urllib.request
 
 
 def _channel(addr: str, identity: str, env=os.environ):
@@ -76,6 +75,8 @@ def check_metrics(port: int, timeout_s: float) -> str | None:
     """None when http://127.0.0.1:PORT/metrics answers 200 with rkdsc_ metrics."""
     url = f"http://127.0.0.1:{port}/metrics"
     try:
+        import urllib.request  # here, not at the top: the edge's heartbeat probe stays a bare start-up
+
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             body = resp.read().decode("utf-8", "replace")
     except OSError as exc:
