@@ -9,8 +9,9 @@ with the link state as feedback.
 Per transmitter (``[[transmitters]]`` of the topology) the relay keeps a ``Link``:
 ``snr_db``, ``fading``, ``path_gain_db``, ``rician_k`` (the K factor of ``fading = "rician"``,
 default ``channel.DEFAULT_K_FACTOR`` = 3) and its own ``numpy.random.Generator`` seeded
-with ``seed``. Every frame is one ``rkdsc.common.channel.simulate(z [1, K], snr_db +
-path_gain_db, fading, rng, equalize=True, k_factor=rician_k)`` call, in arrival order, under the link's lock:
+with ``seed``. Every frame goes through the link's ``FrameChannel`` (bit for bit
+``rkdsc.common.channel.simulate(z [1, K], snr_db + path_gain_db, fading, rng, equalize=True,
+k_factor=rician_k)``), in arrival order, under the link's lock:
 the k-th frame of a transmitter sees the k-th draw of ``default_rng(seed)``, exactly like
 ``InProcessPipeline(seed=seed).run`` called once per image (batch of 1) in the same order.
 ``SetLink`` changes a link at run time (``seed`` re-seeds its Generator).
@@ -335,6 +336,59 @@ class RelayServicer(pb_grpc.RelayServicer):
     def _tx_label(self, transmitter_id: str) -> str:
         return transmitter_id if transmitter_id in self.links else UNKNOWN_LABEL
 
+    def _admit(self, msg) -> tuple[Link, pb.TaskInfo, int]:
+        """The checks a Frame and a FrameBatch share once their strings are bounded: a configured
+        transmitter, a task the server has, the K of the message's codec ("" = the task's
+        default) -> (link, task, K)."""
+        link = self._link(msg.transmitter_id)
+        tasks = self._task_info()
+        task = tasks.get(msg.task)
+        if task is None:
+            raise invalid(f"task: unknown task {shown(msg.task)} (known: {', '.join(tasks)})")
+        return link, task, frame_symbols(task, msg.codec)
+
+    def _through_link(self, link: Link, z: np.ndarray, k: int) -> tuple:
+        """One call of the link's channel for the frames z [N, K] under its lock (row i sees the
+        draws the i-th of N single frames would see), its airtime after what the link is still
+        sending, and the link feedback of each row -> (y, h, noise_var, snr_db, fading, states,
+        channel_s, airtime_s, deliver_at)."""
+        n = z.shape[0]
+        with link.lock:
+            snr, fading = link.effective_snr_db, link.fading
+            fc, nv = link.frame_channel()
+            t0 = time.perf_counter()
+            y, h, noise_var = fc.run(z, nv, link.rng)  # = channel.simulate_frames: [N, K], [N, 1|K], [N]
+            channel_s = time.perf_counter() - t0
+            airtime_s = n * k / self.symbol_rate_hz if self.symbol_rate_hz > 0 else 0.0
+            tx_start = max(time.monotonic(), link.busy_until)
+            link.busy_until = tx_start + airtime_s
+            deliver_at = link.busy_until + self.propagation_s
+            gains = np.mean(np.abs(h) ** 2, axis=1)  # [N]: the instantaneous SNR of each row, for feedback
+            with np.errstate(divide="ignore"):
+                inst = snr + 10.0 * np.log10(gains.astype(np.float64))
+            states = []
+            for g in inst.tolist():
+                link.frames += 1
+                states.append(link.state(instantaneous_snr_db=g if math.isfinite(g) else -SNR_LIMIT_DB))
+        self.metrics.channel_seconds.observe(channel_s)
+        return y, h, noise_var, snr, fading, states, channel_s, airtime_s, deliver_at
+
+    @staticmethod
+    def _tensors(y: np.ndarray, h: np.ndarray) -> dict[str, pb.Tensor]:
+        out = {}
+        for name, a in (("received", y), ("h", h)):
+            data, dtype, shape = encode_tensor(a.astype(np.complex64, copy=False))
+            out[name] = pb.Tensor(data=data, dtype=dtype, shape=shape)
+        return out
+
+    @staticmethod
+    def _check_size(msg, what: str, hint: str = "") -> None:
+        size = msg.ByteSize()
+        if size > SERVER_MAX_MESSAGE_BYTES:  # cannot happen with the bounds above unless K is huge
+            raise FrameRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"symbols: the {what} would be {size} bytes, more than the edge server's "
+                                f"limit of {SERVER_MAX_MESSAGE_BYTES} bytes{hint}")
+
     def process(self, frame: pb.Frame) -> tuple[pb.ChannelFrame, pb.LinkState, float]:
         """Validate, apply the link's channel -> (channel frame, link feedback, deliver_at).
 
@@ -344,12 +398,7 @@ class RelayServicer(pb_grpc.RelayServicer):
             raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: shutting down, no new frames")
         received_ns = time.time_ns()
         check_client_strings(frame)
-        link = self._link(frame.transmitter_id)
-        tasks = self._task_info()
-        task = tasks.get(frame.task)
-        if task is None:
-            raise invalid(f"task: unknown task {shown(frame.task)} (known: {', '.join(tasks)})")
-        k = frame_symbols(task, frame.codec)  # the frame's codec ("" = the task's default)
+        link, task, k = self._admit(frame)
         z = check_symbols(frame.symbols, "symbols", k, check_power=True)  # [1, K]
         check_finite(frame.encoder_snr_db, "encoder_snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
         if frame.has_label and not 0 <= frame.label < task.num_classes:
@@ -358,56 +407,25 @@ class RelayServicer(pb_grpc.RelayServicer):
             return self.medium.process(self, frame, link, z, received_ns,
                                        lambda: self.frame_ids.claim(frame.transmitter_id, frame.frame_id))
         self.frame_ids.claim(frame.transmitter_id, frame.frame_id)
-
-        with link.lock:
-            snr, fading = link.effective_snr_db, link.fading
-            t0 = time.perf_counter()
-            y, h, noise_var = channel.simulate(z, snr, fading, link.rng, equalize=True,
-                                               k_factor=link.rician_k)  # [1, K], [1, 1|K], [1]
-            channel_s = time.perf_counter() - t0
-            link.frames += 1
-            airtime_s = k / self.symbol_rate_hz if self.symbol_rate_hz > 0 else 0.0
-            now = time.monotonic()
-            tx_start = max(now, link.busy_until)
-            link.busy_until = tx_start + airtime_s
-            deliver_at = link.busy_until + self.propagation_s
-            gain = float(np.mean(np.abs(h) ** 2))
-            inst = snr + 10.0 * math.log10(gain) if gain > 0 else -math.inf
-            state = link.state(instantaneous_snr_db=inst if math.isfinite(inst) else -SNR_LIMIT_DB)
-        self.metrics.channel_seconds.observe(channel_s)
-
-        y_data, y_dtype, y_shape = encode_tensor(y.astype(np.complex64))
-        h_data, h_dtype, h_shape = encode_tensor(h.astype(np.complex64))
+        y, h, noise_var, snr, fading, states, channel_s, airtime_s, deliver_at = self._through_link(link, z, k)
         cf = pb.ChannelFrame(
-            transmitter_id=frame.transmitter_id, task=frame.task, frame_id=frame.frame_id,
-            received=pb.Tensor(data=y_data, dtype=y_dtype, shape=y_shape),
-            h=pb.Tensor(data=h_data, dtype=h_dtype, shape=h_shape),
+            transmitter_id=frame.transmitter_id, task=frame.task, frame_id=frame.frame_id, **self._tensors(y, h),
             noise_var=float(noise_var[0]), snr_db=snr, fading=fading, equalized=True,
             encoder_snr_db=frame.encoder_snr_db, has_label=frame.has_label, label=frame.label,
             file=frame.file, edge_sent_unix_ns=frame.sent_unix_ns, relay_received_unix_ns=received_ns,
             channel_ms=channel_s * 1e3, airtime_ms=airtime_s * 1e3, codec=frame.codec)
-        size = cf.ByteSize()
-        if size > SERVER_MAX_MESSAGE_BYTES:  # cannot happen with the bounds above unless K is huge
-            raise FrameRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"symbols: the channel frame would be {size} bytes, more than the edge server's "
-                                f"limit of {SERVER_MAX_MESSAGE_BYTES} bytes")
-        return cf, state, deliver_at
+        self._check_size(cf, "channel frame")
+        return cf, states[0], deliver_at
 
     def process_batch(self, fb: pb.FrameBatch) -> tuple[pb.ChannelFrameBatch, list[pb.LinkState], float]:
-        """``process`` for a FrameBatch: every rule per row, then one ``channel.simulate_frames``
-        call for the whole message under the link's lock (row i sees the draws the i-th of N
-        single frames would have seen) -> (channel batch, link feedback per row, deliver_at).
-        Raises FrameRejected; nothing changes for a rejected message."""
+        """``process`` for a FrameBatch: every rule per row, then one channel call for the whole
+        message -> (channel batch, link feedback per row, deliver_at). Raises FrameRejected;
+        nothing changes for a rejected message."""
         if self._draining.is_set():
             raise FrameRejected(grpc.StatusCode.UNAVAILABLE, "relay: shutting down, no new frames")
         received_ns = time.time_ns()
         n = check_batch(fb, MAX_BATCH_ROWS)
-        link = self._link(fb.transmitter_id)
-        tasks = self._task_info()
-        task = tasks.get(fb.task)
-        if task is None:
-            raise invalid(f"task: unknown task {shown(fb.task)} (known: {', '.join(tasks)})")
-        k = frame_symbols(task, fb.codec)  # the batch's codec ("" = the task's default)
+        link, task, k = self._admit(fb)
         z = check_symbol_rows(fb.symbols, "symbols", k, n, check_power=True)  # [N, K]
         check_finite(fb.encoder_snr_db, "encoder_snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
         for i, meta in enumerate(fb.frames):
@@ -419,40 +437,13 @@ class RelayServicer(pb_grpc.RelayServicer):
                                              lambda: self.frame_ids.claim_many(fb.transmitter_id,
                                                                                [m.frame_id for m in fb.frames]))
         self.frame_ids.claim_many(fb.transmitter_id, [m.frame_id for m in fb.frames])
-
-        with link.lock:
-            snr, fading = link.effective_snr_db, link.fading
-            fc, nv = link.frame_channel()
-            t0 = time.perf_counter()
-            y, h, noise_var = fc.run(z, nv, link.rng)  # = channel.simulate_frames: [N, K], [N, 1|K], [N]
-            channel_s = time.perf_counter() - t0
-            airtime_s = n * k / self.symbol_rate_hz if self.symbol_rate_hz > 0 else 0.0
-            tx_start = max(time.monotonic(), link.busy_until)
-            link.busy_until = tx_start + airtime_s
-            deliver_at = link.busy_until + self.propagation_s
-            gains = np.mean(np.abs(h) ** 2, axis=1)  # [N], as process() computes it per frame
-            with np.errstate(divide="ignore"):
-                inst = snr + 10.0 * np.log10(gains.astype(np.float64))
-            states = []
-            for g in inst.tolist():
-                link.frames += 1
-                states.append(link.state(instantaneous_snr_db=g if math.isfinite(g) else -SNR_LIMIT_DB))
-        self.metrics.channel_seconds.observe(channel_s)
-
-        y_data, y_dtype, y_shape = encode_tensor(y.astype(np.complex64, copy=False))
-        h_data, h_dtype, h_shape = encode_tensor(h.astype(np.complex64, copy=False))
+        y, h, noise_var, snr, fading, states, channel_s, airtime_s, deliver_at = self._through_link(link, z, k)
         cb = pb.ChannelFrameBatch(
-            transmitter_id=fb.transmitter_id, task=fb.task, frames=fb.frames,
-            received=pb.Tensor(data=y_data, dtype=y_dtype, shape=y_shape),
-            h=pb.Tensor(data=h_data, dtype=h_dtype, shape=h_shape),
+            transmitter_id=fb.transmitter_id, task=fb.task, frames=fb.frames, **self._tensors(y, h),
             noise_var=float(noise_var[0]), snr_db=snr, fading=fading, equalized=True,
             encoder_snr_db=fb.encoder_snr_db, edge_sent_unix_ns=fb.sent_unix_ns, relay_received_unix_ns=received_ns,
             channel_ms=channel_s * 1e3, airtime_ms=airtime_s * 1e3, codec=fb.codec)
-        size = cb.ByteSize()
-        if size > SERVER_MAX_MESSAGE_BYTES:
-            raise FrameRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"symbols: the channel batch would be {size} bytes, more than the edge server's "
-                                f"limit of {SERVER_MAX_MESSAGE_BYTES} bytes (send fewer frames per message)")
+        self._check_size(cb, "channel batch", " (send fewer frames per message)")
         return cb, states, deliver_at
 
     def _finish_batch(self, rb: pb.ResultBatch, states: list[pb.LinkState] | None,

@@ -265,10 +265,11 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
                          has_label=cf.has_label, label=cf.label, file=cf.file,
                          server_done_unix_ns=time.time_ns())
 
-    def _outcome(self, cf, rt: _TaskRuntime, decoded: "Decoded | None", exc: BaseException | None,
-                 tx_label: str, task_label: str) -> pb.Result:
-        """The Result of one decoded frame (``cf``: a ChannelFrame or a ``_Row``): an error Result
-        for a draining server, a failed model or non-finite logits, never none."""
+    def _failed(self, cf, rt: _TaskRuntime, decoded: "Decoded | None", exc: BaseException | None,
+                tx_label: str, task_label: str) -> pb.Result:
+        """The error Result of a frame that has no answer (``cf``: a ChannelFrame or a ``_Row``):
+        the server is draining (``exc`` Draining), the model failed (``exc``), or its logits are
+        not finite (``decoded``)."""
         if isinstance(exc, Draining):
             self.metrics.frames.labels(tx_label, task_label, "draining").inc()
             return self._error_result(cf, grpc.StatusCode.UNAVAILABLE, str(exc))
@@ -286,12 +287,6 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
                 f"decoder output: {bad} of {decoded.logits.size} logits are not finite (NaN or inf) for "
                 f"frame {cf.frame_id}; the received symbols were within bounds, so the model "
                 f"({rt.spec.server}) is at fault")
-        try:
-            return self._result(cf, rt, decoded, tx_label)
-        except Exception as err:  # noqa: BLE001 - the frame must get an answer, never none
-            log.exception("building the result failed for %s/%s", shown(cf.transmitter_id), cf.frame_id)
-            self.metrics.frames.labels(tx_label, task_label, "failed").inc()
-            return self._error_result(cf, grpc.StatusCode.INTERNAL, f"result failed: {err}")
 
     def _queue_error(self, rows: list, exc: Exception, tx_label: str, task_label: str) -> list[pb.Result]:
         full = isinstance(exc, QueueFull)
@@ -319,7 +314,7 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
 
         def done(f: futures.Future) -> None:
             exc = f.exception()
-            out.set_result(self._outcome(cf, rt, None if exc else f.result(), exc, tx_label, task_label))
+            out.set_result(self._outcomes([cf], rt, [exc or f.result()], tx_label, task_label)[0])
 
         inner.add_done_callback(done)
         return out
@@ -354,9 +349,9 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
 
     def _outcomes(self, rows: list["_Row"], rt: _TaskRuntime, decoded: list, tx_label: str,
                   task_label: str) -> list[pb.Result]:
-        """The Results of a message's rows, in row order: the decoded rows with finite logits get
-        their top-k in one vectorized call and their counters once per message; every other row
-        (a failed decode, non-finite logits) goes through ``_outcome``."""
+        """The Results of a message's rows (ChannelFrames or ``_Row``s), in row order: the decoded
+        rows with finite logits get their top-k in one vectorized call and their counters once per
+        message; every other row (a failed decode, non-finite logits) goes through ``_failed``."""
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
         if good:
             logits = np.stack([decoded[i].logits for i in good])                  # [M, C]
@@ -376,7 +371,7 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
         for i, (r, d) in enumerate(zip(rows, decoded)):
             if results[i] is None:
                 exc = d if isinstance(d, BaseException) else None
-                results[i] = self._outcome(r, rt, None if exc else d, exc, tx_label, task_label)
+                results[i] = self._failed(r, rt, None if exc else d, exc, tx_label, task_label)
         return results
 
     def _good_results(self, rows, rt: _TaskRuntime, decoded: list, good: list[int], logits: np.ndarray,
@@ -410,26 +405,6 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
             m.labelled.labels(tx_label, task).inc(labelled)
         if correct:
             m.correct.labels(tx_label, task).inc(correct)
-
-    def _result(self, cf, rt: _TaskRuntime, d: Decoded, tx_label: str) -> pb.Result:
-        idx, probs = bundle_lib.topk(d.logits, self.top_k)  # [k], [k]
-        names = rt.spec.class_names
-        top = [pb.ClassScore(index=int(i), name=str(names[int(i)]), score=float(p)) for i, p in zip(idx, probs)]
-        m, task = self.metrics, rt.spec.name
-        m.frames.labels(tx_label, task, "ok").inc()
-        m.symbols.labels(tx_label, task).inc(rt.spec.symbols_per_image)
-        m.queue_seconds.labels(task).observe(d.queue_s)
-        if cf.has_label:
-            m.labelled.labels(tx_label, task).inc()
-            if int(idx[0]) == cf.label:
-                m.correct.labels(tx_label, task).inc()
-        return pb.Result(frame_id=cf.frame_id, transmitter_id=cf.transmitter_id, task=task, top_k=top,
-                         predicted_class=top[0].index, predicted_name=top[0].name, score=top[0].score,
-                         decoder_snr_db=cf.snr_db, queue_ms=d.queue_s * 1e3, compute_ms=d.compute_s * 1e3,
-                         batch_size=d.batch_size, channel_ms=cf.channel_ms,
-                         edge_sent_unix_ns=cf.edge_sent_unix_ns, server_done_unix_ns=time.time_ns(),
-                         has_label=cf.has_label, label=cf.label, file=cf.file,
-                         codec=rt.spec.default_codec.name, symbols_per_image=rt.spec.symbols_per_image)
 
     # ------------------------------------------------------------------ RPCs
     def Decode(self, request_iterator, context):
