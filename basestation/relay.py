@@ -61,6 +61,15 @@ is known; NOT_SERVING while it is unreachable or not serving, checked every
 reconnects with a backoff of at most 2 s (``channel_options``). On SIGTERM (drain) the relay
 stops accepting frames and streams, waits for the server's results of the frames in flight,
 delivers them, then ends each stream with UNAVAILABLE.
+
+Server replicas (``rkdsc.basestation.upstream``): ``basestation.server_addr`` may name several
+(``"a:1,b:2"``, a TOML list, or a DNS name with several addresses, ``"dns:///server:50051"``);
+the upstream channel balances new streams round_robin over them, the relay is SERVING while at
+least one replica is (gauge ``rkdsc_relay_upstream_replica_up{replica}``), and an upstream stream
+whose replica goes away (UNAVAILABLE / CANCELLED, or a draining replica's UNAVAILABLE answer) is
+reopened on another replica with its frames in flight resent (``_Uplink._failover``: at most
+``RESEND_LIMIT`` times each, then an explicit UNAVAILABLE error Result per frame); the edge's
+stream goes on.
 """
 from __future__ import annotations
 
@@ -78,7 +87,7 @@ import numpy as np
 
 from rkdsc.common import channel
 from rkdsc.common.channel import FADINGS
-from rkdsc.common.config import Config
+from rkdsc.common.config import Config, check_server_addr, shown_ids
 from rkdsc.common.medium.hooks import RelayHook
 from rkdsc.common.metrics import UNKNOWN_LABEL, MetricsEndpoint, RelayMetrics
 from rkdsc.common.service import (SERVER_MAX_MESSAGE_BYTES, SNR_LIMIT_DB, FrameIdRegistry, FrameRejected,
@@ -89,6 +98,8 @@ from rkdsc.common.service.security import RELAY, RELAY_POLICY, Guard, authorize_
     server_credentials
 from rkdsc.common.service.codecs import frame_symbols
 from rkdsc.common.wire import encode_tensor
+from rkdsc.basestation.upstream import (FAILOVER_WAIT_S, RESEND_LIMIT, ReplicaSet, error_answer,
+                                        refused_by_replica, resendable, upstream_target, wait_ready)
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 
@@ -199,7 +210,7 @@ class _Uplink:
                 self.queue = RequestQueue(self._send)
                 self.call = (self.relay.stub.DecodeBatch if self.batched else self.relay.stub.Decode)(self.queue)
                 threading.Thread(target=self._respond, name="relay-responder", daemon=True).start()
-            self.inflight[self._key(cf)] = [state, time.perf_counter()]
+            self.inflight[self._key(cf)] = [state, time.perf_counter(), cf, 0]  # + the message, times resent
             self.queue.put((deliver_at, cf))
 
     def close(self) -> None:
@@ -236,18 +247,91 @@ class _Uplink:
         with self.lock:
             if not self.batched:
                 return len(self.inflight)
-            return sum(len(states) for states, _ in self.inflight.values())
+            return sum(len(entry[0]) for entry in self.inflight.values())
+
+    def _failover(self, why: str) -> str:
+        """The upstream call failed because its replica went away (``upstream.resendable``): open a
+        new call (round_robin: on a READY replica) and resend the frames in flight on it, each at
+        most ``RESEND_LIMIT`` times, answering the others with an explicit UNAVAILABLE error.
+        -> "resent" (go on with ``self.call``), "idle" (nothing in flight: the next frame opens a
+        call), "done" (every frame answered and the edge half-closed) or "no" (the stream is over)."""
+        relay, replicas = self.relay, self.relay.replicas
+        with self.lock:
+            if self.closing.is_set():
+                return "no"
+            answers, resend = [], []
+            for key, entry in list(self.inflight.items()):
+                entry[3] += 1
+                if entry[3] > RESEND_LIMIT:
+                    del self.inflight[key]
+                    answers.append((entry, error_answer(entry[2], grpc.StatusCode.UNAVAILABLE,
+                                                        f"server: {why}; not answered after {RESEND_LIMIT} "
+                                                        f"resend(s) to another replica")))
+                else:
+                    resend.append(entry[2])
+            if self.queue is not None:
+                self.queue.close()
+            if not resend:
+                how = "idle" if self.accepting else "done"
+                self.call = None if self.accepting else self.call
+                self.queue = None if self.accepting else self.queue
+            else:
+                how = "resent"
+                self.queue = RequestQueue(self._send)  # frames forwarded from now on queue behind the resent
+                for cf in resend:
+                    self.queue.put((0.0, cf))
+                if not self.accepting:
+                    self.queue.close()
+            queue_ = self.queue
+        for entry, answer in answers:
+            state, sent = entry[:2]
+            if self.batched:
+                self.stream.deliver(relay._finish_batch(answer, state, None))
+            else:
+                self.stream.deliver(relay._finish(answer, state, None))
+        rows = sum(len(e[0]) if self.batched else 1 for e, _ in answers)
+        log.warning("relay: %s (%s stream); %s", why, self.stream.name,
+                    f"resending {len(resend)} message(s) in flight on a new upstream call" if resend else
+                    "nothing left to resend" + (f", {rows} frame(s) answered with UNAVAILABLE" if rows else ""))
+        if how != "resent":
+            return how
+        if replicas is not None:
+            replicas.failed_over.inc()
+            replicas.resent.inc(sum(len(cf.frames) if self.batched else 1 for cf in resend))
+        if not wait_ready(relay.upstream_channel, FAILOVER_WAIT_S):
+            log.warning("relay: no edge-server replica READY within %.1f s; trying anyway", FAILOVER_WAIT_S)
+        call = (relay.stub.DecodeBatch if self.batched else relay.stub.Decode)(queue_)
+        with self.lock:
+            self.call = call
+            cancelled = self.closing.is_set()
+        if cancelled:
+            call.cancel()
+        return "resent"
 
     def _respond(self) -> None:
-        relay, stream, call = self.relay, self.stream, self.call
+        while True:
+            call = self.call
+            how = self._respond_to(call)
+            if how != "resent":
+                return
+
+    def _respond_to(self, call) -> str:
+        relay, stream = self.relay, self.stream
         try:
             for res in call:
+                refused = refused_by_replica(res)
+                if refused is not None and not self.closing.is_set():  # a draining replica: elsewhere
+                    call.cancel()
+                    how = self._failover(f"a replica answered UNAVAILABLE ({refused})")
+                    if how in ("done", "no"):
+                        stream.finish()
+                    return how
                 arrived = time.monotonic()
                 with self.lock:
                     entry = self.inflight.pop(self._key(res), None)
                 if relay.propagation_s > 0:
                     _sleep_until(arrived + relay.propagation_s)
-                state, sent = (entry if entry is not None else (None, None))
+                state, sent = (entry[:2] if entry is not None else (None, None))
                 roundtrip = None if sent is None else time.perf_counter() - sent
                 if self.batched:
                     stream.deliver(relay._finish_batch(res, state, roundtrip))
@@ -259,16 +343,24 @@ class _Uplink:
                     relay.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
                 stream.fail(grpc.StatusCode.UNAVAILABLE,
                             f"server: the decode stream ended with {lost} frame(s) unanswered")
-                return
+                return "failed"
             stream.finish()
+            return "finished"
         except grpc.RpcError as exc:
+            if not self.closing.is_set() and resendable(exc):  # the replica went away (upstream.py)
+                how = self._failover(f"the edge server's stream ended with {exc.code().name}: {exc.details()}")
+                if how == "done":
+                    stream.finish()
+                if how != "no":
+                    return how
             lost = self._lost()
             if exc.code() == grpc.StatusCode.CANCELLED and (self.closing.is_set() or not lost):
                 stream.finish()
-                return
+                return "finished"
             for _ in range(lost):
                 relay.metrics.frames.labels(UNKNOWN_LABEL, "failed").inc()
             stream.fail(exc.code(), f"server: {exc.details()}")
+            return "failed"
 
 
 class RelayServicer(pb_grpc.RelayServicer):
@@ -278,6 +370,8 @@ class RelayServicer(pb_grpc.RelayServicer):
                  rng_factory: RngFactory = np.random.default_rng):
         self.cfg = cfg
         self.stub = pb_grpc.EdgeServerStub(server_channel)
+        self.upstream_channel = server_channel      # failover waits on it for a READY replica
+        self.replicas: ReplicaSet | None = None     # create_server sets it (rkdsc.basestation.upstream)
         self.metrics = metrics
         self.rng_factory = rng_factory
         self.symbol_rate_hz = cfg.basestation.symbol_rate_hz
@@ -329,7 +423,7 @@ class RelayServicer(pb_grpc.RelayServicer):
     def _link(self, transmitter_id: str) -> Link:
         link = self.links.get(transmitter_id)
         if link is None:
-            known = ", ".join(self.links) or "(none configured)"
+            known = shown_ids(self.links) if self.links else "(none configured)"  # a fleet: thousands
             raise invalid(f"transmitter_id: unknown transmitter {shown(transmitter_id)} (known: {known})")
         return link
 
@@ -569,7 +663,7 @@ class RelayServicer(pb_grpc.RelayServicer):
         link = self.links.get(request.transmitter_id)
         if link is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transmitter_id: unknown transmitter "
-                          f"{shown(request.transmitter_id)} (known: {', '.join(self.links) or '(none)'})")
+                          f"{shown(request.transmitter_id)} (known: {shown_ids(self.links)})")
         with link.lock:
             return link.state()
 
@@ -584,7 +678,7 @@ class RelayServicer(pb_grpc.RelayServicer):
         link = self.links.get(request.transmitter_id)
         if link is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transmitter_id: unknown transmitter "
-                          f"{shown(request.transmitter_id)} (known: {', '.join(self.links) or '(none)'})")
+                          f"{shown(request.transmitter_id)} (known: {shown_ids(self.links)})")
         try:
             if request.HasField("snr_db"):
                 check_finite(request.snr_db, "snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)
@@ -646,7 +740,9 @@ class UpstreamWatch:
     right away). ``on_change`` is called on every change, first with the first check's result."""
 
     def __init__(self, servicer: RelayServicer, channel: grpc.Channel, on_change: Callable[[bool], None],
-                 poll_s: float = HEALTH_POLL_S, timeout_s: float = HEALTH_TIMEOUT_S):
+                 poll_s: float = HEALTH_POLL_S, timeout_s: float = HEALTH_TIMEOUT_S,
+                 replicas: "ReplicaSet | None" = None):
+        self.replicas = replicas  # several server replicas: SERVING while one is (rkdsc.basestation.upstream)
         self.servicer = servicer
         self.channel = channel
         self.on_change = on_change
@@ -673,14 +769,30 @@ class UpstreamWatch:
             self.channel.unsubscribe(self._on_connectivity)
         except Exception:  # noqa: BLE001 - a closed channel has nothing to unsubscribe
             pass
+        if self.replicas is not None:
+            self.replicas.close()
 
     def _on_connectivity(self, state: grpc.ChannelConnectivity) -> None:
         if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
             self._set(False, f"upstream channel {state.name}")
         self._wake.set()
 
+    def _replica_status(self) -> str:
+        """The upstream's health status: over the channel for one server; with several replicas
+        SERVING while any replica is (each probed on its own, ``ReplicaSet.check``)."""
+        if self.replicas is None or not self.replicas.several:
+            status = self.probe.status(SERVER_SERVICE, timeout_s=self.timeout_s)
+            if self.replicas is not None:
+                self.replicas.record(self.replicas.fixed[0], status)
+            return status
+        states = self.replicas.check(self.timeout_s)
+        for wanted in ("SERVING", "UNIMPLEMENTED"):
+            if wanted in states.values():
+                return wanted
+        return "no replica SERVING (" + (", ".join(f"{r} {s}" for r, s in states.items()) or "none resolved") + ")"
+
     def check(self) -> tuple[bool, str]:
-        status = self.probe.status(SERVER_SERVICE, timeout_s=self.timeout_s)
+        status = self._replica_status()
         if status not in ("SERVING", "UNIMPLEMENTED"):
             return False, f"health check: {status}"
         if status == "UNIMPLEMENTED" or not self.serving or not self.servicer._info_ready.is_set():
@@ -718,8 +830,11 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     credentials = server_credentials(cfg.tls, RELAY)   # TLSError (a ConfigError) before anything is built
     guard = Guard(cfg.tls, RELAY_POLICY, "relay")
     metrics = RelayMetrics()
-    upstream = open_channel(bs.server_addr, cfg.tls, RELAY, options=channel_options(SERVER_MAX_MESSAGE_BYTES))
+    upstream = open_channel(upstream_target(bs.server_addr), cfg.tls, RELAY,
+                            options=channel_options(SERVER_MAX_MESSAGE_BYTES))
     servicer = RelayServicer(cfg, upstream, metrics, rng_factory)
+    servicer.upstream_channel = upstream
+    servicer.replicas = ReplicaSet(cfg, upstream, metrics, SERVER_SERVICE)  # per-replica health, failover counts
     if max_workers is None:  # one thread per admitted Transmit stream, plus room for unary calls
         max_workers = handler_threads(cfg, UNARY_THREADS, bs.max_streams)
     endpoint = None
@@ -740,7 +855,7 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     def on_change(up: bool) -> None:
         set_health(health_servicer, SERVICE_NAME, up and not servicer.draining)
 
-    watch = UpstreamWatch(servicer, upstream, on_change)
+    watch = UpstreamWatch(servicer, upstream, on_change, replicas=servicer.replicas)
 
     def drain(timeout_s: float) -> None:
         watch.stop()
@@ -765,13 +880,14 @@ def cli(argv: list[str] | None = None) -> int:
         "RKDSC_RELAY_METRICS_PORT and RKDSC_SERVER_ADDR. TLS / mutual TLS: [tls] of the topology or "
         "RKDSC_TLS=mtls RKDSC_TLS_DIR=DIR (docs/security.md)."))
     p.add_argument("--config", required=True, help="topology TOML file ([basestation] and [[transmitters]])")
-    p.add_argument("--server", default=None, help="host:port of the edge server (overrides basestation.server_addr)")
+    p.add_argument("--server", default=None, help="host:port of the edge server, or its replicas: 'a:1,b:2' (IP "
+                   "addresses) or 'dns:///name:port' (overrides basestation.server_addr; docs/deployment.md)")
     p.add_argument("--ready-file", default=None,
                    help="write JSON {port, metrics_port, pid} here once listening (used by `rkdsc demo`)")
 
     def build(args: argparse.Namespace, cfg: Config) -> ServiceHandle:
         if args.server:
-            cfg.basestation.server_addr = args.server
+            cfg.basestation.server_addr = check_server_addr(args.server, "--server")
         return create_server(cfg)[0]
 
     def run(args: argparse.Namespace, handle: ServiceHandle) -> int:

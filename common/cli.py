@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("rkdsc.server.service:cli", "run the edge server (CAT decoder + semantic decoders)"),
     "basestation": ("rkdsc.basestation.relay:cli", "run the base-station relay (channel per link)"),
     "edge": ("rkdsc.edge.client:cli", "run one edge device on an image folder"),
+    "fleet": ("rkdsc.edge.fleet:cli", "run many edge devices (a [[fleets]] entry, or ids) in one process, sharing the models"),
     "demo": ("rkdsc.common.experiments.demo:cli", "start server, relay and every edge of a topology on localhost; write summary.json"),
     "bench": ("rkdsc.common.experiments.bench:cli", "side-by-side benchmarks: in-process vs networked, torch vs onnxruntime, channel cost"),
     "link": ("rkdsc.basestation.admin:cli", "look at / change the relay's links at run time (list, get, set)"),

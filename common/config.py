@@ -16,10 +16,17 @@ Contract:
       [[transmitters]]   id (required) task snr_db fading path_gain_db seed images batch_size
                          initial_snr_estimate_db limit max_in_flight batch_messages
                          result_timeout_s max_failed_fraction medium (table: [transmitters.medium], rkdsc.common.medium.settings)
+      [[fleets]]         name id_pattern count (required) seed_base snr_db_range draw_seed distance_m_range
+                         azimuth_deg_range + the [[transmitters]] keys less id and seed (docs/fleets.md)
       [medium]           the shared wireless medium (optional; rkdsc.common.medium.settings, docs/medium.md)
       [tls]              mode dir ca cert key server_name tokens_file   (docs/security.md)
       [metrics]          host web_config
 
+* ``[[fleets]]`` expand, after the ``[[transmitters]]`` entries and in index order, into
+  ``Config.transmitters`` (device i: id ``id_pattern.format(index=i)``, seed ``seed_base + i``,
+  drawn ``snr_db`` / medium distance / azimuth when a range is given); ids are unique across the
+  topology (``fleets[i].id_pattern`` names a clash). ``Config.transmitter(id)`` is a dict lookup;
+  ``Config.fleet_transmitters(name, slice)`` the devices of one fleet.
 * Relative ``bundle.path`` / ``transmitters[i].images`` resolve against ``root``; a transmitter
   without ``images`` reads ``<root>/runs/samples/<task>`` (``DEFAULT_SAMPLES_DIR``).
 * Only endpoints come from the environment (they override the file): ``RKDSC_SERVER_BIND``
@@ -37,13 +44,17 @@ Contract:
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
+import random
+import string
 import tomllib
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Mapping, Optional
 
-from pydantic import PlainValidator, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, PlainValidator, ValidationInfo, field_validator, model_validator
 
 from rkdsc.common.channel import DEFAULT_FADING, DEFAULT_K_FACTOR, FADINGS
 from rkdsc.common.schema import (Field, Float, Int, NonEmptyStr, NonNegFloat, NonNegInt, Problems, Str,
@@ -51,10 +62,11 @@ from rkdsc.common.schema import (Field, Float, Int, NonEmptyStr, NonNegFloat, No
 from rkdsc.common.medium.settings import DeviceMediumConfig, MediumConfig  # the shared medium (docs/medium.md)
 
 __all__ = ["ConfigError", "FADINGS", "DEFAULT_SAMPLES_DIR", "BundleSection", "ServerConfig",
-           "BaseStationConfig", "TransmitterConfig", "TLSConfig", "MetricsConfig", "TLS_MODES", "MediumConfig", "DeviceMediumConfig", "Config",
+           "BaseStationConfig", "TransmitterConfig", "FleetConfig", "FLEET_MAX_DEVICES", "shown_ids", "TLSConfig", "MetricsConfig", "TLS_MODES", "MediumConfig", "DeviceMediumConfig", "Config",
            "load_config", "parse_config", "apply_tls_env",
-           "split_hostport", "ENV_KEYS"]
+           "split_hostport", "ENV_KEYS", "server_replicas", "check_server_addr", "DNS_SCHEME"]
 
+FLEET_MAX_DEVICES = 100_000  # devices of one [[fleets]] entry at most
 DEFAULT_SAMPLES_DIR = "runs/samples"  # under root; per task: runs/samples/<task>
 ENV_KEYS = ("RKDSC_SERVER_BIND", "RKDSC_SERVER_METRICS_PORT", "RKDSC_SERVER_ADDR",
             "RKDSC_RELAY_BIND", "RKDSC_RELAY_METRICS_PORT", "RKDSC_RELAY_ADDR")
@@ -109,8 +121,70 @@ def _transmitter_id(value: Any) -> str:
     return value
 
 
+DNS_SCHEME = "dns:///"  # an explicit gRPC DNS target: every address the name resolves to is a replica
+
+
+def server_replicas(value: str) -> list[str]:
+    """The replicas named by a ``basestation.server_addr`` value (as validated): a
+    ``host:port`` or ``dns:///host:port`` -> one entry (a DNS name may still resolve to several
+    addresses: the relay resolves it), ``"a:1,b:2"`` -> each entry, ``dns:///`` dropped."""
+    value = value[len(DNS_SCHEME):] if value.startswith(DNS_SCHEME) else value
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _is_ip_literal(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _server_addr_problem(value: str) -> str | None:
+    """What is wrong with a server_addr string (the 'expected ...' phrase), or None."""
+    if value.startswith(DNS_SCHEME):
+        if "," in value:
+            return "one dns:///host:port name (a list is a list of IP addresses, without dns:///)"
+        return _hostport_problem(value[len(DNS_SCHEME):])
+    parts = server_replicas(value)
+    if not parts:
+        return "host:port"
+    for part in parts:
+        problem = _hostport_problem(part)
+        if problem:
+            return f"{problem} (in {part!r})" if len(parts) > 1 else problem
+    if len(parts) > 1:
+        hosts = [p.rpartition(":")[0] for p in parts]
+        if not all(_is_ip_literal(h) or h == "localhost" for h in hosts):
+            bad = next(p for p, h in zip(parts, hosts) if not (_is_ip_literal(h) or h == "localhost"))
+            return (f"IP addresses (or localhost) in a list of several replicas, not the name in {bad!r}; "
+                    f"a DNS name that resolves to several replicas is given alone, e.g. 'dns:///server:50051'")
+        v6 = [":" in h.strip("[]") for h in hosts]
+        if any(v6) and not all(v6):
+            return "replicas of one IP family (all IPv4 or all IPv6)"
+    return None
+
+
+def _server_addr(value: Any) -> str:
+    """One 'host:port', 'dns:///host:port', 'a:1,b:2' or a TOML list of 'host:port' (joined)."""
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise expected("a non-empty list of 'host:port' strings")
+        value = ",".join(v.strip() for v in value)
+    if not isinstance(value, str) or not value.strip():
+        raise expected("a non-empty string")
+    value = value.strip()
+    problem = _server_addr_problem(value)
+    if problem:
+        raise expected(problem)
+    return value if value.startswith(DNS_SCHEME) else ",".join(server_replicas(value))
+
+
 PathStr = Annotated[Path, PlainValidator(_path)]  # a path in the file; absolute after loading
 HostPort = Annotated[str, PlainValidator(_hostport)]
+ServerAddr = Annotated[str, PlainValidator(_server_addr)]  # host:port, dns:///host:port, or a list of replicas
 Port = Annotated[Int, Field(ge=0, le=65535)]  # 0 = pick a free one
 MetricsPort = Annotated[Int, Field(ge=-1, le=65535)]  # 0 = pick a free one; -1 = off
 Fading = one_of(FADINGS)
@@ -135,6 +209,9 @@ class ServerConfig:
     top_k: Annotated[Int, Field(ge=1, le=1000)] = 3  # classes returned per frame
     drain_timeout_s: Annotated[Float, Field(ge=0.0, le=3600.0)] = 10.0  # on SIGTERM: longest wait for in-flight frames
     max_streams: Annotated[Int, Field(ge=1, le=10_000)] = 256  # concurrent Decode streams; beyond: RESOURCE_EXHAUSTED
+    onnx_spin_wait: bool = False     # onnxruntime's intra-op threads spin for work after each decode (lower
+                                     # latency alone on its cores; false: they sleep, leaving the CPU to
+                                     # the relay and edges sharing it: docs/decisions.md "Batch-1 latency")
 
 
 @schema
@@ -142,7 +219,7 @@ class BaseStationConfig:
     host: NonEmptyStr = "127.0.0.1"  # bind address of the Relay gRPC service
     port: Port = 50052               # its port
     metrics_port: MetricsPort = 9102  # Prometheus /metrics port
-    server_addr: HostPort = "127.0.0.1:50051"  # host:port of the EdgeServer
+    server_addr: ServerAddr = "127.0.0.1:50051"  # host:port of the EdgeServer; replicas: "a:1,b:2" / a list of IP addresses, or "dns:///name:port" (every address of the name); round_robin per stream (docs/deployment.md)
     symbol_rate_hz: NonNegFloat = 0.0  # airtime emulation: K symbols take K / rate s (0 = off)
     propagation_delay_ms: Annotated[Float, Field(ge=0.0, le=60_000.0)] = 0.0  # one-way, uplink and downlink
     max_message_bytes: Annotated[Int, Field(ge=1024, le=1 << 30)] = 4 * 1024 * 1024  # gRPC receive limit
@@ -183,6 +260,124 @@ class TransmitterConfig:
         return self.effective_snr_db if self.initial_snr_estimate_db is None else self.initial_snr_estimate_db
 
 
+def _range_pair(lo: float, hi: float, unit: str):
+    def check(value: list) -> list:
+        if len(value) != 2:
+            raise expected(f"[lo, hi] in {unit}")
+        if not lo <= value[0] <= value[1] <= hi:
+            raise expected(f"[lo, hi] with {lo:g} <= lo <= hi <= {hi:g}")
+        return value
+    return Annotated[list[Float], AfterValidator(check)]
+
+
+@schema
+class FleetConfig:
+    """Many devices from one entry: a TransmitterConfig template (the keys of [[transmitters]] less
+    ``id`` and ``seed``) + ``count`` + ``id_pattern`` + a seed rule + optional distributions."""
+    name: Annotated[str, PlainValidator(_transmitter_id)]  # fleet name (unique), `rkdsc fleet --fleet NAME`
+    id_pattern: NonEmptyStr          # transmitter id of device i, a Python format string with {index}
+                                     # (e.g. "dev-{index:04d}"); the ids must be unique across the topology
+    count: Annotated[Int, Field(ge=1, le=FLEET_MAX_DEVICES)]  # number of devices (index 0 .. count-1)
+    seed_base: Annotated[Int, Field(ge=0, le=2**62)] = 0  # seed rule: device i's link seed is seed_base + i
+    task: NonEmptyStr = "digits"     # bundle task of every device
+    snr_db: SnrDb = 10.0             # link SNR of every device (unless snr_db_range), Es/N0 in dB
+    snr_db_range: Optional[_range_pair(-100.0, 100.0, "dB")] = None  # [lo, hi]: device i's snr_db drawn
+                                     # uniformly in [lo, hi] (rounded to 0.001 dB) from a generator seeded
+                                     # by draw_seed; device i gets the i-th draw, whatever the count
+    draw_seed: Optional[Annotated[Int, Field(ge=0, le=2**63 - 1)]] = None  # seed of the fleet's draws
+                                     # (default: seed_base); same seed, same values on every machine
+    fading: Fading = DEFAULT_FADING  # one of FADINGS
+    rician_k: Annotated[Float, Field(ge=0.0, le=1e6)] = DEFAULT_K_FACTOR  # Rician K factor (linear), fading = "rician"
+    path_gain_db: Annotated[Float, Field(ge=-200.0, le=100.0)] = 0.0  # effective SNR = snr_db + path_gain_db
+    images: Optional[PathStr] = None  # image folder of every device (default: the task's samples folder)
+    batch_size: Annotated[Int, Field(ge=1, le=4096)] = 16  # images encoded per edge batch
+    initial_snr_estimate_db: Optional[SnrDb] = None  # encoder SNR before the first feedback
+                                     # (None: each device's own snr_db + path_gain_db)
+    limit: NonNegInt = 0             # at most this many images per device (0 = all)
+    max_in_flight: Annotated[Int, Field(ge=1, le=100_000)] = 32  # frames sent but not yet answered, per device
+    batch_messages: bool = True      # one TransmitBatch message per encoded batch (false: Transmit, one Frame each)
+    result_timeout_s: Annotated[Float, Field(ge=0.001, le=86_400.0)] = 60.0  # a frame without a result
+                                     # this long after it was sent is an error (DEADLINE_EXCEEDED)
+    max_failed_fraction: Annotated[Float, Field(ge=0.0, le=1.0)] = 0.0  # a device's run fails when more
+                                     # than this fraction of its images got no answer
+    medium: Optional[DeviceMediumConfig] = None  # every device's place in the shared medium (with [medium]);
+                                     # distance_m_range / azimuth_deg_range vary it per device
+    distance_m_range: Optional[_range_pair(0.0, 100_000.0, "m")] = None  # [lo, hi]: device i's
+                                     # medium.distance_m drawn uniformly (0.01 m) with draw_seed; needs [medium]
+    azimuth_deg_range: Optional[_range_pair(-360.0, 360.0, "deg")] = None  # [lo, hi]: device i's
+                                     # medium.azimuth_deg drawn uniformly (0.01 deg) with draw_seed; needs [medium]
+    ids: list[str] = field(default_factory=list, init=False, repr=False)  # the expanded ids, in index order
+
+    def device_id(self, index: int) -> str:
+        return self.id_pattern.format(index=index)
+
+    def draws(self, what: str, lo: float, hi: float, digits: int) -> list[float]:
+        """``count`` values uniform in [lo, hi] (rounded), the i-th for device i: one stdlib
+        Mersenne Twister per fleet and quantity, seeded by (draw_seed or seed_base, what)."""
+        seed = self.seed_base if self.draw_seed is None else self.draw_seed
+        rng = random.Random(f"rkdsc-fleet:{seed}:{what}")  # str seeds hash with sha512: stable across runs
+        return [round(lo + (hi - lo) * rng.random(), digits) for _ in range(self.count)]
+
+
+FLEET_KEYS = tuple(f.name for f in dataclasses.fields(TransmitterConfig) if f.name not in ("id", "seed"))
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """What is wrong with an id pattern (the 'expected ...' phrase), or None."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+    except ValueError as exc:
+        return f"a format string with {{index}} ({exc})"
+    if "index" not in fields or any(f != "index" for f in fields):
+        return "a format string whose only field is {index}, e.g. 'dev-{index:04d}'"
+    try:
+        pattern.format(index=0)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        return f"a format string with {{index}} formatting an integer ({exc})"
+    return None
+
+
+def _expand_fleet(fleet: FleetConfig, loc: tuple, problems: Problems, taken: dict[str, str]) -> list[TransmitterConfig]:
+    """The fleet's devices as TransmitterConfig objects (one validated template, shallow copies:
+    about 3 us a device), noting bad or duplicate ids in ``problems``; ``taken``: id -> owner."""
+    if (why := _pattern_problem(fleet.id_pattern)) is not None:
+        problems.expected(loc + ("id_pattern",), why, fleet.id_pattern)
+        return []
+    template = TransmitterConfig(id="template", **{k: getattr(fleet, k) for k in FLEET_KEYS})  # id set per device
+    snrs = (fleet.draws("snr_db", *fleet.snr_db_range, 3) if fleet.snr_db_range is not None else None)
+    dists = (fleet.draws("distance_m", *fleet.distance_m_range, 2) if fleet.distance_m_range is not None else None)
+    azims = (fleet.draws("azimuth_deg", *fleet.azimuth_deg_range, 2) if fleet.azimuth_deg_range is not None else None)
+    vary_medium = dists is not None or azims is not None
+    base_medium = template.medium if template.medium is not None else (DeviceMediumConfig() if vary_medium else None)
+    out, ids = [], []
+    for i in range(fleet.count):
+        tid = fleet.device_id(i)
+        if any(c.isspace() for c in tid) or len(tid) > 128:
+            problems.expected(loc + ("id_pattern",), f"ids without spaces, at most 128 characters "
+                              f"(device {i} is {tid!r})", fleet.id_pattern)
+            return []
+        owner = taken.get(tid)
+        if owner is not None:
+            problems.note(loc + ("id_pattern",), f"{fleet.id_pattern!r} makes device {i} id {tid!r}, "
+                          f"which {owner} already has")
+            return []
+        taken[tid] = f"fleets[{loc[1]}] ({fleet.name!r}) device {i}"
+        t = copy.copy(template)
+        t.id, t.seed = tid, fleet.seed_base + i
+        if snrs is not None:
+            t.snr_db = snrs[i]
+        if base_medium is not None:  # each device its own (positions may differ, or be changed)
+            t.medium = copy.copy(base_medium)
+            if dists is not None:
+                t.medium.distance_m = dists[i]
+            if azims is not None:
+                t.medium.azimuth_deg = azims[i]
+        out.append(t)
+        ids.append(tid)
+    fleet.ids = ids
+    return out
+
+
 @schema
 class TLSConfig:
     mode: one_of(TLS_MODES) = "off"  # off: plaintext gRPC; tls: encrypted, server certificates checked; mtls: clients too
@@ -208,6 +403,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     basestation: BaseStationConfig = field(default_factory=BaseStationConfig)
     transmitters: list[TransmitterConfig] = field(default_factory=list)
+    fleets: list[FleetConfig] = field(default_factory=list)  # groups of devices by template, expanded
+                                     # into transmitters after the [[transmitters]] entries: see [[fleets]]
     medium: Optional[MediumConfig] = None  # the base station as a shared wireless medium with emulated time
                                      # (unset: independent links, as before): see [medium]
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -243,12 +440,57 @@ class Config:
             self.metrics.web_config = _resolve(self.root, self.metrics.web_config)
         return self
 
+    @model_validator(mode="after")
+    def _expand_fleets(self) -> "Config":
+        """[[fleets]] -> TransmitterConfig objects appended to ``transmitters`` (so the relay, the
+        server, certs and demo see every device); ids unique across the topology."""
+        problems, names = Problems(), set()
+        taken = {t.id: f"transmitters[{i}]" for i, t in enumerate(self.transmitters)}
+        for i, fleet in enumerate(self.fleets):
+            if fleet.name in names:
+                problems.note(("fleets", i, "name"), f"duplicate fleet name {fleet.name!r}")
+            names.add(fleet.name)
+            for key in ("distance_m_range", "azimuth_deg_range"):
+                if getattr(fleet, key) is not None and self.medium is None:
+                    problems.note(("fleets", i, key), f"{key} = {getattr(fleet, key)} needs a [medium] table "
+                                                      f"(device positions exist only in the shared medium)")
+            fleet.images = self.default_images(fleet.task) if fleet.images is None else _resolve(self.root, fleet.images)
+            self.transmitters.extend(_expand_fleet(fleet, ("fleets", i), problems, taken))
+        problems.raise_if_any()
+        self._reindex()
+        return self
+
+    def _reindex(self) -> None:
+        object.__setattr__(self, "_tx_index", {t.id: i for i, t in enumerate(self.transmitters)})
+
     def transmitter(self, transmitter_id: str) -> TransmitterConfig:
-        for t in self.transmitters:
-            if t.id == transmitter_id:
-                return t
-        known = ", ".join(t.id for t in self.transmitters) or "(none)"
+        """The transmitter with this id, fleets' devices included: O(1) (an index by id, rebuilt
+        when ``transmitters`` was changed since); ConfigError naming a few known ids otherwise."""
+        def at(pos: int | None) -> TransmitterConfig | None:
+            if pos is not None and pos < len(self.transmitters) and self.transmitters[pos].id == transmitter_id:
+                return self.transmitters[pos]
+            return None
+
+        found = at(getattr(self, "_tx_index", {}).get(transmitter_id))
+        if found is None:  # unknown, or the list changed since it was indexed: index it again
+            self._reindex()
+            found = at(self._tx_index.get(transmitter_id))
+        if found is not None:
+            return found
+        known = shown_ids(t.id for t in self.transmitters)
         raise ConfigError(f"transmitters: no transmitter with id {transmitter_id!r}; known: {known}")
+
+    def fleet(self, name: str) -> FleetConfig:
+        for f in self.fleets:
+            if f.name == name:
+                return f
+        known = ", ".join(f.name for f in self.fleets) or "(none)"
+        raise ConfigError(f"fleets: no fleet named {name!r}; known: {known}")
+
+    def fleet_transmitters(self, name: str, devices: slice | None = None) -> list[TransmitterConfig]:
+        """The devices of fleet ``name`` (``devices``: a slice of its indices), in index order."""
+        ids = self.fleet(name).ids
+        return [self.transmitter(tid) for tid in (ids if devices is None else ids[devices])]
 
     def default_images(self, task: str) -> Path:
         """The generated samples folder for a task: <root>/runs/samples/<task>."""
@@ -263,12 +505,29 @@ class Config:
         return f"{self.basestation.host}:{self.basestation.port}"
 
 
+def shown_ids(ids, limit: int = 12) -> str:
+    """Ids for an error message: the first ``limit``, then how many in all (a fleet has thousands)."""
+    head, n = [], 0
+    for n, tid in enumerate(ids, 1):
+        if n <= limit:
+            head.append(tid)
+    return (", ".join(head) + (f", ... ({n} in all)" if n > limit else "")) or "(none)"
+
+
 def _resolve(root: Path, value: Path) -> Path:
     p = Path(value).expanduser()
     return (p if p.is_absolute() else root / p).resolve()
 
 
 # ----------------------------------------------------------------------------- loading
+
+def check_server_addr(value: Any, key: str = "basestation.server_addr") -> str:
+    """A server_addr value (see ``ServerAddr``) as the relay uses it; ConfigError naming `key` otherwise."""
+    try:
+        return _server_addr(value)
+    except (ValueError, SchemaError) as exc:
+        raise ConfigError(f"{key}: {exc}, got {value!r}") from None
+
 
 def split_hostport(value: str, key: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port); ConfigError naming `key` otherwise."""
@@ -303,8 +562,7 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> None:
     if (v := get("RKDSC_SERVER_METRICS_PORT")) is not None:
         cfg.server.metrics_port = _env_port(v, "RKDSC_SERVER_METRICS_PORT")
     if (v := get("RKDSC_SERVER_ADDR")) is not None:
-        split_hostport(v, "RKDSC_SERVER_ADDR")
-        cfg.basestation.server_addr = v
+        cfg.basestation.server_addr = check_server_addr(v, "RKDSC_SERVER_ADDR")
     if (v := get("RKDSC_RELAY_BIND")) is not None:
         cfg.basestation.host, cfg.basestation.port = split_hostport(v, "RKDSC_RELAY_BIND")
     if (v := get("RKDSC_RELAY_METRICS_PORT")) is not None:

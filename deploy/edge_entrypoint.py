@@ -8,9 +8,9 @@ The transmitter id is, in this order:
 2. with ``JOB_COMPLETION_INDEX`` = i (set by Kubernetes in every pod of an Indexed Job,
    deploy/k8s/base/edge-job.yaml): ``RKDSC_EDGE_ID_PATTERN`` with ``{index}`` replaced by i
    when that is set (e.g. ``edge-{index}``), else the i-th ``[[transmitters]]`` id of the
-   topology ``$RKDSC_CONFIG`` (0 = the first). An index that is not an integer, beyond the
-   topology's list, or a pattern id the topology does not list is an error naming the
-   topology (exit status 2), never a guess;
+   topology ``$RKDSC_CONFIG`` (0 = the first; the devices of ``[[fleets]]`` follow, in
+   order). An index that is not an integer, beyond the topology's list, or a pattern id the
+   topology does not list is an error naming the topology (exit status 2), never a guess;
 3. ``edge-<n>`` where ``n`` is the compose replica number of this container
    (``docker compose up --scale edge=N`` names the containers ``<project>-edge-1..N``; the
    number is read from the compose network's DNS: a PTR query for the container's own
@@ -170,7 +170,13 @@ def topology_ids(config: str) -> list[str]:
     txs = data.get("transmitters", [])
     if not isinstance(txs, list) or not all(isinstance(t, dict) and isinstance(t.get("id"), str) for t in txs):
         raise EdgeIdError(f"topology {config}: [[transmitters]] entries need a string id")
-    return [t["id"] for t in txs]
+    ids = [t["id"] for t in txs]
+    for f in data.get("fleets", []):  # [[fleets]] expand after them (rkdsc.common.config, docs/fleets.md)
+        try:
+            ids += [f["id_pattern"].format(index=i) for i in range(int(f["count"]))]
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise EdgeIdError(f"topology {config}: [[fleets]] entries need id_pattern and count ({exc!r})") from None
+    return ids
 
 
 def _ids_phrase(ids: list[str]) -> str:

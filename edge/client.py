@@ -51,7 +51,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 import numpy as np
@@ -131,16 +131,20 @@ class EdgeClient:
 
     def __init__(self, cfg: Config, transmitter: TransmitterConfig, bundle=None, relay_addr: str | None = None,
                  channel_: grpc.Channel | None = None, progress: bool = False, intra_op_threads: int | None = 1,
-                 frame_id_base: int | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S):
+                 frame_id_base: int | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                 models: dict[str, Any] | None = None):
         self.cfg = cfg
         self.connect_timeout_s = connect_timeout_s
         self.tx = transmitter
         self.bundle = bundle if bundle is not None else bundle_lib.load_bundle(cfg.bundle.path, verify=True)
         self.spec = self.bundle.task(transmitter.task)
-        self.model = bundle_lib.EdgeModel(self.bundle, self.spec.name, intra_op_threads=intra_op_threads)
+        # models: codec name -> EdgeModel of this task, shared by the devices of one process
+        # (rkdsc.edge.fleet: one onnxruntime session per (task, codec)); None: made here
+        self.model = (models[self.spec.default_codec.name] if models else
+                      bundle_lib.EdgeModel(self.bundle, self.spec.name, intra_op_threads=intra_op_threads))
         # SNR-adaptive rate: one edge model per codec of the task, picked per batch by the rate
         # policy of the manifest from the SNR the relay feeds back (rkdsc.common.bundle.manifest)
-        self.codec_models = {self.model.codec.name: self.model}
+        self.codec_models = dict(models) if models else {self.model.codec.name: self.model}
         for c in self.spec.codecs:
             if c.name not in self.codec_models:
                 self.codec_models[c.name] = bundle_lib.EdgeModel(self.bundle, self.spec.name, codec=c.name,
@@ -302,6 +306,19 @@ class EdgeClient:
             _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
+    @staticmethod
+    def _window_has_room(window: threading.Semaphore, stop_sending: Callable[[], bool]) -> bool:
+        """Wait until the in-flight window has a free slot before reading and encoding the next
+        batch. Used when the window holds at most one batch (``max_in_flight <= batch_size``):
+        nothing encoded ahead could be sent before the answers anyway, so the device waits for
+        them (stop-and-wait at max_in_flight = 1) and its encoding does not compete with the frame
+        in flight for the CPU. False when the stream stopped meanwhile."""
+        while not window.acquire(timeout=0.25):
+            if stop_sending():
+                return False
+        window.release()
+        return True
+
     def _stream(self, chan: grpc.Channel, entries: list[_Entry], stats: dict) -> str | None:
         try:
             grpc.channel_ready_future(chan).result(timeout=self.connect_timeout_s)
@@ -406,6 +423,8 @@ class EdgeClient:
             for start in range(0, len(entries), self.tx.batch_size):
                 if stop_sending():
                     break
+                if self.tx.max_in_flight <= self.tx.batch_size and not self._window_has_room(window, stop_sending):
+                    break  # (a window of at most one batch: stop-and-wait; a larger one encodes ahead)
                 chunk = entries[start:start + self.tx.batch_size]
                 t_enc = time.perf_counter()
                 arrays = [(e, self._load(e)) for e in chunk]

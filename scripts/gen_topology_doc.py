@@ -42,6 +42,9 @@ SECTIONS = [
                                               "keeps one link per entry"),
     ("[transmitters.medium]", "DeviceMediumConfig", "a transmitter's place in the shared medium (used only with "
                                                     "`[medium]`; docs/medium.md)"),
+    ("[[fleets]]", "FleetConfig", "groups of devices by template (`rkdsc fleet --fleet NAME`), expanded into "
+                                  "transmitters after the `[[transmitters]]` entries; `medium` is a "
+                                  "`[transmitters.medium]` table for every device (docs/fleets.md)"),
     ("[medium]", "MediumConfig", "the base station as a shared wireless medium with emulated time (optional; "
                                  "unset = independent links; docs/medium.md)"),
     ("[tls]", "TLSConfig", "TLS on every gRPC hop, certificates and tokens (optional; unset = plaintext; "

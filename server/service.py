@@ -46,7 +46,7 @@ import rkdsc.common.bundle as bundle_lib
 from rkdsc.common import channel
 from rkdsc.common.bundle import BundleError
 from rkdsc.common.channel import FADINGS
-from rkdsc.common.config import Config
+from rkdsc.common.config import Config, shown_ids
 from rkdsc.common.metrics import UNKNOWN_LABEL, MetricsEndpoint, MetricsPortError, ServerMetrics
 from rkdsc.common.medium.hooks import decoder_snr_db
 from rkdsc.common.service import (SERVER_MAX_MESSAGE_BYTES, SNR_LIMIT_DB, FrameIdRegistry, FrameRejected,
@@ -97,7 +97,7 @@ def codec_runtimes(bundle, cfg: Config, observer) -> dict[tuple[str, str], "_Tas
         for c in spec.codecs:
             if (c.edge, c.server) == (spec.edge, spec.server):
                 continue
-            model = bundle_lib.ServerModel(bundle, name, codec=c.name)
+            model = bundle_lib.ServerModel(bundle, name, codec=c.name, spin_wait=cfg.server.onnx_spin_wait)
             batcher = DynamicBatcher(model.decode, max_batch=cfg.server.max_batch,
                                      max_wait_s=cfg.server.max_wait_ms / 1000.0, queue_size=cfg.server.queue_size,
                                      name=f"decode[{name}/{c.name}]", on_batch=observer(name))
@@ -173,7 +173,7 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
         self.slots = StreamSlots(cfg.server.max_streams, "server: Decode", "server.max_streams")
         self.tasks: dict[str, _TaskRuntime] = {}
         for name in bundle.task_names:
-            model = (models or {}).get(name) or bundle_lib.ServerModel(bundle, name)
+            model = (models or {}).get(name) or bundle_lib.ServerModel(bundle, name, spin_wait=cfg.server.onnx_spin_wait)
             batcher = DynamicBatcher(model.decode, max_batch=cfg.server.max_batch,
                                      max_wait_s=cfg.server.max_wait_ms / 1000.0,
                                      queue_size=cfg.server.queue_size, name=f"decode[{name}]",
@@ -201,7 +201,7 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
             raise invalid("transmitter_id: must not be empty")
         if self.known_transmitters and tid not in self.known_transmitters:
             raise invalid(f"transmitter_id: unknown transmitter {shown(tid)} "
-                          f"(known: {', '.join(sorted(self.known_transmitters))})")
+                          f"(known: {shown_ids(sorted(self.known_transmitters))})")
 
     def _check_channel(self, msg) -> None:
         check_finite(msg.snr_db, "snr_db", -SNR_LIMIT_DB, SNR_LIMIT_DB)

@@ -125,10 +125,13 @@ def providers_for(use_cuda: bool = False) -> list[str]:
 
 
 def make_session(model_path: str | os.PathLike, intra_op_threads: int | None = None,
-                 use_cuda: bool = False) -> ort.InferenceSession:
+                 use_cuda: bool = False, spin_wait: bool = True) -> ort.InferenceSession:
     """An InferenceSession with graph optimizations on and a configurable thread count.
 
     ``intra_op_threads=None`` leaves onnxruntime's default (one thread per physical core).
+    ``spin_wait=False`` lets the intra-op threads sleep as soon as a run ends instead of
+    spinning for work (onnxruntime's ``session.intra_op.allow_spinning``; what a service
+    sharing its cores with others wants: docs/decisions.md "Batch-1 latency").
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -139,6 +142,8 @@ def make_session(model_path: str | os.PathLike, intra_op_threads: int | None = N
             raise ValueError(f"intra_op_threads: expected int >= 1 or None, got {intra_op_threads!r}")
         opts.intra_op_num_threads = int(intra_op_threads)
     opts.log_severity_level = 3
+    if not spin_wait:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(model_path), sess_options=opts,
                                     providers=providers_for(use_cuda))
@@ -164,7 +169,8 @@ class _PartModel:
     out_name = ""
 
     def __init__(self, bundle: Bundle, task: str | None = None,
-                 intra_op_threads: int | None = None, use_cuda: bool = False, codec: str | None = None) -> None:
+                 intra_op_threads: int | None = None, use_cuda: bool = False, codec: str | None = None,
+                 spin_wait: bool = True) -> None:
         self.bundle = bundle
         self.spec = bundle.task(task)
         try:
@@ -173,7 +179,7 @@ class _PartModel:
             raise BundleError(str(exc.args[0])) from None
         self.component_name = getattr(self.codec, self.role)
         self.model_path = bundle.component_path(self.component_name)
-        self.session = make_session(self.model_path, intra_op_threads, use_cuda)
+        self.session = make_session(self.model_path, intra_op_threads, use_cuda, spin_wait)
         have_in = [i.name for i in self.session.get_inputs()]
         have_out = [o.name for o in self.session.get_outputs()]
         if sorted(have_in) != sorted(self.in_names) or self.out_name not in have_out:

@@ -370,6 +370,9 @@ def simulate_frames(
     return FrameChannel(fading, k_factor, equalizer if equalize else None).run(x, noise_var, rng)
 
 
+_SCALARS = (float, np.float32, np.float64)  # noise_var types taken as one value for the whole message
+
+
 class FrameChannel:
     """One link's channel for whole messages of frames: ``simulate_frames`` with the fading, the
     K factor and the equalizer fixed, and each call cut to its arithmetic (about ten numpy
@@ -382,66 +385,85 @@ class FrameChannel:
     (skipping only multiplications by an AWGN gain of exactly 1), so the results equal
     ``simulate`` one frame at a time bit for bit (tests/common/channel); draws are row-ordered
     as in ``simulate_frames``. The returned ``h`` of AWGN and ``noise_var`` are read-only arrays
-    shared between calls with the same noise variance and batch size."""
+    shared between calls with the same noise variance and batch size. Not thread-safe: it draws
+    into one buffer per message shape, so it is one link's, called under the link's lock (as its
+    Generator must be anyway)."""
 
     def __init__(self, fading: str, k_factor: float = DEFAULT_K_FACTOR, equalizer: str | None = DEFAULT_EQUALIZER):
         self.block = make_channel(fading, k_factor)
         self.fading = fading
         self.equalizer = equalizer
-        self._cache: dict = {}  # (noise_var, B, dtype) -> constants of _constants
+        self._plans: dict = {}  # (B, K, dtype) -> _plan (draw buffer, views, constants per noise_var)
         if equalizer is not None and equalizer not in EQUALIZERS:
             raise ValueError(f"equalizer must be one of {list(EQUALIZERS)} or None, got {equalizer!r}")
 
     def run(self, x: np.ndarray, noise_var, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b, k = x.shape
-        rdt = np.float32 if x.dtype == np.complex64 else np.float64
-        g = self.block.gain_normals_per_row(k)
-        u = rng.standard_normal((b, g + 2 * k), dtype=rdt)                 # row i: frame i's draws
-        scalar = np.ndim(noise_var) == 0
+        plan = self._plans.get((b, k, x.dtype))
+        if plan is None:
+            plan = self._plan(b, k, x.dtype)
+        rdt, g, u, noise_t, consts = plan
+        rng.standard_normal(dtype=rdt, out=u)                               # [B, g + 2K], row i: frame i's draws
+        scalar = type(noise_var) in _SCALARS or np.ndim(noise_var) == 0
         if scalar:  # one link SNR for the message: the per-SNR constants are computed once
-            nv_col, scale, den, nv_rows, ones = self._constants(float(noise_var), b, rdt, x.dtype)
+            c = consts.get(noise_var) if type(noise_var) in _SCALARS else None
+            if c is None:
+                c = self._constants(float(noise_var), b, rdt, x.dtype, consts)
+            nv_col, scale, den, nv_rows, ones = c
         else:
             nv_rows = np.asarray(noise_var, dtype=rdt)
             nv_col = nv_rows[:, None]                                       # [B, 1]
-            scale = np.sqrt(nv_col / 2).astype(rdt)
+            scale = np.sqrt(nv_col / 2).astype(rdt)[:, :, None]             # [B, 1, 1]
             den = np.repeat(rdt(1) / (rdt(1) + nv_rows), 2 * k).reshape(b, 2 * k)  # [B, 2K]: 1 / (1 + nv)
             ones = np.ones((b, 1), dtype=x.dtype)
         y = np.empty((b, k), dtype=x.dtype)                                 # n ~ CN(0, noise_var), then y
-        yf = y.view(rdt).reshape(b, k, 2)                                   # [B, K, (re, im)]
-        # row layout of u: [gain | re K | im K] -> interleaved (re, im) pairs, scaled in one call
-        np.multiply(u[:, g:].reshape(b, 2, k).transpose(0, 2, 1), scale[..., None] if not scalar else scale, out=yf)
+        yv = y.view(rdt)                                                    # [B, 2K]: (re, im) pairs
+        # row layout of u: [gain | re K | im K] -> the interleaved pairs of y, scaled in one call
+        # (written through y's [B, 2, K] transposed view: the inner loop runs over K, not over 2)
+        np.multiply(noise_t, scale, out=yv.reshape(b, k, 2).transpose(0, 2, 1))
         if g == 0:                                                          # AWGN: h = 1, y = x + n
             h = ones
             np.add(x, y, out=y)
             if self.equalizer == "mmse":
                 # conj(1) y / (1 + nv): the complex division by a real denominator d is, in numpy's
                 # (Smith's) algorithm, each part times the reciprocal 1 / d: a float multiply
-                np.multiply(y.view(rdt), den, out=y.view(rdt))
-        else:
-            h = self.block.sample_gain(b, k, _RowOrderedNormals(u[:, :g]), dtype=x.dtype)  # [B, 1|K]
-            y = h * x + y
-            if self.equalizer == "mmse":
-                y = np.conj(h) * y / (h.real**2 + h.imag**2 + nv_col)
-            elif self.equalizer == "zf":
-                y = y / h
+                np.multiply(yv, den, out=yv)
+            return y, h, nv_rows
+        h = self.block.sample_gain(b, k, _RowOrderedNormals(u[:, :g]), dtype=x.dtype)  # [B, 1|K]
+        y = h * x + y
+        if self.equalizer == "mmse":
+            y = np.conj(h) * y / (h.real**2 + h.imag**2 + nv_col)
+        elif self.equalizer == "zf":
+            y = y / h
         return y.astype(x.dtype, copy=False), h, nv_rows
 
-    def _constants(self, noise_var: float, b: int, rdt, cdt) -> tuple:
+    def _plan(self, b: int, k: int, cdt: np.dtype) -> tuple:
+        """Per message shape: the real dtype, the gain's normals per row, a draw buffer [B, g + 2K]
+        reused by every call of that shape (a FrameChannel is one link's, called under its lock),
+        the noise part of it as [B, 2, K], and the per-noise-variance constants."""
+        rdt = np.float32 if cdt == np.complex64 else np.float64
+        g = self.block.gain_normals_per_row(k)
+        u = np.empty((b, g + 2 * k), dtype=rdt)
+        plan = (rdt, g, u, u[:, g:].reshape(b, 2, k), {})
+        if len(self._plans) >= 64:
+            self._plans.clear()
+        self._plans[(b, k, cdt)] = plan
+        return plan
+
+    @staticmethod
+    def _constants(noise_var: float, b: int, rdt, cdt, cache: dict) -> tuple:
         """(noise_var, its per-dimension scale, 1 / the AWGN MMSE denominator, noise_var [B], ones [B, 1])
         for a scalar noise variance, computed as ``simulate`` computes them and kept for the next
         call (read-only arrays: they are shared between calls)."""
-        key = (noise_var, b, np.dtype(rdt).char)
-        c = self._cache.get(key)
-        if c is None:
-            nv = rdt(noise_var)
-            # 0-d arrays, not numpy scalars: a ufunc takes them several times faster
-            c = (nv, np.sqrt(np.asarray(nv) / 2).astype(rdt), np.asarray(rdt(1) / (rdt(1) + nv), dtype=rdt),
-                 np.full((b,), nv, dtype=rdt), np.ones((b, 1), dtype=cdt))
-            for arr in c[3:]:
-                arr.flags.writeable = False
-            if len(self._cache) >= 64:
-                self._cache.clear()
-            self._cache[key] = c
+        nv = rdt(noise_var)
+        # 0-d arrays, not numpy scalars: a ufunc takes them several times faster
+        c = (nv, np.sqrt(np.asarray(nv) / 2).astype(rdt), np.asarray(rdt(1) / (rdt(1) + nv), dtype=rdt),
+             np.full((b,), nv, dtype=rdt), np.ones((b, 1), dtype=cdt))
+        for arr in c[3:]:
+            arr.flags.writeable = False
+        if len(cache) >= 64:
+            cache.clear()
+        cache[noise_var] = c
         return c
 
 

@@ -1056,6 +1056,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="soak mode: images per edge run (at most; the last runs are sized to end with the soak)")
     p.add_argument("--sample-every", type=float, default=30.0, metavar="SECONDS",
                    help="soak mode: sample the services' RSS and threads this often")
+    p.add_argument("--fleet", type=int_list(min_value=1, example="1,16,64,256"), default=None, metavar="LIST",
+                   help="fleet mode: for each device count, one `rkdsc fleet` process emulating that many devices "
+                        "(--images each) through one relay and --replicas server processes; reports images/s, "
+                        "latency p50/p99 and peak memory per process and per device, writes --out and a plot next "
+                        "to it (bench_fleet.py)")
+    p.add_argument("--replicas", type=int, default=2, help="fleet mode: edge-server replicas behind the relay")
+    p.add_argument("--concurrency", type=int, default=64,
+                   help="fleet mode: devices of the fleet process streaming at once (rkdsc fleet --concurrency)")
     p.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep the generated images, topologies and demo outputs here (default: a temp dir)")
     p.add_argument("--quiet", action="store_true", help="print only the table")
@@ -1066,6 +1074,18 @@ def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     try:
+        if args.fleet:
+            from rkdsc.common.experiments.bench_fleet import fleet_table, run_fleet_bench
+
+            doc = run_fleet_bench(tuple(args.fleet), bundle=args.bundle, images=args.images, data=args.data,
+                                  task=args.task, replicas=args.replicas, concurrency=args.concurrency,
+                                  work_dir=args.work_dir, out=args.out, log=log)
+            print(fleet_table(doc))
+            bad = [r["devices"] for r in doc["rows"] if r["exit_status"] != 0 or r["answered"] != r["images"]]
+            if bad:
+                print(f"rkdsc bench: fleet run(s) with {', '.join(map(str, bad))} device(s) did not answer every "
+                      f"image; see {args.work_dir or 'the work dir (--work-dir to keep it)'}", file=sys.stderr)
+            return 1 if bad else 0
         if args.soak_s is not None:
             doc = run_soak(args.bundle, max(args.edges), args.soak_s, args.out, args.data, args.task, args.batch_size,
                            args.snr, args.fading, args.soak_images, args.sample_every, args.work_dir, log)

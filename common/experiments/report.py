@@ -16,8 +16,13 @@ Inputs per run directory (a ``rkdsc train`` work dir); anything missing becomes 
 
 Every claim of the paper that the inputs allow is recomputed and judged by a rule stated next
 to it (``judge``): "holds" (the paper's number is reached), "holds qualitatively" (same sign /
-direction, smaller effect), "does not hold", or "not run" (input missing). The paper's numbers
-live in ``PAPER`` below, copied from the paper's text and tables.
+direction, smaller effect), "does not hold", "not measured" (the run exists but lacks the
+method or SNR point the claim needs: T-DeepSC in a run made before ``rkdsc train`` trained it, or
+left out by ``--baselines``) or "not run" (input missing). The paper's numbers live in ``PAPER``
+below, copied from the paper's text and tables.
+
+T-DeepSC and RTSC (``OPTIONAL_METHODS``) get accuracy / parameter rows only in runs that have them,
+so the report of an older run renders as before apart from the claims that need them.
 """
 from __future__ import annotations
 
@@ -50,6 +55,16 @@ PAPER: dict[str, Any] = {
     "gain_over_student_25db_pct": {"cifar10": 3.41, "cifar100": 5.10, "tinyimagenet": 12.25},
     # "at an SNR of -10 dB, RKD-SC achieves performance gains exceeding ... compared to the JSCC-teacher"
     "gain_over_teacher_m10db_pct": {"cifar10": 83.12, "cifar100": 516.16, "tinyimagenet": 107.51},
+    # Sec. IV.B.1: "at an SNR of 0 dB under AWGN channels, JSCC-student achieves higher top-1 accuracy than
+    # T-DeepSC trained at an SNR of 12 dB by margins of 9.35%, 11.53%, and 16.72%" (relative %, read like
+    # the section's other "by X%" margins)
+    "student_gain_over_tdeepsc_0db_pct": {"cifar10": 9.35, "cifar100": 11.53, "tinyimagenet": 16.72},
+    # same sentence: "while significantly reducing the parameter count by approximately 81.91%, 74.04%, and
+    # 73.93%" (JSCC-student against T-DeepSC; Table II: 1 - 1.61 / 8.90 = 81.91%)
+    "student_param_reduction_vs_tdeepsc_pct": {"cifar10": 81.91, "cifar100": 74.04, "tinyimagenet": 73.93},
+    "tdeepsc_train_snr_db": 12.0,  # the same sentence's T-DeepSC training SNR
+    # Table II's feature-dim cells where the printed text is more than the number in PAPER_TABLE_II
+    "table_ii_feature_dim_printed": {"t-deepsc": "10 (index of KB)"},
     # Sec. IV.B.3: KDL-DARTS vs DARTS accuracy ("over 5%, 12%, 13%"; read here as percentage points)
     "kdl_vs_darts_acc_pp": {"cifar10": 5.0, "cifar100": 12.0, "tinyimagenet": 13.0},
     # ... and parameter reduction of the selected architecture, in %
@@ -80,8 +95,11 @@ PAPER: dict[str, Any] = {
 }
 
 MARGINAL_OVERHEAD_PCT = 10.0  # "marginal increase in encoding delay": CAT overhead at most this (or the paper's)
-VERDICTS = ("holds", "holds qualitatively", "does not hold", "not run", "n/a")
-METHOD_LABELS = {"rkd-sc": "RKD-SC", "jscc-student": "JSCC-student", "jscc-teacher": "JSCC-teacher"}
+VERDICTS = ("holds", "holds qualitatively", "does not hold", "not measured", "not run", "n/a")
+METHOD_LABELS = {"rkd-sc": "RKD-SC", "jscc-student": "JSCC-student", "jscc-teacher": "JSCC-teacher",
+                 "t-deepsc": "T-DeepSC", "rtsc": "RTSC"}
+# methods whose table rows appear only when a run has them (runs made before `rkdsc train` trained them)
+OPTIONAL_METHODS = ("t-deepsc", "rtsc")
 CHANNELS = ("awgn", "rayleigh")
 
 
@@ -236,6 +254,7 @@ def run_claims(run: dict) -> list[dict]:
     out.append(_claim("gain_over_teacher_m10db", "RKD-SC beats JSCC-teacher at -10 dB (AWGN) by this relative margin",
                       ds, p, g, "%", judge(g, p, None if g is None else g > 0),
                       "holds if >= the paper's margin; qualitatively if RKD-SC is more accurate at all", name))
+    out += tdeepsc_claims(run)
     # KDL-DARTS vs DARTS
     from rkdsc.common.experiments import analysis
 
@@ -262,6 +281,32 @@ def run_claims(run: dict) -> list[dict]:
                                                     ("n/a" if p is None else "does not hold")),
                       "holds if equal (floor(512 * (1 - ratio)) with the paper's ratio and feature size)", name))
     out.append(fig8_claim(run.get("ablation"), ds, name))
+    return out
+
+
+def tdeepsc_claims(run: dict) -> list[dict]:
+    """Sec. IV.B.1: JSCC-student against T-DeepSC at 0 dB (AWGN), accuracy and parameters. A run that
+    exists but has no T-DeepSC (or JSCC-student) measurement gives "not measured" rather than "not run"."""
+    ds, name = run["dataset"], run["name"]
+    lacks = "not measured" if run["exists"] else "not run"
+    rec = (((run.get("results") or {}).get("preset_config") or {}).get("baseline") or {}).get("tdeepsc_snr_db")
+    p_snr = PAPER["tdeepsc_train_snr_db"]
+    trained = (f"trained at {p_snr:g} dB" if rec is None or float(rec) == p_snr
+               else f"trained at {float(rec):g} dB, the paper's at {p_snr:g} dB")
+    a_stu, a_td = acc(run, "jscc-student", "awgn", 0), acc(run, "t-deepsc", "awgn", 0)
+    g = _rel_gain(a_stu, a_td)
+    p = PAPER["student_gain_over_tdeepsc_0db_pct"].get(ds)
+    out = [_claim("student_gain_over_tdeepsc_0db", f"JSCC-student beats T-DeepSC ({trained}) at 0 dB (AWGN) by this "
+                  "relative margin", ds, p, g, "%",
+                  lacks if a_stu is None or a_td is None else judge(g, p, None if g is None else g > 0),
+                  "holds if >= the paper's margin; qualitatively if JSCC-student is more accurate at all", name)]
+    e_stu, e_td = edge_params(run, "jscc-student"), edge_params(run, "t-deepsc")
+    red = 100.0 * (1 - e_stu / e_td) if e_stu and e_td else None
+    p = PAPER["student_param_reduction_vs_tdeepsc_pct"].get(ds)
+    out.append(_claim("student_param_reduction_vs_tdeepsc", "JSCC-student's edge encoder has this many % fewer "
+                      "parameters than T-DeepSC's", ds, p, red, "%",
+                      lacks if red is None else judge(red, p, red > 0),
+                      "holds if >= the paper's reduction; qualitatively if fewer parameters at all", name))
     return out
 
 
@@ -293,6 +338,7 @@ def _fig8_verdict(delta: float | None, p_delta: float | None) -> str:
 
 # claims of run_claims whose qualitative form is "the measured number is positive"
 POSITIVE_QUALITATIVE = ("param_reduction_vs_teacher", "gain_over_student_25db", "gain_over_teacher_m10db",
+                        "student_gain_over_tdeepsc_0db", "student_param_reduction_vs_tdeepsc",
                         "kdl_vs_darts_accuracy", "kdl_vs_darts_params")
 
 
@@ -307,8 +353,8 @@ def seed_groups(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def _verdict_on_mean(cid: str, mean: float | None, paper: Any, first: dict) -> str:
-    if mean is None:
-        return "not run"
+    if mean is None:  # no seed measured it: "not measured" when the runs lack the method, else "not run"
+        return "not measured" if first["verdict"] == "not measured" else "not run"
     if cid == "fig8_trend":
         return _fig8_verdict(mean, paper)
     if cid == "feature_dim":  # fixed by the preset: every seed transmits the same size
@@ -341,6 +387,7 @@ def seeds_table(group: list[dict]) -> str:
     """Per-seed search results and headline accuracies (AWGN) of one preset, then mean +- std."""
     cols = [("rkd-sc", 25), ("rkd-sc", -10), ("jscc-student", 25), ("jscc-student", -10), ("jscc-teacher", 25),
             ("jscc-teacher", -10)]
+    cols += [(m, s) for m in OPTIONAL_METHODS if any(m in r["curves"] for r in group) for s in (25, -10)]
     lines = ["| Seed | KDL-DARTS depths | DARTS depths | KDL-DARTS params | DARTS params | "
              + " | ".join(f"{METHOD_LABELS[m]} {s:g} dB" for m, s in cols) + " |",
              "|---|---|---|---|---|" + "---|" * len(cols)]
@@ -379,6 +426,8 @@ def profile_claims(doc: dict, other_teachers: list[dict] | None = None) -> list[
     out = []
     for src in dict.fromkeys(r["source"] for r in rows):
         by = {r["method"]: r for r in rows if r["source"] == src}
+        if not {"rkd-sc", "jscc-student", "jscc-teacher"} & set(by):
+            continue  # only T-DeepSC / RTSC rows (`rkdsc profile --methods t-deepsc,rtsc`): no claim to check
         rkd, stu = by.get("rkd-sc"), by.get("jscc-student")
         ds = (rkd or stu or {}).get("dataset") or ""
         key = TABLE_II_KEY.get(ds, "CIFAR10")
@@ -427,7 +476,7 @@ def claims_table(claims: list[dict]) -> str:
     lines = ["| Claim | Data set | Run | Paper | This run | Verdict | Rule |", "|---|---|---|---|---|---|---|"]
     for c in claims:
         u = c["unit"]
-        measured = _fmt(c["measured"], 2, u)
+        measured = "not measured" if c["measured"] is None and c["verdict"] == "not measured" else _fmt(c["measured"], 2, u)
         sp = c.get("spread")
         if sp and sp.get("std") is not None:  # a mean over seeds (mean_claims)
             measured += f" ± {sp['std']:.2f} (mean of {sp['n']} seeds, {sp['min']:.2f} to {sp['max']:.2f})"
@@ -437,13 +486,19 @@ def claims_table(claims: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_methods(run: dict) -> list[str]:
+    """The methods of METHOD_LABELS that get rows for this run: all but OPTIONAL_METHODS, which only
+    when the run has curves or a results.json entry for them."""
+    return [m for m in METHOD_LABELS if m not in OPTIONAL_METHODS or m in run["curves"] or m in run["methods"]]
+
+
 def accuracy_table(run: dict) -> str:
     snrs = sorted({s for m in run["curves"].values() for ch in m.values() for s in ch})
     if not snrs:
         return "_not run: no results.json curves or eval/*.json in this run._"
     lines = ["| Method | Channel | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
              "|---|---|" + "---|" * len(snrs)]
-    for m in METHOD_LABELS:
+    for m in run_methods(run):
         for ch in CHANNELS:
             pts = run["curves"].get(m, {}).get(ch)
             if pts is None:
@@ -456,7 +511,7 @@ def accuracy_table(run: dict) -> str:
 def params_table(run: dict) -> str:
     lines = ["| Method | edge (encoder) params | server params | symbols / image | compact dim |",
              "|---|---|---|---|---|"]
-    for m in METHOD_LABELS:
+    for m in run_methods(run):
         r = run["methods"].get(m)
         if r is None:
             lines.append(f"| {METHOD_LABELS[m]} | not run | not run | not run | not run |")
@@ -464,6 +519,34 @@ def params_table(run: dict) -> str:
             lines.append(f"| {METHOD_LABELS[m]} | {r.get('edge_params', 'n/a'):,} | {r.get('server_params', 'n/a'):,} | "
                          f"{r.get('symbols_per_image')} | {r.get('compact_dim')} |")
     return "\n".join(lines)
+
+
+def baseline_table_ii(docs: list[dict]) -> str | None:
+    """Measured Table II rows of T-DeepSC and RTSC (every profile document's rows of those methods)
+    next to the paper's printed row; None when no document has one."""
+    paper = {r["method"]: r for r in PAPER_TABLE_II if r["method"] in OPTIONAL_METHODS}
+    printed = PAPER["table_ii_feature_dim_printed"]
+    lines = ["| Method | Source | Input | Params (M) | paper | GFLOPs (2 / MAC) | GMACs | paper GFLOPs | "
+             "CPU torch b1 (ms) | paper CPU (ms) | GPU (µs) | paper GPU (µs) | Feature dim | paper |",
+             "|" + "---|" * 14]
+    n = 0
+    for doc in docs:
+        b0 = ((doc.get("settings") or {}).get("batches") or [1])[0]
+        for r in doc.get("rows") or []:
+            m = r.get("method")
+            if m not in paper:
+                continue
+            pr = paper[m]
+            cpu = ((r.get("latency_ms") or {}).get(f"torch_cpu_b{b0}") or {}).get("per_image_ms", r.get("cpu_ms"))
+            g = r.get("gflops")
+            lines.append(f"| {METHOD_LABELS[m]} | {r.get('source')} | {r.get('input_size')} | "
+                         f"{_fmt(r.get('params_m'), 3)} | {pr['params_m']:.2f} | {_fmt(g, 4)} | "
+                         f"{_fmt(None if g is None else g / 2, 4)} | {pr['gflops']:.3f} | "
+                         f"{_fmt(cpu, 3)}{'' if b0 == 1 else f' (b{b0})'} | {pr['cpu_ms']:.2f} | "
+                         f"{_fmt(r.get('gpu_us'), 2)} | {pr['gpu_us']:.2f} | {r.get('feature_dim')} | "
+                         f"{printed.get(m, pr['feature_dim'])} |")
+            n += 1
+    return "\n".join(lines) if n else None
 
 
 def paper_table_iii_markdown() -> str:
@@ -541,6 +624,10 @@ def _profile_flags(prof: dict) -> str:
         cmd += " --batches " + ",".join(str(b) for b in st["batches"])
     if st.get("teacher_batches") and st.get("teacher_batches") != st.get("batches"):
         cmd += " --teacher-batches " + ",".join(str(b) for b in st["teacher_batches"])
+    methods = list(dict.fromkeys(r["method"] for r in prof.get("rows") or []
+                                 if not str(r.get("source", "")).startswith("bundle:")))
+    if set(methods) & set(OPTIONAL_METHODS):  # the default --methods leaves T-DeepSC / RTSC out
+        cmd += " --methods " + ",".join(methods)
     defaults = ProfileOptions()
     for flag, key, default in (("--repeats", "repeats", defaults.repeats), ("--budget-s", "budget_s", defaults.budget_s),
                                ("--interleave-rounds", "interleave_rounds", defaults.interleave_rounds)):
@@ -812,6 +899,11 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
         for doc in all_profiles:
             t2 += [markdown_table(doc), ""]
             claims += profile_claims(doc, teachers)
+        base = baseline_table_ii(all_profiles)
+        if base:
+            t2 += ["T-DeepSC and RTSC measured next to the paper's printed Table II rows (the paper's GFLOPs "
+                   "column matches MAC counts: compare it with GMACs; the paper's times are an RTX 4090 and an "
+                   "i9-14900KF at 224x224):", "", base, ""]
     else:
         t2 += ["_not run: no profile JSON (run `rkdsc profile --workdir RUN --out RUN/profile.json`)._", ""]
         claims += profile_claims({"rows": []}) or [
@@ -840,8 +932,9 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
             "The runs below are far smaller than the paper's (CPU presets: small inputs, few epochs, a self-trained "
             "teacher instead of CLIP ViT-B/16), so the paper's absolute numbers are not expected; each claim is "
             "recomputed from the run's outputs and judged by the stated rule. Verdicts: **holds** (the paper's number "
-            "is reached), **holds qualitatively** (same direction, smaller effect), **does not hold**, **not run** "
-            "(input missing).", "",
+            "is reached), **holds qualitatively** (same direction, smaller effect), **does not hold**, **not measured** "
+            "(the run lacks the method the claim needs, e.g. T-DeepSC in a run made before `rkdsc train` trained it), "
+            "**not run** (input missing).", "",
             "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".", "",
             "## Claims", "", claims_table(claims), ""]
     text = "\n".join(head + body + t2 + bench_section(benches or []) + t3

@@ -10,7 +10,7 @@ Steps (each writes under WORKDIR and, with --resume, is skipped when already fin
  2. searches        KDL-DARTS and DARTS over the Table I depth space   -> search-kdl-darts/, search-darts/
  3. stage 1         MSE distillation of the KDL-DARTS architecture     -> stage1/
  4. stage 2         student + CAT + head through the channel (Eq. 26)  -> stage2/
- 5. baselines       JSCC-student and JSCC-teacher                      -> baseline-jscc-*/
+ 5. baselines       JSCC-student, JSCC-teacher, T-DeepSC and RTSC      -> baseline-<kind>/
  6. export          one bundle per method                              -> bundles/<method>/
  7. evaluation      every bundle at -10..25 dB, AWGN and Rayleigh, on the preset's held-back split
                     (digits) or validation split, through onnxruntime   -> eval/<method>-<channel>.json, eval/fig6.png
@@ -32,9 +32,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from rkdsc.common.experiments.evaluate import DEFAULT_SNRS_DB
+from rkdsc.common.cliargs import str_list
 
 DEFAULT_BUNDLE_MAX_BYTES = 20_000_000  # each task of the embedded default bundle must stay <= 20 MB
-METHOD_LABELS = {"rkd-sc": "RKD-SC", "jscc-student": "JSCC-student", "jscc-teacher": "JSCC-teacher"}
+METHOD_LABELS = {"rkd-sc": "RKD-SC", "jscc-student": "JSCC-student", "jscc-teacher": "JSCC-teacher",
+                 "t-deepsc": "T-DeepSC", "rtsc": "RTSC"}
+BASELINES = ("jscc-student", "jscc-teacher", "t-deepsc", "rtsc")  # trained by `rkdsc train` unless --baselines says less
 EVAL_CHANNELS = ("awgn", "rayleigh")
 
 
@@ -51,8 +54,10 @@ def _acc_at(points: list[dict], snr_db: float) -> float | None:
 
 def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, skip_darts: bool = False,
                  resume: bool = False, snrs_db: list[float] | None = None, eval_limit: int | None = None,
-                 time_cache: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Run every step for ``preset`` in ``workdir``; returns the results.json content."""
+                 time_cache: bool = True, log: Callable[[str], None] = print,
+                 baselines: Sequence[str] = BASELINES) -> dict:
+    """Run every step for ``preset`` in ``workdir``; returns the results.json content.
+    ``baselines``: the baseline methods to train, export and evaluate (none with ``skip_baselines``)."""
     import torch
 
     from rkdsc.common.models.complexity import count_params
@@ -111,7 +116,7 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
     methods = ["rkd-sc"]
     base: dict[str, dict] = {}
     if not skip_baselines:
-        for kind in ("jscc-student", "jscc-teacher"):
+        for kind in baselines:
             done = step(f"baseline {kind}")
             base[kind] = run_baseline(preset, kind, workdir, task=task, teacher=teacher, resume=resume, log=log)
             methods.append(kind)
@@ -378,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", metavar="DIR", help="work directory (default: the preset's workdir_default)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a preset value (TOML literal), e.g. --set stage2.epochs=3; repeatable")
-    p.add_argument("--skip-baselines", action="store_true", help="do not train / export / evaluate the JSCC baselines")
+    p.add_argument("--skip-baselines", action="store_true", help="do not train / export / evaluate any baseline")
+    p.add_argument("--baselines", type=str_list, default=list(BASELINES), metavar="LIST",
+                   help=f"comma-separated baselines to train, export and evaluate (default: all of {','.join(BASELINES)})")
     p.add_argument("--skip-darts", action="store_true", help="do not run the DARTS search (only KDL-DARTS)")
     p.add_argument("--resume", action="store_true",
                    help="skip finished steps and continue interrupted ones from their checkpoints")
@@ -405,7 +412,11 @@ def cli(argv: list[str] | None = None) -> int:
         os.environ["RKDSC_DEVICE"] = args.device
     try:
         preset = load_preset(args.preset, parse_set_args(args.set))
+        unknown = [b for b in args.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"--baselines: unknown baseline {unknown[0]!r}; expected some of {', '.join(BASELINES)}")
         run_pipeline(preset, args.workdir or preset.workdir_default, skip_baselines=args.skip_baselines,
+                     baselines=tuple(args.baselines),
                      skip_darts=args.skip_darts, resume=args.resume,
                      snrs_db=parse_snrs(args.snr) if args.snr else None, eval_limit=args.eval_limit,
                      time_cache=not args.no_cache_timing)

@@ -145,11 +145,32 @@ def test_env_file_holds_endpoints_only():
             k, _, v = line.partition("=")
             keys[k] = v
     assert set(keys) <= set(ENV_KEYS), f"deploy/.env: not endpoint keys: {set(keys) - set(ENV_KEYS)}"
-    assert keys["RKDSC_SERVER_ADDR"].split(":")[0] == "server"
+    assert keys["RKDSC_SERVER_ADDR"].removeprefix("dns:///").split(":")[0] == "server"
     assert keys["RKDSC_RELAY_ADDR"].split(":")[0] == "basestation"
     cfg = load_config(DEPLOY / "topology.toml", env=keys)  # the values parse as endpoints
-    assert cfg.server.port == int(keys["RKDSC_SERVER_ADDR"].rsplit(":")[1])
+    assert cfg.server.port == int(keys["RKDSC_SERVER_ADDR"].rsplit(":")[-1])
     assert cfg.basestation.port == int(keys["RKDSC_RELAY_ADDR"].rsplit(":")[1])
+
+
+def test_the_server_service_scales_and_the_relay_dials_every_replica(compose):
+    """`docker compose up --scale server=2`: nothing of the server service is per container (no
+    container_name, no fixed host port: the metrics port is published from a range, the gRPC port
+    not at all), and the relay's server address is a DNS round-robin target over the service name."""
+    from rkdsc.basestation.upstream import upstream_target
+    from rkdsc.common.service import service_config
+
+    server = compose["services"]["server"]
+    assert "container_name" not in server and "hostname" not in server
+    for p in server.get("ports", []):
+        default = (str(p).split(":-", 1)[1].split("}", 1)[0] if ":-" in str(p)  # ${VAR:-default}
+                   else str(p).rpartition(":")[0].rpartition(":")[2])
+        assert "-" in default, f"server: port {p!r} publishes one host port (a second replica cannot bind it)"
+    keys = dict(line.split("=", 1) for line in (DEPLOY / ".env").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    cfg = load_config(DEPLOY / "topology.toml", env=keys)
+    assert cfg.basestation.server_addr == "dns:///server:50051"
+    assert upstream_target(cfg.basestation.server_addr) == "dns:///server:50051"
+    assert json.loads(service_config())["loadBalancingConfig"] == [{"round_robin": {}}]
 
 
 def test_override_example_parses_and_names_known_services(compose):

@@ -435,3 +435,15 @@ def test_the_entrypoint_exits_2_with_the_reason(topo, tmp_path):
     assert proc.returncode == 2
     assert "edge entrypoint: JOB_COMPLETION_INDEX=7 is out of range" in proc.stderr
     assert not (tmp_path / "out").exists(), "nothing is started or written for an unknown device"
+
+
+def test_job_completion_index_reaches_the_devices_of_a_fleet(tmp_path):
+    """The entrypoint's stdlib reading of [[fleets]] lists the ids the config expands, in order."""
+    path = tmp_path / "t.toml"
+    path.write_text('[bundle]\npath = "b"\n[[transmitters]]\nid = "a"\n'
+                    '[[fleets]]\nname = "city"\nid_pattern = "dev-{index:03d}"\ncount = 20\n')
+    assert edge_entrypoint.topology_ids(str(path)) == [t.id for t in load_config(path, env={}).transmitters]
+    env = {"RKDSC_CONFIG": str(path)}
+    assert edge_entrypoint.transmitter_id({**env, "JOB_COMPLETION_INDEX": "5"}) == "dev-004"
+    assert edge_entrypoint.transmitter_id({**env, "RKDSC_EDGE_ID_PATTERN": "dev-00{index}",
+                                           "JOB_COMPLETION_INDEX": "7"}) == "dev-007"

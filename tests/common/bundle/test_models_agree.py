@@ -229,3 +229,22 @@ def test_each_fixed_dimension_must_agree(manifest):
     got = model_problems(manifest, server, {"x": ["b", k], "snr_db": ["b"]}, {"logits": ["b", c]})
     assert len(got) == 1 and "tasks[0].server" in got[0] and "expected inputs ['symbols', 'snr_db']" in got[0]
     assert model_problems(manifest, "no-such-component", {}, {}) == []
+
+
+def test_sessions_spin_wait_by_default_and_a_service_can_turn_it_off(bundle_dir):
+    """onnxruntime's intra-op spinning: left on by default (the in-process pipeline), off for the
+    edge server (``[server] onnx_spin_wait = false``, the default) and for ServerModel(spin_wait=False)."""
+    from rkdsc.common.config import ServerConfig
+
+    m = _manifest(bundle_dir)
+    path = bundle_dir / next(iter(m["components"].values()))["file"]
+    key = "session.intra_op.allow_spinning"
+    off = make_session(path, intra_op_threads=2, spin_wait=False).get_session_options()
+    assert off.get_session_config_entry(key) == "0"
+    on = make_session(path, intra_op_threads=2).get_session_options()
+    with pytest.raises(RuntimeError, match=key):  # not set: onnxruntime's default (spinning)
+        on.get_session_config_entry(key)
+    assert ServerConfig().onnx_spin_wait is False
+    bundle = load_bundle(bundle_dir)
+    server = ServerModel(bundle, bundle.task_names[0], spin_wait=False)
+    assert server.session.get_session_options().get_session_config_entry(key) == "0"

@@ -474,3 +474,23 @@ def test_frame_channel_with_one_link_snr_equals_simulate_per_frame(fading):
         np.testing.assert_array_equal(y, np.concatenate([o[0] for o in one]))
         np.testing.assert_array_equal(h, np.concatenate([o[1] for o in one]))
         np.testing.assert_array_equal(noise_var, np.concatenate([o[2] for o in one]))
+
+
+@pytest.mark.parametrize("fading", ["awgn", "rayleigh", "rayleigh_fast"])
+def test_frame_channel_outputs_survive_the_next_call(fading):
+    """FrameChannel reuses one draw buffer per message shape: what a call returned stays as it
+    was after later calls of the same and of other shapes, and still equals simulate_frames."""
+    src = np.random.default_rng(4)
+    fc = ch.FrameChannel(fading)
+    g, g_ref = np.random.default_rng(9), np.random.default_rng(9)
+    kept = []
+    for b in (16, 16, 5, 16, 5):
+        x = normalize_power((src.standard_normal((b, 12)) + 1j * src.standard_normal((b, 12))).astype(np.complex64))
+        y, h, nv = fc.run(x, np.float32(0.1), g)
+        ref = ch.simulate_frames(x, 10.0, fading, g_ref)  # noise_var 10^(-10/10) = 0.1
+        kept.append((y, y.copy(), h, h.copy(), ref))
+    for y, y0, h, h0, ref in kept:
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_array_equal(h, h0)
+        np.testing.assert_array_equal(y, ref[0])
+    assert len({id(k[0]) for k in kept}) == len(kept)

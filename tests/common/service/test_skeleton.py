@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rkdsc.common.service import (ServiceHandle, build_grpc_server, handler_threads, run_cli, set_health,
                                   status_code_from_value)
+from rkdsc.common.service.skeleton import SWITCH_INTERVAL_S
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[3]
@@ -135,8 +136,14 @@ def test_run_cli_loads_the_config_and_turns_errors_into_exit_status_2(make_confi
         seen.update(level=args.log_level, transmitters=[t.id for t in cfg.transmitters])
         return "built"
 
-    assert run_cli(parser(), ["--config", str(path)], build, lambda args, built: 7 if built == "built" else 0,
-                   log_level="WARNING") == 7
+    before = sys.getswitchinterval()
+    try:
+        assert run_cli(parser(), ["--config", str(path)], build, lambda args, built: 7 if built == "built" else 0,
+                       log_level="WARNING") == 7
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)  # the services' GIL hand-over
+    finally:
+        sys.setswitchinterval(before)
+    assert SWITCH_INTERVAL_S < 0.005  # shorter than Python's default
     assert seen == {"level": "WARNING", "transmitters": ["edge-near", "edge-mid", "edge-far"]}
     # a config that cannot be loaded, or an error of `errors` from build -> 2 with the message
     assert run_cli(parser(), ["--config", str(tmp_path / "missing.toml")], build, lambda a, b: 0) == 2

@@ -1,4 +1,4 @@
-"""rkdsc train end to end on the smoke preset: every step's output, results.json, three bundles
+"""rkdsc train end to end on the smoke preset: every step's output, results.json, five bundles
 that verify, deploy exactly the trained torch modules, and evaluate; --resume skips finished work."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from tests.common.train.test_distill import OVERRIDES, one_thread, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
 
 FAST = {**OVERRIDES, "search.epochs": 1, "stage1.epochs": 2, "stage2.epochs": 2, "baseline.epochs": 1}
-METHODS = ("rkd-sc", "jscc-student", "jscc-teacher")  # the order of rkdsc.common.models.registry.METHODS
+METHODS = ("rkd-sc", "jscc-student", "jscc-teacher", "t-deepsc", "rtsc")  # rkdsc.common.models.registry.METHODS' order
+SENT = {"t-deepsc": 10, "rtsc": 512}  # the codec baselines' real values per image (the paper's counts)
 
 
 def _args(wd) -> list[str]:
@@ -91,6 +92,10 @@ def test_bundles_verify_and_deploy_the_trained_modules(run):
                 system, _ = get_method(m).load(wd / "stage2" / "digits")
                 want = system.cat_encoder(system.student(x), snr)
                 assert b.tasks["digits"].compression_ratio == 0.8
+            elif m in SENT:  # T-DeepSC / RTSC: their own transmitter, their own count of values
+                system, _ = get_method(m).load(wd / f"baseline-{m}" / "digits")
+                want = get_method(m).parts(system)[0](x, snr)
+                assert b.tasks["digits"].compact_dim == SENT[m]
             else:
                 system, _ = get_method(m).load(wd / f"baseline-{m}" / "digits")
                 want = system.encoder(x)
@@ -106,10 +111,19 @@ def test_resume_skips_finished_steps(run, capsys):
     assert cli(_args(wd) + ["--resume", "--no-cache-timing"]) == 0
     out = capsys.readouterr().out
     for what in ("search kdl-darts: reusing", "search darts: reusing", "stage 1 [digits]: reusing", "stage 2: reusing",
-                 "jscc-student [digits]: reusing", "jscc-teacher [digits]: reusing", "export rkd-sc: reusing"):
+                 "jscc-student [digits]: reusing", "jscc-teacher [digits]: reusing", "t-deepsc [digits]: reusing",
+                 "rtsc [digits]: reusing", "export rkd-sc: reusing", "export rtsc: reusing"):
         assert what in out, what
     res2 = json.loads((wd / "results.json").read_text())
     assert {m: res2["methods"][m]["curves"] for m in METHODS} == {m: res["methods"][m]["curves"] for m in METHODS}
+
+
+def test_an_unknown_baseline_is_refused_naming_it(tmp_path, capsys):
+    from rkdsc.common.train.pipeline import cli
+
+    assert cli(["--preset", "smoke", "--workdir", str(tmp_path), "--baselines", "jscc-student,deepjscc"]) == 2
+    err = capsys.readouterr().err
+    assert "--baselines" in err and "'deepjscc'" in err and "t-deepsc" in err
 
 
 def test_export_size_limit_fails_loudly(run, tmp_path):
