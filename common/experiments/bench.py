@@ -756,7 +756,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
 # ----------------------------------------------------------------------------- soak
 
 def proc_status(pid: int) -> dict | None:
-    """RSS (MiB, VmRSS), thread count (Threads) of /proc/PID/status and open file descriptors;
+    """RSS and peak RSS (MiB, VmRSS / VmHWM), thread count (Threads) of /proc/PID/status and open file descriptors;
     None when the process is gone."""
     try:
         text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
@@ -767,9 +767,9 @@ def proc_status(pid: int) -> dict | None:
         fds: int | None = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         fds = None
-    rss = fields.get("VmRSS", "").split()
-    return {"rss_mb": int(rss[0]) / 1024 if rss else None, "threads": int(fields["Threads"]) if "Threads" in fields
-            else None, "fds": fds}
+    rss, hwm = fields.get("VmRSS", "").split(), fields.get("VmHWM", "").split()
+    return {"rss_mb": int(rss[0]) / 1024 if rss else None, "rss_peak_mb": int(hwm[0]) / 1024 if hwm else None,
+            "threads": int(fields["Threads"]) if "Threads" in fields else None, "fds": fds}
 
 
 def _soak_images(folder: Path, n: int, work: Path) -> Path:

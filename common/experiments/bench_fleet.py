@@ -27,17 +27,6 @@ __all__ = ["run_fleet_bench", "fleet_table", "plot_fleet"]
 DEFAULT_COUNTS = (1, 16, 64, 256)
 
 
-def _hwm_mb(pid: int) -> float | None:
-    """Peak resident memory (VmHWM) of a live process in MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
-
-
 def write_fleet_topology(path: Path, bundle_dir: Path, images: Path, task: str, devices: int, limit: int,
                          batch_size: int, snr_db_range: tuple[float, float], max_in_flight: int) -> Path:
     lines = [f'root = "{path.parent}"', "", "[bundle]", f'path = "{bundle_dir}"', "",
@@ -55,7 +44,7 @@ def bench_fleet_once(bundle_dir: Path, images: Path, task: str, devices: int, li
                      replicas: int = 2, concurrency: int = 64, batch_size: int = 4, max_in_flight: int = 8,
                      snr_db_range: tuple[float, float] = (0.0, 20.0), timeout_s: float = 900.0) -> dict[str, Any]:
     """One row: N devices in one fleet process through one relay and ``replicas`` servers."""
-    from rkdsc.common.experiments.bench import _start_service
+    from rkdsc.common.experiments.bench import _start_service, proc_status
     from rkdsc.common.experiments.demo import Child
 
     out = work / f"fleet-{devices}"
@@ -86,7 +75,7 @@ def bench_fleet_once(bundle_dir: Path, images: Path, task: str, devices: int, li
         def sample() -> None:  # VmHWM is a peak already; sampling keeps the last value before exit
             while not stop.is_set():
                 for name, c in watched.items():
-                    v = _hwm_mb(c.proc.pid)
+                    v = (proc_status(c.proc.pid) or {}).get("rss_peak_mb")
                     if v is not None:
                         peaks[name] = max(peaks.get(name, 0.0), v)
                 stop.wait(0.2)
