@@ -32,7 +32,12 @@
 #   6. run 4: plain `docker compose up --attach report --exit-code-from report`: exit 0 and
 #      runs/compose/summary.json lists exactly the three fixed devices of this run (no
 #      replica of runs 2/3 leaks into it), with a new run id;
-#   7. `compose down -v`; stops the engine it started, by its PID.
+#   7. run 5: two edge-server replicas (`--scale server=2`, each publishing /metrics on its own
+#      port of a range): the relay (recreated, so its channel resolves both: gRPC re-resolves
+#      DNS only when a connection breaks) spreads the three devices' streams over them by
+#      round_robin; every image answered, and each replica's own /metrics (scraped inside its
+#      container) shows frames it decoded, adding up to the images answered;
+#   8. `compose down -v`; stops the engine it started, by its PID.
 #
 # Writes runs/compose/report.json (timings, image sizes, per-device accuracies, checks, runs).
 # Environment: RKDSC_DOCKER_WORK (default /tmp/rkdsc-docker: engine state, cached base
@@ -284,6 +289,27 @@ wait_local_demo() {
 }
 
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_range() {  # N: "A-B", N consecutive free ports on 127.0.0.1 (a compose port range for N replicas)
+  "$PY" - "$1" <<'PYEOF'
+import random, socket, sys
+n = int(sys.argv[1])
+for _ in range(500):
+    base, socks = random.randint(20000, 60000 - n), []
+    try:
+        for port in range(base, base + n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        for s in socks:
+            s.close()
+    print(f"{base}-{base + n - 1}")
+    sys.exit(0)
+sys.exit("no range of free ports found")
+PYEOF
+}
 
 # Sourced (deploy/observe_test.sh does, for the engine and image helpers above): stop here.
 if [ "${BASH_SOURCE[0]}" != "$0" ]; then return 0; fi
@@ -602,6 +628,57 @@ check_run run4 "$RUN4" "edge-near edge-mid edge-far" "" "$SCALE_LIMIT" \
 [ "$(ls -d "$OUT"/"$RUN3"/edge-* | wc -l)" = 12 ] || die "run 3's results were changed by run 4"
 TIMES[plain_up]=$(since "$t")
 log "run 4 ($RUN4): plain docker compose up: exit 0, summary lists exactly edge-near, edge-mid, edge-far (${TIMES[plain_up]} s)"
+
+# ---- run 5: two server replicas behind the relay (--scale server=2, round_robin over DNS)
+t=$(now)
+export RKDSC_PUBLISH_SERVER_METRICS
+RKDSC_PUBLISH_SERVER_METRICS=$(free_range 2) || die "no two consecutive free ports for the server replicas' /metrics"
+dc up -d --wait --scale server=2 server >"$W/run5-up.log" 2>&1 \
+  || { cat "$W/run5-up.log"; die "run 5: --scale server=2: the replicas did not become healthy"; }
+# a fresh relay resolves `server` to both replicas (an open channel re-resolves only when a connection breaks)
+dc up -d --wait --force-recreate --no-deps basestation >>"$W/run5-up.log" 2>&1 \
+  || { cat "$W/run5-up.log"; die "run 5: the recreated relay did not become healthy"; }
+[ "$(dc ps -q server | wc -l)" = 2 ] || die "run 5: --scale server=2 did not give two server containers"
+# detached, waiting for the report: --exit-code-from would stop the replicas before their /metrics are read
+dc up -d --scale server=2 edge-near edge-mid edge-far report >"$W/run5.log" 2>&1 \
+  || { cat "$W/run5.log"; die "run 5 (--scale server=2): compose up failed"; }
+rc=$(timeout "$EDGE_TIMEOUT_S" docker wait "$(dc ps -aq report)") || rc="timeout after $EDGE_TIMEOUT_S s"
+dc logs --no-color report >>"$W/run5.log" 2>&1 || true
+RUN5=$(run_id)
+[ "$rc" = 0 ] || { tail -n 30 "$W/run5.log"; die "run 5 (--scale server=2): report exit $rc"; }
+[ "$RUN5" != "$RUN4" ] || die "run 5 has run 4's run id"
+check_run run5 "$RUN5" "edge-near edge-mid edge-far" "" "$SCALE_LIMIT" \
+  || die "run 5 (--scale server=2): not every image answered"
+[ "$(dc ps -q server | wc -l)" = 2 ] || die "run 5: the run did not keep both server replicas"
+i=0
+for cid in $(dc ps -q server); do
+  i=$((i + 1))
+  docker exec "$cid" python -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:9101/metrics", timeout=10).read().decode())' \
+    >"$OUT/server-replica-$i.metrics" || die "run 5: cannot scrape server replica $i ($cid) inside its container"
+done
+"$PY" - "$OUT" "$((3 * SCALE_LIMIT))" <<'PYEOF' || die "run 5: frames were not spread over both replicas"
+import json, pathlib, sys
+from rkdsc.common.metrics import totals_by_name
+out, answered = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+frames = [int(totals_by_name(p.read_text()).get('rkdsc_frames_total{outcome=ok}', 0))
+          for p in sorted(out.glob("server-replica-*.metrics"))]
+print(f"    frames decoded per server replica: {' / '.join(map(str, frames))} (images answered: {answered})")
+report = json.loads((out / "report.json").read_text())
+report["runs"]["run5"]["frames_per_replica"] = frames
+problems = []
+if len(frames) != 2 or min(frames) == 0:
+    problems.append(f"run5: frames per replica {frames}: round_robin did not use both replicas")
+if sum(frames) != answered:
+    problems.append(f"run5: the replicas decoded {sum(frames)} frames, the edges had {answered} answered")
+report["problems"] += problems
+report["ok"] = not report["problems"]
+(out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+for p in problems:
+    print(f"    PROBLEM: {p}")
+sys.exit(1 if problems else 0)
+PYEOF
+TIMES[scale_server2]=$(since "$t")
+log "run 5 ($RUN5): --scale server=2: every image answered, frames spread over both replicas (${TIMES[scale_server2]} s)"
 unset RKDSC_EDGE_LIMIT
 if [ "$(id -u)" = 0 ]; then chown -R 0:0 "$OUT"; fi   # the results, written as uid 10001, back to root
 

@@ -164,10 +164,14 @@ class EdgeClient:
         self.medium: EdgeHook | None = None  # [medium] (issue 13), made per run; None: nothing new per frame
 
     # ------------------------------------------------------------------ inputs
+    def list_images(self, images_dir: Path):
+        """The folder's ImageList (regular files, not opened); a fleet lists a folder once for all."""
+        return list_images(images_dir, check=False)
+
     def list_entries(self, images_dir: Path) -> tuple[list[_Entry], list[tuple[Path, str]]]:
         """Image files in order (+ labels mapped onto the bundle's class names), and the
         files the listing refused (e.g. not inside a class sub-folder)."""
-        listing = list_images(images_dir, check=False)
+        listing = self.list_images(images_dir)
         mapping: dict[int, int | None] = {}
         for i, folder in enumerate(listing.class_names):
             mapping[i] = self.spec.label_index(folder)

@@ -47,6 +47,7 @@ import numpy as np
 import rkdsc.common.bundle as bundle_lib
 from rkdsc.common.bundle import BundleError
 from rkdsc.common.config import Config, ConfigError, TransmitterConfig
+from rkdsc.common.data.images import list_images
 from rkdsc.common.service import channel_options, run_cli
 from rkdsc.common.service.security import Identity, client_token, open_channel
 from rkdsc.edge.client import CONNECT_TIMEOUT_S, EdgeClient, percentile
@@ -57,10 +58,31 @@ CHANNEL_POLL_S = 0.3      # longer than grpc's connectivity polling period (0.2 
 DEFAULT_CONCURRENCY = 64  # devices streaming at once (measured: docs/fleets.md)
 
 
+class _Listings:
+    """Image-folder listings shared by a fleet's devices: each folder is listed once (not once
+    per device: 64 devices listing one folder cost a third of the fleet process's CPU)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_dir: dict[Path, Any] = {}
+
+    def get(self, images_dir: Path):
+        key = Path(images_dir).resolve()
+        with self._lock:  # one lister per folder; the others wait for its result
+            if key not in self._by_dir:
+                self._by_dir[key] = list_images(images_dir, check=False)
+            return self._by_dir[key]
+
+
 class _Device(EdgeClient):
-    """An EdgeClient that keeps its answered images' latencies for the fleet's percentiles."""
+    """An EdgeClient that keeps its answered images' latencies for the fleet's percentiles and
+    takes its folder listing from the fleet's shared ``_Listings``."""
 
     latencies: list[float] = []
+    listings: _Listings | None = None
+
+    def list_images(self, images_dir: Path):
+        return super().list_images(images_dir) if self.listings is None else self.listings.get(images_dir)
 
     def summarize(self, records, *args, **kwargs):
         self.latencies = [r["latency_ms"] for r in records if r["error"] is None and r["latency_ms"] is not None]
@@ -93,10 +115,12 @@ class FleetRunner:
                          if self.shared_channel else None)
         self.models: dict[str, dict[str, Any]] = {}  # task -> codec name -> EdgeModel (one session each)
         self.clients: list[_Device] = []
+        self.listings = _Listings()
         for tx in self.transmitters:
             client = _Device(cfg, tx, bundle=self.bundle, relay_addr=self.relay_addr, channel_=self._channel,
                              progress=False, intra_op_threads=intra_op_threads, frame_id_base=frame_id_base,
                              connect_timeout_s=connect_timeout_s, models=self.models.get(tx.task))
+            client.listings = self.listings
             self.models.setdefault(tx.task, client.codec_models)
             self.clients.append(client)
 

@@ -190,11 +190,17 @@ def bench_inprocess(bundle, task: str, paths: list[Path], names: list[str | None
 
 # ----------------------------------------------------------------------------- 2. networked
 
+def topology_header(path: Path, bundle_dir: Path) -> list[str]:
+    """TOML lines of a benchmark topology before its devices: root, bundle, and the server and
+    relay on localhost with free ports (0)."""
+    return [f'root = "{path.parent.as_posix()}"', "", "[bundle]", f'path = "{Path(bundle_dir).resolve().as_posix()}"', "",
+            "[server]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", "",
+            "[basestation]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", ""]
+
+
 def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int,
                    snr_db: float, fading: str, max_in_flight: int | None = None, batch_messages: bool = True) -> Path:
-    lines = [f'root = "{path.parent.as_posix()}"', "", "[bundle]", f'path = "{Path(bundle_dir).resolve().as_posix()}"', "",
-             "[server]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", "",
-             "[basestation]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", ""]
+    lines = topology_header(path, bundle_dir)
     for i in range(edges):
         lines += ["[[transmitters]]", f'id = "edge-{i + 1}"', f'task = "{task}"', f"snr_db = {float(snr_db)}",
                   f'fading = "{fading}"', f"seed = {i + 1}", f'images = "{Path(images).resolve().as_posix()}"',

@@ -29,9 +29,9 @@ DEFAULT_COUNTS = (1, 16, 64, 256)
 
 def write_fleet_topology(path: Path, bundle_dir: Path, images: Path, task: str, devices: int, limit: int,
                          batch_size: int, snr_db_range: tuple[float, float], max_in_flight: int) -> Path:
-    lines = [f'root = "{path.parent}"', "", "[bundle]", f'path = "{bundle_dir}"', "",
-             "[server]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", "",
-             "[basestation]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", "",
+    from rkdsc.common.experiments.bench import topology_header
+
+    lines = topology_header(path, bundle_dir) + [
              "[[fleets]]", 'name = "fleet"', 'id_pattern = "dev-{index:04d}"', f"count = {int(devices)}",
              f'task = "{task}"', f"snr_db_range = [{float(snr_db_range[0])}, {float(snr_db_range[1])}]",
              'fading = "awgn"', "seed_base = 1000", f'images = "{images}"', f"batch_size = {int(batch_size)}",

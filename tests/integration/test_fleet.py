@@ -12,6 +12,7 @@ import pytest
 
 from rkdsc.common.config import load_config
 from rkdsc.edge.client import EdgeClient
+import rkdsc.edge.fleet as fleet_mod
 from rkdsc.edge.fleet import FleetRunner, cli as fleet_cli
 from tests.conftest import Services
 
@@ -64,8 +65,12 @@ def _sessions() -> int:
     return sum(1 for o in gc.get_objects() if type(o) is ort.InferenceSession)  # type(): no __getattr__ of lazy modules
 
 
-def test_a_fleet_in_one_process_equals_each_device_alone_and_shares_one_session(fleet_config, bundle, tmp_path):
+def test_a_fleet_in_one_process_equals_each_device_alone_and_shares_one_session(fleet_config, bundle, tmp_path,
+                                                                             monkeypatch):
     cfg, _ = fleet_config
+    listed = []  # the folder every device streams from is listed once for the whole fleet
+    real_list = fleet_mod.list_images
+    monkeypatch.setattr(fleet_mod, "list_images", lambda d, check=True: listed.append(d) or real_list(d, check=check))
     devices = cfg.fleet_transmitters("city")
     assert len(devices) == N_DEVICES and len({t.snr_db for t in devices}) == N_DEVICES
     svc = Services(cfg, bundle)
@@ -81,6 +86,7 @@ def test_a_fleet_in_one_process_equals_each_device_alone_and_shares_one_session(
         summary = runner.run(tmp_path / "fleet")
     finally:
         svc.close()
+    assert len(listed) == 1, listed
     written = json.loads((tmp_path / "fleet" / "fleet-summary.json").read_text())
     assert {k: written[k] for k in ("devices", "devices_ok", "images", "answered", "errors", "ok", "channels")} == \
         {"devices": N_DEVICES, "devices_ok": N_DEVICES, "images": 12 * N_DEVICES, "answered": 12 * N_DEVICES,

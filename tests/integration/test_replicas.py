@@ -5,7 +5,9 @@ in the middle of an edge run loses no image: its frames in flight are resent to 
 replica, and the run goes on there (rkdsc.basestation.upstream)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import signal
 import subprocess
 import sys
@@ -337,28 +339,39 @@ def _open_stream(stub, frames_q):
     return t, box
 
 
-def test_a_replica_stopped_without_grace_has_its_frames_resent_and_the_stream_goes_on(make_config, bundle):
-    """Single-frame Transmit: the replica holding the stream's frames is stopped without grace
-    (its RPCs cancelled); the frames in flight are resent to the other replica, frames sent after
-    the stop go there too, and every frame is answered exactly once, OK."""
-    import queue
-
+@contextlib.contextmanager
+def _slow_cell(make_config, bundle, delays_s, server=None):
+    """Replicas whose decode batches take `delays_s[i]` each, a relay dialling them all, a client
+    channel and a frame queue for `_open_stream`; everything stopped on exit."""
     from rkdsc.common.bundle import ServerModel
     from rkdsc.server.service import create_server
 
-    cfg, _ = make_config(server={"max_batch": 4, "max_wait_ms": 20.0})
-    models = [_SlowModel(ServerModel(bundle, "digits"), 0.5) for _ in range(2)]
-    servers = [create_server(cfg, bundle=bundle, models={"digits": m})[0] for m in models]
-    for s in servers:
-        s.start()
-    handle, addr = _relay(cfg, ",".join(f"127.0.0.1:{s.port}" for s in servers))
+    cfg, _ = make_config(server={"max_batch": 4, "max_wait_ms": 20.0, **(server or {})})
+    servers = [create_server(cfg, bundle=bundle, models={"digits": _SlowModel(ServerModel(bundle, "digits"), d)})[0]
+               for d in delays_s]
+    for srv in servers:
+        srv.start()
+    handle, addr = _relay(cfg, ",".join(f"127.0.0.1:{srv.port}" for srv in servers))
     chan = grpc.insecure_channel(addr)
-    k = bundle.task("digits").symbols_per_image
     q: "queue.Queue" = queue.Queue()
     try:
         with HealthProbe(addr) as probe:
             _wait(lambda: probe.status() == "SERVING", 20, "relay SERVING")
-        t, box = _open_stream(pb_grpc.RelayStub(chan), q)
+        yield servers, handle, addr, pb_grpc.RelayStub(chan), q, bundle.task("digits").symbols_per_image
+    finally:
+        q.put(None)
+        chan.close()
+        _stop_relay(handle)
+        for srv in servers:
+            srv.stop(0.5)
+
+
+def test_a_replica_stopped_without_grace_has_its_frames_resent_and_the_stream_goes_on(make_config, bundle):
+    """Single-frame Transmit: the replica holding the stream's frames is stopped without grace
+    (its RPCs cancelled); the frames in flight are resent to the other replica, frames sent after
+    the stop go there too, and every frame is answered exactly once, OK."""
+    with _slow_cell(make_config, bundle, (0.5, 0.5)) as (servers, handle, _, stub, q, k):
+        t, box = _open_stream(stub, q)
         for i in range(8):
             q.put(make_frame(k, frame_id=i, seed=i))
         _wait(lambda: any(s.servicer.pending for s in servers), 20, "frames queued at a replica")
@@ -375,97 +388,53 @@ def test_a_replica_stopped_without_grace_has_its_frames_resent_and_the_stream_go
         assert all(r.error.code == 0 for r in box["results"]), [r.error.message for r in box["results"]]
         assert _decoded(servers[1 - victim].metrics.registry) >= 4 + 1  # the later frames and a resent one
         assert (handle.metrics.registry.get_sample_value("rkdsc_relay_upstream_resent_frames_total") or 0) >= 1
-    finally:
-        q.put(None)
-        chan.close()
-        _stop_relay(handle)
-        for s in servers:
-            s.stop(0.5)
 
 
 def test_with_no_replica_left_each_frame_in_flight_is_an_explicit_error(make_config, bundle, monkeypatch):
     """No replica to resend to: after RESEND_LIMIT tries each frame in flight gets an error Result
     (UNAVAILABLE, saying so), none is missing, and the edge's stream itself ends OK."""
-    import queue
-
     from rkdsc.basestation import relay
-    from rkdsc.common.bundle import ServerModel
-    from rkdsc.server.service import create_server
 
     monkeypatch.setattr(relay, "FAILOVER_WAIT_S", 0.3)
-    cfg, _ = make_config(server={"max_batch": 4, "max_wait_ms": 20.0})
-    server = create_server(cfg, bundle=bundle, models={"digits": _SlowModel(ServerModel(bundle, "digits"), 1.0)})[0]
-    server.start()
-    handle, addr = _relay(cfg, f"127.0.0.1:{server.port}")
-    chan = grpc.insecure_channel(addr)
-    k = bundle.task("digits").symbols_per_image
-    q: "queue.Queue" = queue.Queue()
-    try:
-        with HealthProbe(addr) as probe:
-            _wait(lambda: probe.status() == "SERVING", 20, "relay SERVING")
-            t, box = _open_stream(pb_grpc.RelayStub(chan), q)
-            for i in range(6):
-                q.put(make_frame(k, frame_id=i, seed=i))
-            _wait(lambda: server.servicer.pending >= 6, 20, "6 frames at the server")
-            server.grpc_server.stop(None)
-            _wait(lambda: len(box["results"]) == 6 or box["error"] is not None, 30, "6 answers")
-            q.put(None)
-            t.join(30)
-            assert box["error"] is None, box["error"]
-            assert sorted(r.frame_id for r in box["results"]) == list(range(6))
-            for r in box["results"]:
-                assert r.error.code == grpc.StatusCode.UNAVAILABLE.value[0] and "resend" in r.error.message, r.error
-            _wait(lambda: probe.status() == "NOT_SERVING", 10, "relay NOT_SERVING with no replica")
-    finally:
+    with _slow_cell(make_config, bundle, (1.0,)) as ((server,), _, addr, stub, q, k), HealthProbe(addr) as probe:
+        t, box = _open_stream(stub, q)
+        for i in range(6):
+            q.put(make_frame(k, frame_id=i, seed=i))
+        _wait(lambda: server.servicer.pending >= 6, 20, "6 frames at the server")
+        server.grpc_server.stop(None)
+        _wait(lambda: len(box["results"]) == 6 or box["error"] is not None, 30, "6 answers")
         q.put(None)
-        chan.close()
-        _stop_relay(handle)
-        server.stop(0.5)
+        t.join(30)
+        assert box["error"] is None, box["error"]
+        assert sorted(r.frame_id for r in box["results"]) == list(range(6))
+        for r in box["results"]:
+            assert r.error.code == grpc.StatusCode.UNAVAILABLE.value[0] and "resend" in r.error.message, r.error
+        _wait(lambda: probe.status() == "NOT_SERVING", 10, "relay NOT_SERVING with no replica")
 
 
 def test_a_draining_replica_hands_its_stream_over_to_the_other(make_config, bundle):
     """Graceful stop (SIGTERM's path) of the replica holding a stream: the frames it refuses while
     draining (UNAVAILABLE) go to the other replica with those in flight; every frame answered OK."""
-    import queue
-
-    from rkdsc.common.bundle import ServerModel
-    from rkdsc.server.service import create_server
-
-    cfg, _ = make_config(server={"max_batch": 4, "max_wait_ms": 20.0, "drain_timeout_s": 5.0})
-    models = [_SlowModel(ServerModel(bundle, "digits"), 0.5) for _ in range(2)]
-    servers = [create_server(cfg, bundle=bundle, models={"digits": m})[0] for m in models]
-    for s in servers:
-        s.start()
-    handle, addr = _relay(cfg, ",".join(f"127.0.0.1:{s.port}" for s in servers))
-    chan = grpc.insecure_channel(addr)
-    k = bundle.task("digits").symbols_per_image
-    q: "queue.Queue" = queue.Queue()
     stopper = None
-    try:
-        with HealthProbe(addr) as probe:
-            _wait(lambda: probe.status() == "SERVING", 20, "relay SERVING")
-        t, box = _open_stream(pb_grpc.RelayStub(chan), q)
-        for i in range(6):
-            q.put(make_frame(k, frame_id=i, seed=i))
-        _wait(lambda: any(s.servicer.pending for s in servers), 20, "frames queued at a replica")
-        victim = 0 if servers[0].servicer.pending else 1
-        stopper = threading.Thread(target=servers[victim].stop, args=(5.0,), daemon=True)
-        stopper.start()
-        time.sleep(0.2)  # draining now: new frames are refused with UNAVAILABLE
-        for i in range(6, 12):
-            q.put(make_frame(k, frame_id=i, seed=i))
-        _wait(lambda: len(box["results"]) == 12 or box["error"] is not None, 60, "all 12 results")
-        q.put(None)
-        t.join(30)
-        assert box["error"] is None, box["error"]
-        assert sorted(r.frame_id for r in box["results"]) == list(range(12))
-        assert all(r.error.code == 0 for r in box["results"]), [r.error.message for r in box["results"]]
-        assert _decoded(servers[1 - victim].metrics.registry) >= 6
-    finally:
-        q.put(None)
-        chan.close()
-        _stop_relay(handle)
-        if stopper is not None:
-            stopper.join(10)
-        for s in servers:
-            s.stop(0.5)
+    with _slow_cell(make_config, bundle, (0.5, 0.5), server={"drain_timeout_s": 5.0}) as (servers, _, _, stub, q, k):
+        try:
+            t, box = _open_stream(stub, q)
+            for i in range(6):
+                q.put(make_frame(k, frame_id=i, seed=i))
+            _wait(lambda: any(s.servicer.pending for s in servers), 20, "frames queued at a replica")
+            victim = 0 if servers[0].servicer.pending else 1
+            stopper = threading.Thread(target=servers[victim].stop, args=(5.0,), daemon=True)
+            stopper.start()
+            time.sleep(0.2)  # draining now: new frames are refused with UNAVAILABLE
+            for i in range(6, 12):
+                q.put(make_frame(k, frame_id=i, seed=i))
+            _wait(lambda: len(box["results"]) == 12 or box["error"] is not None, 60, "all 12 results")
+            q.put(None)
+            t.join(30)
+            assert box["error"] is None, box["error"]
+            assert sorted(r.frame_id for r in box["results"]) == list(range(12))
+            assert all(r.error.code == 0 for r in box["results"]), [r.error.message for r in box["results"]]
+            assert _decoded(servers[1 - victim].metrics.registry) >= 6
+        finally:
+            if stopper is not None:
+                stopper.join(10)
