@@ -71,6 +71,8 @@ from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
 log = logging.getLogger("rkdsc.edge")
 
 CONNECT_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 300.0  # longest wait of `rkdsc edge --start-file` for its gate
+START_POLL_S = 0.005     # the gate is polled this often (a file: no signal between processes needed)
 SHOW_FAILED = 5  # failed files listed on stderr by the CLI (all of them are in results.jsonl)
 
 
@@ -621,6 +623,14 @@ def cli(argv: list[str] | None = None) -> int:
                         "result) with exit status 0 (overrides the transmitter's max_failed_fraction, "
                         "default 0: any failed image makes the exit status 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when stderr is not a tty)")
+    p.add_argument("--ready-file", default=None, metavar="PATH",
+                   help="write this file (JSON: id, pid) once the models are loaded, before streaming")
+    p.add_argument("--start-file", default=None, metavar="PATH",
+                   help="start gate: after loading (and --ready-file), wait until this file exists before "
+                        "streaming, so that several edges started one after another stream together "
+                        "(rkdsc bench uses it); exit status 2 when it does not appear within --start-timeout")
+    p.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S, metavar="SECONDS",
+                   help=f"longest wait for --start-file (default {START_TIMEOUT_S:g})")
 
     def build(args: argparse.Namespace, cfg: Config) -> tuple[EdgeClient, Path]:
         if args.bundle:
@@ -644,9 +654,31 @@ def cli(argv: list[str] | None = None) -> int:
     return run_cli(p, argv, build, _run, errors=(BundleError, ValueError), log_level="WARNING")
 
 
+def wait_for_start(ready_file: str | None, start_file: str | None, tid: str, timeout_s: float) -> bool:
+    """The start gate of ``rkdsc edge``: write ``ready_file`` (atomically), then wait until
+    ``start_file`` exists; False when it did not appear within ``timeout_s``."""
+    if ready_file:
+        tmp = Path(f"{ready_file}.tmp")
+        tmp.write_text(json.dumps({"id": tid, "pid": os.getpid()}), encoding="utf-8")
+        os.replace(tmp, ready_file)
+    if not start_file:
+        return True
+    deadline = time.monotonic() + timeout_s
+    gate = Path(start_file)
+    while not gate.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(START_POLL_S)
+    return True
+
+
 def _run(args: argparse.Namespace, built: tuple[EdgeClient, Path]) -> int:
     client, images = built
     tx = client.tx
+    if not wait_for_start(args.ready_file, args.start_file, tx.id, args.start_timeout):
+        print(f"rkdsc edge: error: {tx.id}: --start-file {args.start_file} did not appear within "
+              f"{args.start_timeout:g} s", file=sys.stderr)
+        return 2
     summary = client.run(images, args.out, limit=args.limit)
     acc = summary["accuracy"]
     print(f"{tx.id}: {summary['answered']}/{summary['images']} answered, {summary['errors']} errors, "

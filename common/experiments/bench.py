@@ -274,7 +274,7 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
     t0 = time.perf_counter()
     failure = None
     try:
-        summary = run_demo(cfg, out, timeout_s=timeout_s, limit=n, quiet=True)
+        summary = run_demo(cfg, out, timeout_s=timeout_s, limit=n, quiet=True, start_together=True)
     except DemoError as exc:  # e.g. an edge gave up on results (result timeout): report, do not hang
         failure = str(exc)
         try:

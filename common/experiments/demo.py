@@ -256,8 +256,11 @@ def task_table(tasks: list[dict]) -> str:
 
 
 def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bool = False,
-             timeout_s: float = 3600.0, limit: int | None = None, quiet: bool = False, tls: bool = False) -> dict:
+             timeout_s: float = 3600.0, limit: int | None = None, quiet: bool = False, tls: bool = False,
+             start_together: bool = False) -> dict:
     """Run the topology; returns the summary dict (also written to OUT/summary.json).
+    ``start_together``: every edge loads its models, then waits at a start gate (``rkdsc edge
+    --ready-file/--start-file``) opened once all are loaded, so they stream together (benchmarks).
     Raises ConfigError / BundleError for bad inputs, DemoError when a process fails."""
     from rkdsc.common.bundle import BundleError, load_bundle
 
@@ -280,8 +283,9 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
     logs = out / "logs"
     for sub in ("logs", "metrics", "edges", "run"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for stale in (out / "run").glob("*.json"):
-        stale.unlink()
+    for stale in [*(out / "run").glob("*.json"), out / "run" / "start"]:
+        stale.unlink(missing_ok=True)
+    gate = out / "run" / "start"
     tls_env: dict[str, str] = {}
     if tls:  # certificates on the fly; every child (and the health probes) on mutual TLS
         from rkdsc.common.certs import write_certs
@@ -323,10 +327,16 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                     "--no-progress"]
             if limit is not None:
                 args += ["--limit", str(limit)]
+            if start_together:
+                args += ["--ready-file", str(out / "run" / f"edge-{t.id}.json"), "--start-file", str(gate)]
             child = Child(f"edge {t.id}", args, _child_env({"RKDSC_RELAY_ADDR": relay_addr, **tls_env}),
                           logs / f"edge-{t.id}.log")
             children.append(child)
             edges.append((t, child))
+        if start_together:  # open the gate once every edge has loaded its models
+            for t, child in edges:
+                _wait_ready(child, out / "run" / f"edge-{t.id}.json", READY_TIMEOUT_S)
+            gate.write_text(f"{time.time():.6f}\n", encoding="utf-8")
         say(f"edges    {', '.join(t.id for t, _ in edges)} streaming ...")
         deadline = time.monotonic() + timeout_s
         failed: list[str] = []

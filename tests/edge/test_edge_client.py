@@ -76,3 +76,25 @@ def test_cli_rejects_an_unknown_transmitter_and_a_missing_folder(make_config, tm
     assert edge_cli(["--config", str(path), "--id", "edge-near", "--out", str(tmp_path / "o"),
                      "--images", str(tmp_path / "missing")]) == 2
     assert "image folder not found" in capsys.readouterr().err
+
+
+def test_start_gate_writes_the_ready_file_then_waits_and_times_out_without_streaming(make_config, tmp_path, capsys):
+    import threading
+    import time
+
+    from rkdsc.edge.client import wait_for_start
+
+    _, path = make_config()
+    ready, gate = tmp_path / "ready.json", tmp_path / "start"
+    rc = edge_cli(["--config", str(path), "--id", "edge-near", "--out", str(tmp_path / "o"), "--relay", "127.0.0.1:1",
+                   "--ready-file", str(ready), "--start-file", str(gate), "--start-timeout", "0.2"])
+    assert rc == 2 and "did not appear within 0.2 s" in capsys.readouterr().err
+    assert json.loads(ready.read_text())["id"] == "edge-near"
+    assert not (tmp_path / "o" / "results.jsonl").exists()  # nothing streamed before the gate
+    # the gate opens while waiting: wait_for_start returns True soon after
+    opener = threading.Timer(0.1, gate.write_text, args=("go\n",))
+    opener.start()
+    t0 = time.monotonic()
+    assert wait_for_start(None, str(gate), "edge-near", 5.0) is True
+    assert 0.05 < time.monotonic() - t0 < 2.0
+    opener.join()

@@ -143,6 +143,24 @@ def test_demo_runs_the_topology_as_processes_and_writes_the_summary(bundle_dir, 
     assert "stopped" in (out / "logs" / "server.log").read_text()  # graceful SIGTERM path
 
 
+def test_demo_started_together_streams_every_edge_after_the_gate_opens(bundle_dir, sample_dir, tmp_path):
+    """run_demo(start_together=True) (rkdsc bench): each edge loads, writes its ready file and waits;
+    the gate opens once all are ready, and no edge's stream started before it."""
+    from rkdsc.common.experiments.demo import run_demo
+
+    config = write_toml(tmp_path / "t.toml", {}, {"bundle": {"path": str(bundle_dir)}}, [
+        {"id": f"e{i}", "images": str(sample_dir), "seed": i, "limit": 8, "batch_size": 4} for i in range(3)])
+    out = tmp_path / "gated"
+    summary = run_demo(config, out, quiet=True, start_together=True)
+    assert summary["ok"] and [r["answered"] for r in summary["transmitters"]] == [8, 8, 8]
+    opened = float((out / "run" / "start").read_text())
+    for i in range(3):
+        assert json.loads((out / "run" / f"edge-e{i}.json").read_text())["id"] == f"e{i}"
+        edge = json.loads((out / "edges" / f"e{i}" / "summary.json").read_text())
+        started = (out / "edges" / f"e{i}" / "summary.json").stat().st_mtime - edge["wall_s"]
+        assert started >= opened - 0.05, (f"e{i}", started, opened)
+
+
 def _processes_mentioning(text: str) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
