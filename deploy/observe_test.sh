@@ -13,7 +13,7 @@
 #      cannot be pulled here; its service is only validated (`compose config`) and its
 #      provisioning checked by tests/deploy/test_observe.py;
 #   3. `compose --profile observe up --wait server basestation prometheus`, Prometheus ready and
-#      both scrape targets (server:9101, basestation:9102) up;
+#      both scrape targets (the server replica found by DNS on :9101, basestation:9102) up;
 #   4. the three edge devices ($RKDSC_OBSERVE_LIMIT images each, default 48) and the report;
 #   5. Prometheus's HTTP API (/api/v1/query): rkdsc_frames_total, rkdsc_relay_frames_total,
 #      rkdsc_labelled_total / rkdsc_correct_total, rkdsc_link_snr_db and the histograms, with the
@@ -120,13 +120,15 @@ import json, sys
 ts = json.load(sys.stdin)["data"]["activeTargets"]
 got = sorted((t["labels"]["job"], t["scrapeUrl"], t["health"]) for t in ts)
 print(" ".join(f"{j}={h}" for j, _, h in got))
-want = {"http://server:9101/metrics", "http://basestation:9102/metrics"}
-sys.exit(0 if {u for _, u, h in got if h == "up"} == want and len(got) == 2 else 1)'
+# the relay by name; the one server replica by its address (DNS discovery of `server`)
+relay = [h for j, u, h in got if j == "rkdsc-relay" and u == "http://basestation:9102/metrics"]
+server = [h for j, u, h in got if j == "rkdsc-server" and u.endswith(":9101/metrics")]
+sys.exit(0 if relay == ["up"] and server == ["up"] and len(got) == 2 else 1)'
 }
 for _ in $(seq 1 60); do STATE=$(targets_up 2>/dev/null) && break; sleep 0.5; done
 STATE=$(targets_up) || die "Prometheus scrape targets not both up after 30 s: $STATE"
 TIMES[targets_up]=$(since "$t")
-log "Prometheus scrapes server:9101 and basestation:9102: $STATE (${TIMES[targets_up]} s)"
+log "Prometheus scrapes the server replica (DNS discovery, :9101) and basestation:9102: $STATE (${TIMES[targets_up]} s)"
 
 # ------------------------------------------------------------------ 3. a run of the three devices
 t=$(now)
@@ -179,7 +181,7 @@ frames = q('rkdsc_frames_total')
 check(bool(frames), f"rkdsc_frames_total: {len(frames)} series")
 for s in frames:
     m = s["metric"]
-    ok = (m.get("job") == "rkdsc-server" and m.get("instance") == "server:9101"
+    ok = (m.get("job") == "rkdsc-server" and m.get("instance", "").endswith(":9101") and m.get("role") == "server"
           and m.get("transmitter") in links and m.get("task") == links[m["transmitter"]].task
           and m.get("outcome") in {"ok", "invalid", "rejected", "draining", "failed"})
     check(ok, f"rkdsc_frames_total labels {dict(sorted(m.items()))}")

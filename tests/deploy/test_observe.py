@@ -205,11 +205,17 @@ def test_prometheus_scrapes_the_compose_services_metrics_ports(prometheus_yml, c
     for job in prometheus_yml["scrape_configs"]:
         assert job.get("metrics_path", "/metrics") == "/metrics"
         assert job["job_name"].startswith("rkdsc-")   # the dashboard's up{job=~"rkdsc-.*"}
-        for sc in job["static_configs"]:
+        for sc in job.get("static_configs", []):
             for t in sc["targets"]:
                 host, _, port = t.rpartition(":")
                 targets[host] = int(port)
+        for sd in job.get("dns_sd_configs", []):  # every replica of a scaled service (one A record each)
+            assert sd["type"] == "A" and float(sd["refresh_interval"].rstrip("s")) <= 30
+            for name in sd["names"]:
+                targets[name] = int(sd["port"])
     assert targets == want
+    server_job = next(j for j in prometheus_yml["scrape_configs"] if j["job_name"] == "rkdsc-server")
+    assert "dns_sd_configs" in server_job  # `--scale server=2`: both replicas scraped, not one per scrape
     for svc, port in want.items():
         s = compose["services"][svc]
         assert any(str(p).endswith(f":{port}") for p in s["ports"]), f"{svc} does not serve :{port}"
