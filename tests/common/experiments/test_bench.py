@@ -211,3 +211,18 @@ def test_proc_status_of_this_process_and_a_gone_one():
     st = bench.proc_status(os.getpid())
     assert st["rss_mb"] > 0 and st["threads"] >= 1 and st["fds"] >= 1
     assert bench.proc_status(2 ** 22 + 12345) is None  # above the default pid_max: no such process
+
+
+def test_digit_images_beyond_the_held_back_set_are_identical_copies(bundle, tmp_path):
+    """--images above the 359 held-back digits: the folder holds exactly that many files, the extra
+    ones byte-identical copies in the same class folders; at or below 359 nothing is copied."""
+    few = bench.prepare_images(None, bundle, "digits", 100, tmp_path / "few")
+    originals = sorted(few.glob("*/*.png"))
+    assert len(originals) == 359 and not list(few.glob("*/*-r*.png"))
+    many = bench.prepare_images(None, bundle, "digits", 800, tmp_path / "many")
+    files = sorted(many.glob("*/*.png"))
+    copies = [f for f in files if "-r" in f.stem]
+    assert len(files) == 800 and len(copies) == 800 - 359
+    for c in copies:
+        src = c.with_name(c.stem.split("-r")[0] + c.suffix)
+        assert src.parent == c.parent and src.read_bytes() == c.read_bytes()
