@@ -821,6 +821,23 @@ class UpstreamWatch:
             self.on_change(up)
 
 
+class UpstreamChannels:
+    """Every upstream channel of a relay (the first, and one more each time replicas were added)."""
+
+    def __init__(self, first: grpc.Channel):
+        self._lock = threading.Lock()
+        self.all = [first]
+
+    def add(self, channel: grpc.Channel) -> None:
+        with self._lock:
+            self.all.append(channel)
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self.all:
+                channel.close()
+
+
 def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
                   max_workers: int | None = None) -> tuple[ServiceHandle, int]:
     """Build the relay: servicer, gRPC server bound to ``basestation.host:port`` (0 = free
@@ -830,11 +847,26 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     credentials = server_credentials(cfg.tls, RELAY)   # TLSError (a ConfigError) before anything is built
     guard = Guard(cfg.tls, RELAY_POLICY, "relay")
     metrics = RelayMetrics()
-    upstream = open_channel(upstream_target(bs.server_addr), cfg.tls, RELAY,
+    def dial() -> grpc.Channel:
+        return open_channel(upstream_target(bs.server_addr), cfg.tls, RELAY,
                             options=channel_options(SERVER_MAX_MESSAGE_BYTES))
+
+    upstream = dial()
+    channels = UpstreamChannels(upstream)
     servicer = RelayServicer(cfg, upstream, metrics, rng_factory)
     servicer.upstream_channel = upstream
     servicer.replicas = ReplicaSet(cfg, upstream, metrics, SERVER_SERVICE)  # per-replica health, failover counts
+
+    def redial(added: list[str]) -> None:
+        """New replicas behind the DNS name: new upstream streams go over a fresh channel (all replicas)."""
+        fresh = dial()
+        channels.add(fresh)
+        servicer.upstream_channel = fresh
+        servicer.stub = pb_grpc.EdgeServerStub(fresh)
+        log.info("relay: new edge-server replica(s) %s: upstream streams opened from now on are spread "
+                 "over every replica (a fresh channel)", ", ".join(added))
+
+    servicer.replicas.on_new_replicas = redial
     if max_workers is None:  # one thread per admitted Transmit stream, plus room for unary calls
         max_workers = handler_threads(cfg, UNARY_THREADS, bs.max_streams)
     endpoint = None
@@ -849,7 +881,7 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     except OSError:
         if endpoint is not None:
             endpoint.close()
-        upstream.close()
+        channels.close()
         raise
 
     def on_change(up: bool) -> None:
@@ -865,7 +897,7 @@ def create_server(cfg: Config, rng_factory: RngFactory = np.random.default_rng,
     handle = ServiceHandle(server, port, SERVICE_NAME, health_servicer, endpoint, servicer,
                            on_start=watch.start, drain=drain, drain_timeout_s=cfg.server.drain_timeout_s)
     handle.metrics = metrics
-    handle.upstream = upstream
+    handle.upstream = channels  # .close() closes every upstream channel the relay opened
     handle.watch = watch
     log.info("relay: %s on %s:%d; upstream to %s", describe(cfg.tls, guard), bs.host, port, bs.server_addr)
     return handle, port

@@ -21,6 +21,11 @@ goes to the next READY replica. The relay opens one upstream stream per edge str
 for the edge stream's life, so edge streams (devices) spread over the replicas; the frames of one
 edge stream stay on one replica until its upstream call fails.
 
+Replicas added later: when a DNS name resolves to an address it did not have before (``--scale
+server=3`` on a running stack), the relay opens a fresh upstream channel (``on_new_replicas``) and
+opens its new upstream streams there, over every replica; streams already open stay where they are.
+gRPC's resolver alone would not see the new replica until a connection broke.
+
 Health per replica: every address of a list, and every address a DNS name resolves to (resolved
 again every ``RESOLVE_S``), is probed on its own channel (``grpc.health.v1`` of
 ``rkdsc.v1.EdgeServer``); the gauge ``rkdsc_relay_upstream_replica_up{replica}`` is 1 while the
@@ -44,7 +49,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 from prometheus_client import Counter, Gauge
@@ -169,6 +174,9 @@ class ReplicaSet:
         self._resolved_at = -1e9
         self._known: list[str] = list(self.fixed)
         self._lock = threading.Lock()
+        # called with the new addresses when a DNS name gains replicas (the relay redials: gRPC's own
+        # resolver looks again only when a connection breaks, so its channel would never use them)
+        self.on_new_replicas: Callable[[list[str]], None] | None = None
 
     @property
     def several(self) -> bool:
@@ -194,7 +202,11 @@ class ReplicaSet:
                     found.append(entry)
             if found != self._known:
                 log.info("relay: %s resolves to %s", self.name, ", ".join(found) or "nothing")
+            added = [f for f in found if f not in self._known]
+            had = bool(self._known)
             self._known = found
+            if added and had and self.on_new_replicas is not None:
+                self.on_new_replicas(added)
         return self._known
 
     def _probe(self, replica: str) -> HealthProbe:

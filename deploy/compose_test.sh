@@ -32,9 +32,9 @@
 #   6. run 4: plain `docker compose up --attach report --exit-code-from report`: exit 0 and
 #      runs/compose/summary.json lists exactly the three fixed devices of this run (no
 #      replica of runs 2/3 leaks into it), with a new run id;
-#   7. run 5: two edge-server replicas (`--scale server=2`, each publishing /metrics on its own
-#      port of a range): the relay (recreated, so its channel resolves both: gRPC re-resolves
-#      DNS only when a connection breaks) spreads the three devices' streams over them by
+#   7. run 5: two edge-server replicas (`--scale server=2` on the running stack, each publishing
+#      /metrics on its own port of a range): the running relay finds the new replica by DNS and
+#      redials (its log says so), then spreads the three devices' streams over both by
 #      round_robin; every image answered, and each replica's own /metrics (scraped inside its
 #      container) shows frames it decoded, adding up to the images answered;
 #   8. `compose down -v`; stops the engine it started, by its PID.
@@ -633,11 +633,18 @@ log "run 4 ($RUN4): plain docker compose up: exit 0, summary lists exactly edge-
 t=$(now)
 export RKDSC_PUBLISH_SERVER_METRICS
 RKDSC_PUBLISH_SERVER_METRICS=$(free_range 2) || die "no two consecutive free ports for the server replicas' /metrics"
-dc up -d --wait --scale server=2 server >"$W/run5-up.log" 2>&1 \
+# (run 4's --exit-code-from stopped everything) one replica and the relay, then a second replica
+dc up -d --wait server basestation >"$W/run5-up.log" 2>&1 \
+  || { cat "$W/run5-up.log"; die "run 5: server and relay did not become healthy"; }
+dc up -d --wait --scale server=2 server >>"$W/run5-up.log" 2>&1 \
   || { cat "$W/run5-up.log"; die "run 5: --scale server=2: the replicas did not become healthy"; }
-# a fresh relay resolves `server` to both replicas (an open channel re-resolves only when a connection breaks)
-dc up -d --wait --force-recreate --no-deps basestation >>"$W/run5-up.log" 2>&1 \
-  || { cat "$W/run5-up.log"; die "run 5: the recreated relay did not become healthy"; }
+# the running relay finds the new replica by its own DNS look-up (every 5 s) and redials
+for _ in $(seq 1 60); do
+  dc logs --no-color basestation 2>/dev/null | grep -q "new edge-server replica" && break
+  sleep 0.5
+done
+dc logs --no-color basestation 2>/dev/null | grep -q "new edge-server replica" \
+  || die "run 5: the running relay did not pick up the second server replica within 30 s"
 [ "$(dc ps -q server | wc -l)" = 2 ] || die "run 5: --scale server=2 did not give two server containers"
 # detached, waiting for the report: --exit-code-from would stop the replicas before their /metrics are read
 dc up -d --scale server=2 edge-near edge-mid edge-far report >"$W/run5.log" 2>&1 \

@@ -438,3 +438,44 @@ def test_a_draining_replica_hands_its_stream_over_to_the_other(make_config, bund
         finally:
             if stopper is not None:
                 stopper.join(10)
+
+
+def test_a_dns_name_that_gains_a_replica_makes_the_relay_redial(make_config, bundle, monkeypatch):
+    """``dns:///name:port`` resolving to one address, then to two: the relay's ReplicaSet reports the
+    added address once (not at the first look-up, not again), and the relay then opens its new
+    upstream streams on a fresh channel (gRPC's resolver would not look again while connected);
+    every channel it opened is closed with it."""
+    import socket
+
+    from rkdsc.basestation import upstream
+    from rkdsc.server.service import create_server
+
+    server, port = create_server(make_config()[0], bundle=bundle)
+    server.start()
+    answers = [[("127.0.0.1", port)]]
+
+    def fake_getaddrinfo(host, p, *args, **kwargs):
+        assert host == "replicas.test"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", addr) for addr in answers[-1]]
+
+    monkeypatch.setattr(upstream.socket, "getaddrinfo", fake_getaddrinfo)
+    cfg, _ = make_config(name="dns.toml")
+    handle, addr = _relay(cfg, f"dns:///replicas.test:{port}")
+    servicer = handle.servicer
+    added: list[list[str]] = []
+    redial = servicer.replicas.on_new_replicas
+    servicer.replicas.on_new_replicas = lambda new: (added.append(new), redial(new))
+    try:
+        servicer.replicas.resolve_s = 0.0
+        servicer.replicas.check(1.0)
+        first_stub = servicer.stub
+        assert added == [] and len(handle.upstream.all) == 1
+        answers.append([("127.0.0.1", port), ("127.0.0.2", port)])
+        servicer.replicas.check(1.0)
+        servicer.replicas.check(1.0)  # the same two again: nothing new
+        assert added == [[f"127.0.0.2:{port}"]]
+        assert servicer.stub is not first_stub and len(handle.upstream.all) == 2
+        assert servicer.upstream_channel is handle.upstream.all[-1]
+    finally:
+        _stop_relay(handle)
+        server.stop(0.5)
