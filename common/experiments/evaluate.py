@@ -265,9 +265,9 @@ def plot_curves(curves: Sequence[dict], path: str | os.PathLike, title: str | No
             xs = [p["snr_db"] for p in c["points"]]
             ys = [100.0 * p["accuracy"] for p in c["points"]]
             ns = [int(p.get("n") or 0) for p in c["points"]]
-            n_text = f"n={ns[0]}" if len(set(ns)) == 1 else f"n={min(ns)}..{max(ns)}"
-            ax.errorbar(xs, ys, yerr=yerr([p["accuracy"] for p in c["points"]], ns), marker="o", capsize=3,
-                        label=f"{c.get('label') or Path(c['bundle']).name} ({n_text})")
+            n_text = "" if not any(ns) else f" (n={ns[0]})" if len(set(ns)) == 1 else f" (n={min(ns)}..{max(ns)})"
+            ax.errorbar(xs, ys, yerr=yerr([p["accuracy"] for p in c["points"]], ns) if all(ns) else None,
+                        marker="o", capsize=3, label=f"{c.get('label') or Path(c['bundle']).name}{n_text}")
         ax.set_xlabel("SNR (dB)")
         ax.set_ylabel("top-1 accuracy (%), bars: 95% Wilson CI")
         ax.set_title(names.get(ch, ch))

@@ -158,13 +158,18 @@ def _points_to_map(points: list[dict]) -> dict[float, float]:
     return {float(p["snr_db"]): float(p["accuracy"]) for p in points or [] if p.get("accuracy") is not None}
 
 
+def _points_n(points: list[dict]) -> dict[float, int]:
+    """Images evaluated per SNR point (the Wilson intervals of the Fig. 6 plot need them)."""
+    return {float(p["snr_db"]): int(p["n"]) for p in points or [] if p.get("n")}
+
+
 def collect_run(run_dir: str | Path) -> dict:
     """Everything the report needs from one run dir (missing pieces are None / empty)."""
     run_dir = Path(run_dir)
     results = _read_json(run_dir / "results.json") if (run_dir / "results.json").is_file() else None
     run: dict[str, Any] = {"dir": str(run_dir), "name": run_dir.name, "exists": run_dir.is_dir(),
                            "results": results, "dataset": _dataset_of(run_dir, results) if run_dir.is_dir() else "unknown",
-                           "curves": {}, "methods": {}, "archs": {}, "profile": None, "ablation": None}
+                           "curves": {}, "curve_n": {}, "methods": {}, "archs": {}, "profile": None, "ablation": None}
     # accuracy-vs-SNR curves: results.json first, then eval/<method>-<channel>.json
     for m in METHOD_LABELS:
         mres = ((results or {}).get("methods") or {}).get(m)
@@ -172,12 +177,14 @@ def collect_run(run_dir: str | Path) -> dict:
             run["methods"][m] = mres
             for ch, pts in (mres.get("curves") or {}).items():
                 run["curves"].setdefault(m, {})[ch] = _points_to_map(pts)
+                run["curve_n"].setdefault(m, {})[ch] = _points_n(pts)
         for ch in CHANNELS:
             if ch in run["curves"].get(m, {}):
                 continue
             ev = _read_json(run_dir / "eval" / f"{m}-{ch}.json")
             if ev and ev.get("points"):
                 run["curves"].setdefault(m, {})[ch] = _points_to_map(ev["points"])
+                run["curve_n"].setdefault(m, {})[ch] = _points_n(ev["points"])
     from rkdsc.common.experiments import analysis
 
     for method, path in analysis.find_archs(run_dir).items():
@@ -848,7 +855,8 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
             body += ["_results.json: not run (accuracy taken from eval/*.json where present)._", ""]
         body += ["### Fig. 6: top-1 accuracy (%) against SNR", "", accuracy_table(run), ""]
         curves = [{"channel": ch, "label": METHOD_LABELS[m], "bundle": m,
-                   "points": [{"snr_db": s, "accuracy": a} for s, a in sorted(pts.items())]}
+                   "points": [{"snr_db": s, "accuracy": a, "n": run["curve_n"].get(m, {}).get(ch, {}).get(s)}
+                              for s, a in sorted(pts.items())]}
                   for m, chs in run["curves"].items() for ch, pts in chs.items()]
         if curves:
             from rkdsc.common.experiments.evaluate import plot_curves

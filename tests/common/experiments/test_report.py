@@ -236,3 +236,15 @@ def test_extra_profile_gets_its_command_and_claims(tmp_path):
     assert f"rkdsc profile --out {extra} --threads 2 --batches 1,64 --teacher-batches 1,8 --repeats 50" in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| the CAT adds") and "paper-scale" in ln)
     assert "| CIFAR10 | paper-scale | 0.78% | 100.00% | **does not hold** |" in row  # 2.0 ms vs 1.0 ms
+
+
+def test_fig6_curves_keep_the_number_of_images_per_point(tmp_path):
+    """The report's Fig. 6 draws Wilson intervals from each point's n: collect_run keeps n from
+    eval/<method>-<channel>.json (a plot labelled n=0, without intervals, was the bug)."""
+    run_dir = tmp_path / "cifar10-cpu"
+    (run_dir / "eval").mkdir(parents=True)
+    points = [{"snr_db": -10.0, "accuracy": 0.3, "n": 5000}, {"snr_db": 25.0, "accuracy": 0.5, "n": 4000}]
+    (run_dir / "eval" / "rkd-sc-awgn.json").write_text(json.dumps({"channel": "awgn", "points": points}))
+    run = report.collect_run(run_dir)
+    assert run["curves"]["rkd-sc"]["awgn"] == {-10.0: 0.3, 25.0: 0.5}
+    assert run["curve_n"]["rkd-sc"]["awgn"] == {-10.0: 5000, 25.0: 4000}
