@@ -658,9 +658,7 @@ def wait_for_start(ready_file: str | None, start_file: str | None, tid: str, tim
     """The start gate of ``rkdsc edge``: write ``ready_file`` (atomically), then wait until
     ``start_file`` exists; False when it did not appear within ``timeout_s``."""
     if ready_file:
-        tmp = Path(f"{ready_file}.tmp")
-        tmp.write_text(json.dumps({"id": tid, "pid": os.getpid()}), encoding="utf-8")
-        os.replace(tmp, ready_file)
+        _write_atomic(Path(ready_file), json.dumps({"id": tid, "pid": os.getpid()}))
     if not start_file:
         return True
     deadline = time.monotonic() + timeout_s

@@ -283,9 +283,9 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
     logs = out / "logs"
     for sub in ("logs", "metrics", "edges", "run"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for stale in [*(out / "run").glob("*.json"), out / "run" / "start"]:
+    gate = out / "run" / "start"  # the edges' start gate (start_together)
+    for stale in [*(out / "run").glob("*.json"), gate]:
         stale.unlink(missing_ok=True)
-    gate = out / "run" / "start"
     tls_env: dict[str, str] = {}
     if tls:  # certificates on the fly; every child (and the health probes) on mutual TLS
         from rkdsc.common.certs import write_certs
@@ -322,20 +322,24 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                                                  "RKDSC_RELAY")
         # ---- edges
         edges: list[tuple[Any, Child]] = []
+
+        def edge_ready(tid: str) -> Path:
+            return out / "run" / f"edge-{tid}.json"
+
         for t in cfg.transmitters:
             args = [py, "-m", "rkdsc.edge", "--config", str(config), "--id", t.id, "--out", str(out / "edges" / t.id),
                     "--no-progress"]
             if limit is not None:
                 args += ["--limit", str(limit)]
             if start_together:
-                args += ["--ready-file", str(out / "run" / f"edge-{t.id}.json"), "--start-file", str(gate)]
+                args += ["--ready-file", str(edge_ready(t.id)), "--start-file", str(gate)]
             child = Child(f"edge {t.id}", args, _child_env({"RKDSC_RELAY_ADDR": relay_addr, **tls_env}),
                           logs / f"edge-{t.id}.log")
             children.append(child)
             edges.append((t, child))
         if start_together:  # open the gate once every edge has loaded its models
             for t, child in edges:
-                _wait_ready(child, out / "run" / f"edge-{t.id}.json", READY_TIMEOUT_S)
+                _wait_ready(child, edge_ready(t.id), READY_TIMEOUT_S)
             gate.write_text(f"{time.time():.6f}\n", encoding="utf-8")
         say(f"edges    {', '.join(t.id for t, _ in edges)} streaming ...")
         deadline = time.monotonic() + timeout_s

@@ -339,6 +339,18 @@ def _open_stream(stub, frames_q):
     return t, box
 
 
+def _all_answered(q, t, box, n: int, timeout_s: float = 60.0) -> list:
+    """Wait for the n results of frames 0..n-1, end the stream; each frame answered exactly once
+    and the stream itself OK -> the results."""
+    _wait(lambda: len(box["results"]) == n or box["error"] is not None, timeout_s, f"all {n} results")
+    q.put(None)
+    t.join(30)
+    assert box["error"] is None, box["error"]
+    ids = [r.frame_id for r in box["results"]]
+    assert sorted(ids) == list(range(n)), ids  # each exactly once
+    return box["results"]
+
+
 @contextlib.contextmanager
 def _slow_cell(make_config, bundle, delays_s, server=None):
     """Replicas whose decode batches take `delays_s[i]` each, a relay dialling them all, a client
@@ -379,13 +391,8 @@ def test_a_replica_stopped_without_grace_has_its_frames_resent_and_the_stream_go
         servers[victim].grpc_server.stop(None)  # no grace: its streams are cancelled
         for i in range(8, 12):
             q.put(make_frame(k, frame_id=i, seed=i))
-        _wait(lambda: len(box["results"]) == 12 or box["error"] is not None, 60, "all 12 results")
-        q.put(None)
-        t.join(30)
-        assert box["error"] is None, box["error"]
-        ids = [r.frame_id for r in box["results"]]
-        assert sorted(ids) == list(range(12)), ids  # each exactly once
-        assert all(r.error.code == 0 for r in box["results"]), [r.error.message for r in box["results"]]
+        results = _all_answered(q, t, box, 12)
+        assert all(r.error.code == 0 for r in results), [r.error.message for r in results]
         assert _decoded(servers[1 - victim].metrics.registry) >= 4 + 1  # the later frames and a resent one
         assert (handle.metrics.registry.get_sample_value("rkdsc_relay_upstream_resent_frames_total") or 0) >= 1
 
@@ -402,12 +409,7 @@ def test_with_no_replica_left_each_frame_in_flight_is_an_explicit_error(make_con
             q.put(make_frame(k, frame_id=i, seed=i))
         _wait(lambda: server.servicer.pending >= 6, 20, "6 frames at the server")
         server.grpc_server.stop(None)
-        _wait(lambda: len(box["results"]) == 6 or box["error"] is not None, 30, "6 answers")
-        q.put(None)
-        t.join(30)
-        assert box["error"] is None, box["error"]
-        assert sorted(r.frame_id for r in box["results"]) == list(range(6))
-        for r in box["results"]:
+        for r in _all_answered(q, t, box, 6, timeout_s=30.0):
             assert r.error.code == grpc.StatusCode.UNAVAILABLE.value[0] and "resend" in r.error.message, r.error
         _wait(lambda: probe.status() == "NOT_SERVING", 10, "relay NOT_SERVING with no replica")
 
@@ -428,12 +430,8 @@ def test_a_draining_replica_hands_its_stream_over_to_the_other(make_config, bund
             time.sleep(0.2)  # draining now: new frames are refused with UNAVAILABLE
             for i in range(6, 12):
                 q.put(make_frame(k, frame_id=i, seed=i))
-            _wait(lambda: len(box["results"]) == 12 or box["error"] is not None, 60, "all 12 results")
-            q.put(None)
-            t.join(30)
-            assert box["error"] is None, box["error"]
-            assert sorted(r.frame_id for r in box["results"]) == list(range(12))
-            assert all(r.error.code == 0 for r in box["results"]), [r.error.message for r in box["results"]]
+            results = _all_answered(q, t, box, 12)
+            assert all(r.error.code == 0 for r in results), [r.error.message for r in results]
             assert _decoded(servers[1 - victim].metrics.registry) >= 6
         finally:
             if stopper is not None:
