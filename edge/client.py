@@ -88,8 +88,9 @@ class _Entry:
 
 
 class _ResultLog:
-    """results.jsonl written as outcomes come: one flushed line per record, so a crash leaves
-    every finished image on disk; ``finish`` rewrites it in file order (atomically)."""
+    """results.jsonl written as outcomes come: a line per record, flushed per record or, for the
+    results of one received message, once per message, so a crash leaves every finished image
+    on disk; ``finish`` rewrites it in file order (atomically)."""
 
     def __init__(self, out_dir: Path | None):
         self.path = None if out_dir is None else out_dir / "results.jsonl"
@@ -98,9 +99,14 @@ class _ResultLog:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "w", encoding="utf-8")
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict, flush: bool = True) -> None:
         if self._fh is not None:
             self._fh.write(json.dumps(record) + "\n")
+            if flush:
+                self._fh.flush()
+
+    def flush(self) -> None:
+        if self._fh is not None:
             self._fh.flush()
 
     def finish(self, records: list[dict]) -> None:
@@ -200,16 +206,22 @@ class EdgeClient:
                 "link_snr_db": None, "queue_ms": None, "compute_ms": None, "error": None, "error_code": None,
                 "codec": None, "symbols": None}
 
-    def _complete(self, e: _Entry, **fields: Any) -> bool:
-        """Make an entry's outcome final (once: later calls are ignored) and write its record."""
+    def _complete(self, e: _Entry, flush: bool = True, **fields: Any) -> bool:
+        """Make an entry's outcome final (once: later calls are ignored) and write its record
+        (``flush=False``: the caller flushes the log after a group of records, ``_flush_log``)."""
         with self._done_lock:
             if e.done:
                 return False
             e.record.update(fields)
             e.done = True
             if self._log is not None:
-                self._log.write(e.record)
+                self._log.write(e.record, flush=flush)
             return True
+
+    def _flush_log(self) -> None:
+        with self._done_lock:
+            if self._log is not None:
+                self._log.flush()
 
     def _load(self, e: _Entry) -> np.ndarray | None:
         try:
@@ -357,14 +369,12 @@ class EdgeClient:
         send = RequestQueue(hand_over)  # ([entries], message) for the relay; close() half-closes the stream
         call = (stub.TransmitBatch if batched else stub.Transmit)(send, wait_for_ready=True)
 
-        def results():
-            """The stream's Results (a ResultBatch's in row order), counting the bytes received."""
+        def messages():
+            """The stream's messages as lists of Results (a ResultBatch's in row order), counting
+            the bytes received."""
             for msg in call:
                 stats["down_bytes"] += msg.ByteSize()
-                if batched:
-                    yield from msg.results
-                else:
-                    yield msg
+                yield msg.results if batched else (msg,)
 
         def fail(message: str) -> None:
             with lock:
@@ -374,20 +384,22 @@ class EdgeClient:
 
         def receive():
             try:
-                for res in results():
-                    now = time.perf_counter()
-                    if res.HasField("link") and res.link.transmitter_id:  # feedback first, then
-                        self.last_link = res.link                       # free the window slot
-                        self.snr_estimate_db = float(res.link.effective_snr_db)
-                    with lock:
-                        e = by_id.pop(res.frame_id, None)
-                        waiting_since.pop(res.frame_id, None)
-                    if e is None:  # unknown, or already given up on (result timeout)
-                        log.warning("edge %s: result for unknown or timed-out frame %d", self.tx.id, res.frame_id)
-                        continue
-                    window.release()
-                    self._fill(e, res, now)
-                    bar.update(1)
+                for results in messages():
+                    for res in results:
+                        now = time.perf_counter()
+                        if res.HasField("link") and res.link.transmitter_id:  # feedback first, then
+                            self.last_link = res.link                       # free the window slot
+                            self.snr_estimate_db = float(res.link.effective_snr_db)
+                        with lock:
+                            e = by_id.pop(res.frame_id, None)
+                            waiting_since.pop(res.frame_id, None)
+                        if e is None:  # unknown, or already given up on (result timeout)
+                            log.warning("edge %s: result for unknown or timed-out frame %d", self.tx.id, res.frame_id)
+                            continue
+                        window.release()
+                        self._fill(e, res, now, flush=False)
+                        bar.update(1)
+                    self._flush_log()  # one write per received message, not per record
                 with lock:
                     unanswered = len(by_id)
                 if unanswered:  # the relay closed the stream with OK but frames are missing
@@ -498,13 +510,13 @@ class EdgeClient:
             bar.close()
         return error[0] if error else None
 
-    def _fill(self, e: _Entry, res: pb.Result, now: float) -> None:
+    def _fill(self, e: _Entry, res: pb.Result, now: float, flush: bool = True) -> None:
         r: dict[str, Any] = {"link_snr_db": res.link.effective_snr_db if res.HasField("link") else None,
                              "latency_ms": (now - e.t_encode) * 1e3, "rtt_ms": (now - e.t_sent) * 1e3}
         if res.error.code != 0:
             code = status_code_from_value(res.error.code, None)
             name = code.name if code is not None else str(res.error.code)
-            self._complete(e, **r, error=f"{name}: {res.error.message}", error_code=name)
+            self._complete(e, flush, **r, error=f"{name}: {res.error.message}", error_code=name)
             return
         r.update(predicted_class=res.predicted_name, predicted_index=res.predicted_class,
                  score=float(res.score), top_k=[[c.name, float(c.score)] for c in res.top_k],
@@ -513,7 +525,7 @@ class EdgeClient:
                  codec=res.codec, symbols=int(res.symbols_per_image) or None)  # what the server decoded
         if self.medium is not None:
             r.update(self.medium.record(res))  # emulated_ms, emulated_capture_s, distance_m, channel_snr_db
-        self._complete(e, **r)
+        self._complete(e, flush, **r)
 
     def summarize(self, records: list[dict], wall_s: float, stats: dict, stream_error: str | None,
                   images_dir: Path | None = None) -> dict:

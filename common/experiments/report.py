@@ -14,6 +14,11 @@ Inputs per run directory (a ``rkdsc train`` work dir); anything missing becomes 
   ``--profile FILE``;
 * ``ablation/ablation.json`` (``rkdsc ablation --workdir RUN``) -> Fig. 8, plus any ``--ablation FILE``.
 
+``--keep-inputs DIR`` copies those files of each run (small JSON documents, the run dir's own
+layout: ``snapshot_run``) to ``DIR/<run name>/``; such a copy is a run dir to the report, so the
+report can be regenerated, or a later run added to it, after the training work dirs are gone
+(``rkdsc report --runs docs/runs/cifar10-cpu runs/tinyimagenet-cpu``).
+
 Every claim of the paper that the inputs allow is recomputed and judged by a rule stated next
 to it (``judge``): "holds" (the paper's number is reached), "holds qualitatively" (same sign /
 direction, smaller effect), "does not hold", "not measured" (the run exists but lacks the
@@ -161,6 +166,39 @@ def _points_to_map(points: list[dict]) -> dict[float, float]:
 def _points_n(points: list[dict]) -> dict[float, int]:
     """Images evaluated per SNR point (the Wilson intervals of the Fig. 6 plot need them)."""
     return {float(p["snr_db"]): int(p["n"]) for p in points or [] if p.get("n")}
+
+
+# the files of a run dir the report reads (relative glob patterns): what ``snapshot_run`` keeps
+REPORT_INPUTS = ("results.json", "eval/*.json", "stage2/*/model.json", "search-*/arch.json", "profile.json",
+                 "ablation/ablation.json", "bundles/*/manifest.json")
+SNAPSHOT_MAX_BYTES = 8 << 20  # a report input larger than this is not a summary: refuse to copy it
+
+
+def snapshot_run(run_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the report's inputs of one run dir (``REPORT_INPUTS``) to ``dest``, keeping their
+    relative paths; ``dest`` is then a run dir to ``collect_run``. Files already in ``dest`` that
+    the run no longer has are removed, so the copy always mirrors one run. Returns the files copied.
+    Raises ValueError naming a file above ``SNAPSHOT_MAX_BYTES`` (nothing is changed then)."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    files = sorted({f for pat in REPORT_INPUTS for f in run_dir.glob(pat) if f.is_file()})
+    for f in files:
+        if f.stat().st_size > SNAPSHOT_MAX_BYTES:
+            raise ValueError(f"--keep-inputs: {f} is {f.stat().st_size:,} bytes (more than {SNAPSHOT_MAX_BYTES:,}); "
+                             "not a report summary")
+    if dest.resolve() == run_dir.resolve():
+        return files
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for f in files:
+        target = tmp / f.relative_to(run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, target)
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return [dest / f.relative_to(run_dir) for f in files]
 
 
 def collect_run(run_dir: str | Path) -> dict:
@@ -965,10 +1003,20 @@ def _read_docs(paths: Iterable[str]) -> list[dict]:
 
 def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | None = None,
              profiles: Iterable[str] = (), ablations: Iterable[str] = (), command: str = "",
-             benches: Iterable[str] = ()) -> dict:
-    """Write the report and its figures; returns the summary (also written next to it as JSON)."""
+             benches: Iterable[str] = (), keep_inputs: str | Path | None = None) -> dict:
+    """Write the report and its figures; returns the summary (also written next to it as JSON).
+    ``keep_inputs``: copy each existing run's report inputs to ``keep_inputs/<run name>/`` first
+    (``snapshot_run``)."""
     out_md = Path(out_md)
     fig_dir = Path(fig_dir) if fig_dir else out_md.parent / "figures"
+    run_dirs = list(run_dirs)
+    if keep_inputs is not None:
+        names = [Path(d).resolve().name for d in run_dirs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--keep-inputs: runs with the same folder name {names}: their copies would collide")
+        for d in run_dirs:
+            if Path(d).is_dir():
+                snapshot_run(d, Path(keep_inputs) / Path(d).resolve().name)
     runs = [collect_run(d) for d in run_dirs]
     prof_docs, abl_docs, bench_docs = _read_docs(profiles), _read_docs(ablations), _read_docs(benches)
     text, summary = render(runs, prof_docs, abl_docs, out_md, fig_dir, command, bench_docs)
@@ -996,6 +1044,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra `rkdsc ablation` JSON (RUN/ablation/ablation.json is automatic); repeatable")
     p.add_argument("--bench", action="append", default=[], metavar="FILE.json",
                    help="`rkdsc bench --out` JSON: the networked-emulator section; repeatable")
+    p.add_argument("--keep-inputs", default=None, metavar="DIR",
+                   help="copy each run's report inputs (its small JSON files) to DIR/<run name>/; such a copy "
+                        "works as a --runs DIR later, after the work dir is gone (e.g. docs/runs)")
     return p
 
 
@@ -1015,7 +1066,12 @@ def cli(argv: list[str] | None = None) -> int:
         print("rkdsc report: give --runs DIR [DIR ...] (and/or --profile / --ablation files)", file=sys.stderr)
         return 2
     command = "rkdsc report " + " ".join(shlex.quote(a) for a in argv)
-    summary = generate(args.runs, args.out, args.figures, args.profile, args.ablation, command, args.bench)
+    try:
+        summary = generate(args.runs, args.out, args.figures, args.profile, args.ablation, command, args.bench,
+                           keep_inputs=args.keep_inputs)
+    except ValueError as exc:
+        print(f"rkdsc report: {exc}", file=sys.stderr)
+        return 2
     counts = summary["verdict_counts"]
     print(f"wrote {summary['markdown']} ({', '.join(f'{n} {v}' for v, n in counts.items() if n)})")
     return 0

@@ -18,6 +18,9 @@ Stage 2 (Eq. 26), all transmitters jointly; per task i and batch::
     logits  = head_i(h_tilde)                                 # [B, C]
     L_i = lambda_kd * MSE(h_tilde, h^Tea) + lambda_re * MSE(h_tilde, h.detach()) + lambda_task * CE(logits, y)
 
+With ``stage2.lambda_anchor > 0`` (not in the paper) ``L_i += lambda_anchor * MSE(h, h^Tea)``:
+stage 1's loss stays on the encoder output and holds its scale (docs/decisions.md).
+
 ``loss = mean_i L_i`` (Eq. 26's 1/n) and one optimizer updates every student, CAT encoder,
 CAT decoder and head (Eq. 27). The SNR of each sample is drawn uniformly from
 ``stage2.snr_db_range`` and its channel uniformly from ``stage2.channels`` (per sample, so
@@ -434,7 +437,7 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
             it.system.train()
             if not train_encoder:
                 it.system.student.eval()  # frozen encoder: BatchNorm statistics stay as in stage 1
-        sums = {it.task.name: {"kd": 0.0, "re": 0.0, "task": 0.0, "acc": 0.0, "n": 0} for it in items}
+        sums = {it.task.name: {"kd": 0.0, "re": 0.0, "task": 0.0, "anchor": 0.0, "acc": 0.0, "n": 0} for it in items}
         for _ in progress(range(steps), desc=f"stage2 {epoch + 1}/{n_epochs}"):
             losses = []
             for i, it in enumerate(items):
@@ -449,8 +452,13 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
                 l_kd = F.mse_loss(h_tilde, f)
                 l_re = F.mse_loss(h_tilde, h.detach())  # detached target: see the module docstring
                 l_task = F.cross_entropy(logits, y)
-                losses.append(s2.lambda_kd * l_kd + s2.lambda_re * l_re + s2.lambda_task * l_task)
+                l_i = s2.lambda_kd * l_kd + s2.lambda_re * l_re + s2.lambda_task * l_task
                 s = sums[it.task.name]
+                if s2.lambda_anchor > 0:  # stage 1's loss on the encoder output (not in Eq. 26)
+                    l_anchor = F.mse_loss(h, f)
+                    l_i = l_i + s2.lambda_anchor * l_anchor
+                    s["anchor"] += l_anchor.item() * len(x)
+                losses.append(l_i)
                 s["kd"] += l_kd.item() * len(x)
                 s["re"] += l_re.item() * len(x)
                 s["task"] += l_task.item() * len(x)
@@ -472,12 +480,13 @@ def run_stage2(presets: Any, workdir: str | Path, archs: Sequence[Any] | None = 
             nn_ = max(s["n"], 1)
             vals = {f"val_acc_awgn_{snr:g}db": system_accuracy(it.system, it.val, s2.batch_size, dev, snr, "awgn",
                                                                 seed=p0.seed) for snr in VAL_SNRS_DB}
-            tr = {k: ddp.all_reduce_mean(s[k] / nn_, ctx) for k in ("kd", "re", "task", "acc")}
+            tr = {k: ddp.all_reduce_mean(s[k] / nn_, ctx) for k in ("kd", "re", "task", "anchor", "acc")}
             rec["tasks"][it.task.name] = {"loss_kd": tr["kd"], "loss_re": tr["re"], "loss_task": tr["task"],
+                                          **({"loss_anchor": tr["anchor"]} if s2.lambda_anchor > 0 else {}),
                                           "train_acc": tr["acc"], **vals}
             last_val[it.task.name] = vals
         rec["loss"] = sum(s2.lambda_kd * v["loss_kd"] + s2.lambda_re * v["loss_re"] + s2.lambda_task * v["loss_task"]
-                          for v in rec["tasks"].values()) / len(items)
+                          + s2.lambda_anchor * v.get("loss_anchor", 0.0) for v in rec["tasks"].values()) / len(items)
         elapsed = time.time() - t0
         rec["time_s"] = round(elapsed, 3)
         if logger:

@@ -145,6 +145,7 @@ class Stage2Section:
     lambda_kd: NonNegFloat = 1.0  # lambda_KD of Eq. (26): MSE(h_tilde, h^Tea)
     lambda_re: NonNegFloat = 1.0  # lambda_RE of Eq. (26): MSE(h_tilde, h)
     lambda_task: NonNegFloat = 1.0  # lambda_task of Eq. (26): cross-entropy of the head
+    lambda_anchor: NonNegFloat = 0.0  # not in Eq. (26): stage 1's MSE(h, h^Tea) kept in stage 2 (holds h's scale); 0 = paper
     snr_db_range: DbRange = field(default_factory=lambda: [5.0, 20.0])  # training SNR drawn uniformly in [lo, hi] dB
     channels: Channels = field(default_factory=lambda: ["awgn", "rayleigh"])  # training channels, one drawn per batch
 

@@ -248,3 +248,32 @@ def test_fig6_curves_keep_the_number_of_images_per_point(tmp_path):
     run = report.collect_run(run_dir)
     assert run["curves"]["rkd-sc"]["awgn"] == {-10.0: 0.3, 25.0: 0.5}
     assert run["curve_n"]["rkd-sc"]["awgn"] == {-10.0: 5000, 25.0: 4000}
+
+
+def test_kept_inputs_regenerate_the_same_report_without_the_runs(tmp_path):
+    """--keep-inputs copies each run's report inputs to DIR/<name>/; with the work dirs gone, a
+    report over the copies has the same claims, and a large non-summary file is refused."""
+    import shutil
+
+    runs = make_runs(tmp_path)
+    (runs[0] / "stage1").mkdir()
+    (runs[0] / "stage1" / "student.safetensors").write_bytes(b"\0" * 100)  # not a report input
+    kept = tmp_path / "docs" / "runs"
+    first = report.generate([str(r) for r in runs], tmp_path / "a" / "reproduction.md", keep_inputs=kept)
+    assert sorted(p.name for p in kept.iterdir()) == ["cifar10-cpu", "tinyimagenet-cpu"]  # "missing" has none
+    assert (kept / "cifar10-cpu" / "search-darts" / "arch.json").is_file()
+    assert not (kept / "cifar10-cpu" / "stage1").exists()
+    shutil.rmtree(tmp_path / "runs")
+    again = report.generate([str(kept / "cifar10-cpu"), str(kept / "tinyimagenet-cpu"), str(runs[2])],
+                            tmp_path / "b" / "reproduction.md")
+    strip = lambda cs: [{k: v for k, v in c.items() if k != "source"} for c in cs]  # noqa: E731
+    assert strip(again["claims"]) == strip(first["claims"])
+    assert again["verdict_counts"] == first["verdict_counts"]
+
+    big = tmp_path / "big"
+    (big / "eval").mkdir(parents=True)
+    with open(big / "eval" / "huge.json", "wb") as f:
+        f.truncate(report.SNAPSHOT_MAX_BYTES + 1)
+    with pytest.raises(ValueError, match="huge.json"):
+        report.snapshot_run(big, tmp_path / "kept-big")
+    assert not (tmp_path / "kept-big").exists()

@@ -193,3 +193,27 @@ def test_several_transmitters_train_jointly_and_export(tmp_path_factory, tmp_pat
     assert [(t.name, t.compact_dim, t.symbols_per_image) for t in b.tasks.values()] == [
         ("digits-smoke", 12, 6), ("digits-smoke-b", 32, 16)]  # floor(64 * 0.2), floor(64 * 0.5)
     assert b.manifest["provenance"]["method"] == "rkd-sc"
+
+
+def test_stage2_anchor_holds_the_encoder_near_the_teacher(trained):
+    """``stage2.lambda_anchor`` keeps stage 1's MSE(h, h^Tea) in the stage-2 loss: it is logged,
+    and the stage-2 student's feature MSE to the teacher ends lower than without it (the
+    detached L_RE target leaves the encoder's output free to drift)."""
+    from rkdsc.common.data.datasets import build_datasets
+    from rkdsc.common.models.registry import load_trained
+    from rkdsc.common.train.distill import feature_mse, run_stage2
+    from rkdsc.common.train.features import preset_teacher_features
+    from rkdsc.common.train.teacher import get_teacher
+
+    wd = trained["wd"]
+    p = smoke(**{"stage2.lambda_anchor": 1.0})
+    run_stage2(p, wd, log=QUIET, out_name="stage2-anchor")
+    recs = log_records(wd / "stage2-anchor" / "log.jsonl")
+    assert all(r["tasks"]["digits"]["loss_anchor"] >= 0 for r in recs)
+    assert "loss_anchor" not in log_records(wd / "stage2" / "log.jsonl")[-1]["tasks"]["digits"]
+    _, val_ds, _ = build_datasets(p)
+    feats = preset_teacher_features(p, wd, get_teacher(p, wd, log=QUIET, device=torch.device("cpu")), val_ds)
+    mse = {name: feature_mse(load_trained(wd / name / "digits")[0].student, val_ds, feats, 64, torch.device("cpu"))
+           for name in ("stage2", "stage2-anchor")}
+    assert mse["stage2-anchor"] < mse["stage2"], mse
+    assert recs[-1]["tasks"]["digits"]["loss_anchor"] == pytest.approx(mse["stage2-anchor"], rel=0.5)
