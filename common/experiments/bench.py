@@ -454,11 +454,18 @@ def bench_channel(symbols_per_frame: int, frames: int = 4096, per_frame_calls: i
                                 .astype(np.complex64))
     out: dict[str, Any] = {"symbols_per_frame": k, "frames": frames, "per_frame_calls": per_frame_calls}
 
-    def per_call_ns(block: np.ndarray, fading: str, g: np.random.Generator, calls: int, fn=channel.simulate) -> float:
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn(block, snr_db, fading, g, equalize=True, k_factor=channel.DEFAULT_K_FACTOR)
-        return (time.perf_counter() - t) / (calls * block.shape[0] * k) * 1e9
+    def per_call_ns(block: np.ndarray, fading: str, g: np.random.Generator, calls: int, fn=channel.simulate,
+                    repeats: int = 5) -> float:
+        """Median over ``repeats`` timed loops of ``calls`` calls, after one warm-up call (as the
+        batched reference: the median of 5)."""
+        fn(block, snr_db, fading, g, equalize=True, k_factor=channel.DEFAULT_K_FACTOR)
+        loops = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(calls):
+                fn(block, snr_db, fading, g, equalize=True, k_factor=channel.DEFAULT_K_FACTOR)
+            loops.append((time.perf_counter() - t) / (calls * block.shape[0] * k) * 1e9)
+        return float(statistics.median(loops))
 
     for fading in dict.fromkeys((*fadings, relay_fading)):
         g = np.random.default_rng(1)
