@@ -397,7 +397,7 @@ class EdgeClient:
                             log.warning("edge %s: result for unknown or timed-out frame %d", self.tx.id, res.frame_id)
                             continue
                         window.release()
-                        self._fill(e, res, now, flush=False)
+                        self._fill(e, res, now)
                         bar.update(1)
                     self._flush_log()  # one write per received message, not per record
                 with lock:
@@ -510,13 +510,15 @@ class EdgeClient:
             bar.close()
         return error[0] if error else None
 
-    def _fill(self, e: _Entry, res: pb.Result, now: float, flush: bool = True) -> None:
+    def _fill(self, e: _Entry, res: pb.Result, now: float) -> None:
+        """Make a received Result an entry's outcome; its record is written unflushed (the
+        receiver flushes the log once per message)."""
         r: dict[str, Any] = {"link_snr_db": res.link.effective_snr_db if res.HasField("link") else None,
                              "latency_ms": (now - e.t_encode) * 1e3, "rtt_ms": (now - e.t_sent) * 1e3}
         if res.error.code != 0:
             code = status_code_from_value(res.error.code, None)
             name = code.name if code is not None else str(res.error.code)
-            self._complete(e, flush, **r, error=f"{name}: {res.error.message}", error_code=name)
+            self._complete(e, flush=False, **r, error=f"{name}: {res.error.message}", error_code=name)
             return
         r.update(predicted_class=res.predicted_name, predicted_index=res.predicted_class,
                  score=float(res.score), top_k=[[c.name, float(c.score)] for c in res.top_k],
@@ -525,7 +527,7 @@ class EdgeClient:
                  codec=res.codec, symbols=int(res.symbols_per_image) or None)  # what the server decoded
         if self.medium is not None:
             r.update(self.medium.record(res))  # emulated_ms, emulated_capture_s, distance_m, channel_snr_db
-        self._complete(e, flush, **r)
+        self._complete(e, flush=False, **r)
 
     def summarize(self, records: list[dict], wall_s: float, stats: dict, stream_error: str | None,
                   images_dir: Path | None = None) -> dict:

@@ -1014,9 +1014,9 @@ def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | 
         names = [Path(d).resolve().name for d in run_dirs]
         if len(set(names)) != len(names):
             raise ValueError(f"--keep-inputs: runs with the same folder name {names}: their copies would collide")
-        for d in run_dirs:
+        for d, name in zip(run_dirs, names):
             if Path(d).is_dir():
-                snapshot_run(d, Path(keep_inputs) / Path(d).resolve().name)
+                snapshot_run(d, Path(keep_inputs) / name)
     runs = [collect_run(d) for d in run_dirs]
     prof_docs, abl_docs, bench_docs = _read_docs(profiles), _read_docs(ablations), _read_docs(benches)
     text, summary = render(runs, prof_docs, abl_docs, out_md, fig_dir, command, bench_docs)
