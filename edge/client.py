@@ -85,6 +85,7 @@ class _Entry:
     t_encode: float = 0.0       # perf_counter at the start of its batch's encode
     t_sent: float = 0.0         # perf_counter when handed to gRPC
     done: bool = False          # its outcome is final (answered or failed) and was written out
+    line: str = ""              # its record as written to results.jsonl (reused by the final rewrite)
 
 
 class _ResultLog:
@@ -99,22 +100,28 @@ class _ResultLog:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "w", encoding="utf-8")
 
-    def write(self, record: dict, flush: bool = True) -> None:
-        if self._fh is not None:
-            self._fh.write(json.dumps(record) + "\n")
-            if flush:
-                self._fh.flush()
+    def write(self, record: dict, flush: bool = True) -> str:
+        """Append the record; returns its line (kept by the caller for ``finish``)."""
+        if self._fh is None:
+            return ""
+        line = json.dumps(record) + "\n"
+        self._fh.write(line)
+        if flush:
+            self._fh.flush()
+        return line
 
     def flush(self) -> None:
         if self._fh is not None:
             self._fh.flush()
 
-    def finish(self, records: list[dict]) -> None:
+    def finish(self, lines: list[str]) -> None:
+        """Rewrite the file as ``lines`` (the records' lines as ``write`` returned them, in file
+        order: every record is serialized once)."""
         if self._fh is None:
             return
         self._fh.close()
         self._fh = None
-        _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        _write_atomic(self.path, "".join(lines))
 
     def close(self) -> None:
         if self._fh is not None:
@@ -215,7 +222,7 @@ class EdgeClient:
             e.record.update(fields)
             e.done = True
             if self._log is not None:
-                self._log.write(e.record, flush=flush)
+                e.line = self._log.write(e.record, flush=flush)  # final: the record no longer changes
             return True
 
     def _flush_log(self) -> None:
@@ -314,8 +321,9 @@ class EdgeClient:
             why = f"no result: {stream_error or 'stream ended early'}"
             for e in entries:
                 self._complete(e, error=why, error_code="NO_RESULT")  # only those still open
-            records = [e.record for e in entries] + [e.record for e in skipped]
-            self._log.finish(records)
+            done = entries + skipped
+            records = [e.record for e in done]
+            self._log.finish([e.line or json.dumps(e.record) + "\n" for e in done])
         finally:
             self._log.close()
             self._log = None

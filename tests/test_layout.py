@@ -147,3 +147,15 @@ def test_a_built_wheel_holds_one_top_level_package(tmp_path):
     for must in ("rkdsc/common/channel/__init__.py", "rkdsc/server/service.py", "rkdsc/v1/emulator_pb2.py",
                  "rkdsc/common/train/presets/smoke.toml", "rkdsc/common/service/__init__.py"):
         assert must in names, f"{must} missing from the wheel"
+
+
+@pytest.mark.parametrize("path,ignored", [("docs/runs/cifar10-cpu/results.json", False),
+                                          ("runs/cifar10-cpu/results.json", True)])
+def test_kept_report_inputs_are_not_git_ignored(path, ignored):
+    """``rkdsc report --keep-inputs docs/runs`` writes inputs meant to be committed; only the top-level
+    work folder ``runs/`` is ignored (a bare ``runs/`` pattern once hid docs/runs and they were lost)."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    rc = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode
+    assert rc in (0, 1), f"git check-ignore failed with {rc}"
+    assert (rc == 0) is ignored, f"{path}: git-ignored={rc == 0}, expected {ignored}"

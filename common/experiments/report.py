@@ -876,7 +876,9 @@ def render(runs: list[dict], profiles: list[dict], extra_ablations: list[dict], 
                 if res.get(key) is not None:
                     parts.append(fmt.format(res[key]))
             if res.get("wall_s") is not None:
-                parts.append(f"wall time {res['wall_s']:.0f} s")
+                calls = res.get("calls") or 1
+                parts.append(f"wall time {res['wall_s']:.0f} s" + (f" over {calls} calls of `rkdsc train --resume`"
+                                                                 if calls > 1 else ""))
             line = ", ".join(parts) + "."
             if t:
                 line += (f" Teacher `{t.get('label') or t.get('name')}` ({t.get('source') or 'source not recorded'}"

@@ -52,12 +52,79 @@ def _acc_at(points: list[dict], snr_db: float) -> float | None:
     return None
 
 
+class StepLedger:
+    """Seconds per pipeline step, summed over every ``rkdsc train`` call on one work dir
+    (WORKDIR/steps.json), so a resumed run reports what its steps cost in all, not what the last
+    call spent reusing them. A step interrupted part way (Ctrl-C, SIGTERM, an exception) keeps the
+    time it ran; a SIGKILL loses the current call's unsaved time (the file is written after every
+    step). A call without ``resume`` starts the ledger over, since it retrains every step.
+
+    File: ``{"steps_s": {step: seconds}, "calls": [{"started", "wall_s", "ended": "finished" |
+    "interrupted: <exception>"}]}``."""
+
+    def __init__(self, workdir: Path, resume: bool):
+        self.path = workdir / "steps.json"
+        data = (_read(self.path) or {}) if resume else {}
+        self.steps_s: dict[str, float] = {k: float(v) for k, v in (data.get("steps_s") or {}).items()}
+        self.calls: list[dict] = list(data.get("calls") or [])
+        self.t_call = time.time()
+        self.calls.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.t_call)),
+                           "wall_s": 0.0, "ended": "running"})
+        self._current: tuple[str, float] | None = None
+
+    def start(self, name: str) -> None:
+        self._current = (name, time.time())
+
+    def finish(self) -> None:
+        if self._current is not None:
+            name, t0 = self._current
+            self.steps_s[name] = round(self.steps_s.get(name, 0.0) + time.time() - t0, 2)
+            self._current = None
+        self.save()
+
+    def end(self, how: str) -> None:
+        self.finish()
+        self.calls[-1].update(wall_s=round(time.time() - self.t_call, 2), ended=how)
+        self.save()
+
+    @property
+    def wall_s(self) -> float:
+        """Wall time of every call so far, this one up to now."""
+        return round(sum(c["wall_s"] for c in self.calls[:-1]) + time.time() - self.t_call, 2)
+
+    def save(self) -> None:
+        self.calls[-1]["wall_s"] = round(time.time() - self.t_call, 2)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"steps_s": self.steps_s, "calls": self.calls}, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(self.path)
+
+
 def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, skip_darts: bool = False,
                  resume: bool = False, snrs_db: list[float] | None = None, eval_limit: int | None = None,
                  time_cache: bool = True, log: Callable[[str], None] = print,
                  baselines: Sequence[str] = BASELINES) -> dict:
     """Run every step for ``preset`` in ``workdir``; returns the results.json content.
-    ``baselines``: the baseline methods to train, export and evaluate (none with ``skip_baselines``)."""
+    ``baselines``: the baseline methods to train, export and evaluate (none with ``skip_baselines``).
+    Step times and the wall time add up over resumed calls (``StepLedger``): ``steps_s`` and
+    ``wall_s`` are totals over ``calls`` calls, ``wall_s_last_call`` is this call's."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ledger = StepLedger(workdir, resume)
+    try:
+        results = _run_steps(preset, workdir, ledger=ledger, skip_baselines=skip_baselines, skip_darts=skip_darts,
+                             resume=resume, snrs_db=snrs_db, eval_limit=eval_limit, time_cache=time_cache,
+                             log=log, baselines=baselines)
+    except BaseException as exc:
+        ledger.end(f"interrupted: {type(exc).__name__}")
+        raise
+    ledger.end("finished")
+    return results
+
+
+def _run_steps(preset, workdir: Path, *, ledger: StepLedger, skip_baselines: bool, skip_darts: bool,
+               resume: bool, snrs_db: list[float] | None, eval_limit: int | None, time_cache: bool,
+               log: Callable[[str], None], baselines: Sequence[str]) -> dict:
+    """``run_pipeline``'s steps, timed by ``ledger``."""
     import torch
 
     from rkdsc.common.models.complexity import count_params
@@ -68,19 +135,13 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
     from rkdsc.common.train.search import run_search
     from rkdsc.common.train.teacher import get_teacher
 
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     snrs = list(snrs_db or DEFAULT_SNRS_DB)
-    steps_s: dict[str, float] = {}
-    t_all = time.time()
+    t_call = time.time()
 
     def step(name: str) -> Callable[[], None]:
-        t0 = time.time()
+        ledger.start(name)
         log(f"== {name}")
-
-        def done() -> None:
-            steps_s[name] = round(time.time() - t0, 2)
-        return done
+        return ledger.finish
 
     # 1. teacher ------------------------------------------------------------------------------
     done = step("teacher")
@@ -217,7 +278,9 @@ def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, s
         "eval": {"snrs_db": snrs, "channels": list(EVAL_CHANNELS), "split": curves[0]["data"],
                  "n": curves[0]["points"][0]["n"], "plot": str(workdir / "eval" / "fig6.png")},
         "feature_cache": cache,
-        "steps_s": steps_s, "wall_s": round(time.time() - t_all, 2),
+        # totals over every call on this work dir (StepLedger), and this call's own wall time
+        "steps_s": dict(ledger.steps_s), "wall_s": ledger.wall_s, "calls": len(ledger.calls),
+        "wall_s_last_call": round(time.time() - t_call, 2),
     }
     if "darts" in search:
         k, d = search["kdl-darts"], search["darts"]
@@ -275,7 +338,9 @@ def summary_table(results: dict) -> str:
         if isinstance(s, dict):
             lines.append(f"  search {m}: depths {s['depths']}, {_num(s.get('selected_params'), ',')} params, "
                          f"val acc {_num(s.get('val_acc'), '.4f')}")
-    lines.append(f"  wall time {results['wall_s']:.0f} s")
+    calls = results.get("calls") or 1
+    lines.append(f"  wall time {results['wall_s']:.0f} s" + (f" over {calls} calls (this call {results['wall_s_last_call']:.0f} s)"
+                                                          if calls > 1 else ""))
     return "\n".join(lines)
 
 

@@ -116,6 +116,37 @@ def test_resume_skips_finished_steps(run, capsys):
         assert what in out, what
     res2 = json.loads((wd / "results.json").read_text())
     assert {m: res2["methods"][m]["curves"] for m in METHODS} == {m: res["methods"][m]["curves"] for m in METHODS}
+    # step and wall times add up over the two calls: the reused steps keep what they cost the first time
+    assert res["calls"] == 1 and res2["calls"] == 2
+    for name, first in res["steps_s"].items():
+        if name != "feature-cache timing":
+            assert res2["steps_s"][name] >= first, name
+    assert res2["wall_s"] >= res["wall_s"] + res2["wall_s_last_call"] - 0.1
+    assert res2["wall_s_last_call"] < res2["wall_s"]
+    assert "over 2 calls" in out
+
+
+def test_step_times_survive_an_interrupted_call(tmp_path_factory):
+    """A call stopped part way (here Ctrl-C as the first search starts) records the steps it ran in
+    WORKDIR/steps.json; the next --resume call adds to them, a call without --resume starts over."""
+    from rkdsc.common.train.pipeline import StepLedger, run_pipeline
+    from rkdsc.common.train.presets import load_preset
+
+    wd = workdir_with_teacher(tmp_path_factory, "interrupted")
+    preset = load_preset("smoke", FAST)
+
+    def log(line: str) -> None:
+        if line.startswith("== search"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(preset, wd, log=log)
+    ledger = json.loads((wd / "steps.json").read_text())
+    assert set(ledger["steps_s"]) == {"teacher", "search kdl-darts"}
+    assert ledger["steps_s"]["teacher"] > 0
+    assert [c["ended"] for c in ledger["calls"]] == ["interrupted: KeyboardInterrupt"]
+    assert StepLedger(wd, resume=True).steps_s == ledger["steps_s"]
+    assert StepLedger(wd, resume=False).steps_s == {}
 
 
 def test_an_unknown_baseline_is_refused_naming_it(tmp_path, capsys):
