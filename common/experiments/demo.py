@@ -211,13 +211,14 @@ def _ci_text(ci: list[float] | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    w = max([14] + [len(str(r["id"])) + 1 for r in rows])  # the id column fits the longest id
-    head = (f"{'transmitter':<{w}}{'task':<9}{'snr_db':>7} {'fading':<14}{'images':>7}{'answered':>9}"
+    w = max([14] + [len(str(r["id"])) + 1 for r in rows])  # the id and task columns fit the longest value
+    wt = max([9] + [len(str(r["task"])) + 1 for r in rows])
+    head = (f"{'transmitter':<{w}}{'task':<{wt}}{'snr_db':>7} {'fading':<14}{'images':>7}{'answered':>9}"
             f"{'errors':>7}{'accuracy':>9}{'n':>6}{'95% CI':>14}{'p50 ms':>8}{'p99 ms':>8}{'symbols':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lat = r.get("latency_ms") or {}
-        lines.append(f"{r['id']:<{w}}{r['task']:<9}{r['snr_db']:>7.1f} {r['fading']:<14}{r['images']:>7}"
+        lines.append(f"{r['id']:<{w}}{r['task']:<{wt}}{r['snr_db']:>7.1f} {r['fading']:<14}{r['images']:>7}"
                      f"{r['answered']:>9}{r['errors']:>7}{_fmt(r['accuracy'], '.4f'):>9}{_fmt(r.get('labelled'), 'd'):>6}"
                      f"{_ci_text(r.get('accuracy_ci95')):>14}"
                      f"{_fmt(lat.get('p50'), '.2f'):>8}{_fmt(lat.get('p99'), '.2f'):>8}"
@@ -245,11 +246,12 @@ def task_rows(rows: list[dict]) -> list[dict]:
 
 
 def task_table(tasks: list[dict]) -> str:
-    head = (f"{'task':<12}{'devices':>8}{'images':>8}{'answered':>9}{'errors':>7}{'accuracy':>9}{'n':>6}"
+    wt = max([12] + [len(str(t["task"])) + 1 for t in tasks])
+    head = (f"{'task':<{wt}}{'devices':>8}{'images':>8}{'answered':>9}{'errors':>7}{'accuracy':>9}{'n':>6}"
             f"{'95% CI':>14}{'symbols':>8}")
     lines = [head, "-" * len(head)]
     for t in tasks:
-        lines.append(f"{t['task']:<12}{len(t['transmitters']):>8}{t['images']:>8}{t['answered']:>9}{t['errors']:>7}"
+        lines.append(f"{t['task']:<{wt}}{len(t['transmitters']):>8}{t['images']:>8}{t['answered']:>9}{t['errors']:>7}"
                      f"{_fmt(t['accuracy'], '.4f'):>9}{t['labelled']:>6}{_ci_text(t.get('accuracy_ci95')):>14}"
                      f"{_fmt(t.get('symbols_per_image'), 'g'):>8}")
     return "\n".join(lines)
