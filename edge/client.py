@@ -51,7 +51,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import grpc
 import numpy as np
@@ -114,7 +114,7 @@ class _ResultLog:
         if self._fh is not None:
             self._fh.flush()
 
-    def finish(self, lines: list[str]) -> None:
+    def finish(self, lines: Iterable[str]) -> None:
         """Rewrite the file as ``lines`` (the records' lines as ``write`` returned them, in file
         order: every record is serialized once)."""
         if self._fh is None:
@@ -323,7 +323,7 @@ class EdgeClient:
                 self._complete(e, error=why, error_code="NO_RESULT")  # only those still open
             done = entries + skipped
             records = [e.record for e in done]
-            self._log.finish([e.line or json.dumps(e.record) + "\n" for e in done])
+            self._log.finish(e.line or json.dumps(e.record) + "\n" for e in done)  # consumed only with a file
         finally:
             self._log.close()
             self._log = None

@@ -24,6 +24,7 @@ then ``rkdsc train --resume`` picks up their outputs and does the rest.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shlex
 import sys
@@ -68,35 +69,45 @@ class StepLedger:
         self.steps_s: dict[str, float] = {k: float(v) for k, v in (data.get("steps_s") or {}).items()}
         self.calls: list[dict] = list(data.get("calls") or [])
         self.t_call = time.time()
-        self.calls.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.t_call)),
-                           "wall_s": 0.0, "ended": "running"})
+        started = datetime.datetime.fromtimestamp(self.t_call, datetime.timezone.utc).replace(microsecond=0)
+        self.calls.append({"started": started.isoformat(), "wall_s": 0.0, "ended": "running"})
         self._current: tuple[str, float] | None = None
 
     def start(self, name: str) -> None:
         self._current = (name, time.time())
 
-    def finish(self) -> None:
+    def _close_step(self) -> None:
         if self._current is not None:
             name, t0 = self._current
             self.steps_s[name] = round(self.steps_s.get(name, 0.0) + time.time() - t0, 2)
             self._current = None
+
+    def finish(self) -> None:
+        """End the current step and write the file."""
+        self._close_step()
         self.save()
 
     def end(self, how: str) -> None:
-        self.finish()
-        self.calls[-1].update(wall_s=round(time.time() - self.t_call, 2), ended=how)
+        """End the call (``how``: "finished" or "interrupted: <exception>") and write the file."""
+        self._close_step()
+        self.calls[-1]["ended"] = how
         self.save()
+
+    @property
+    def call_s(self) -> float:
+        """Wall time of this call up to now."""
+        return round(time.time() - self.t_call, 2)
 
     @property
     def wall_s(self) -> float:
         """Wall time of every call so far, this one up to now."""
-        return round(sum(c["wall_s"] for c in self.calls[:-1]) + time.time() - self.t_call, 2)
+        return round(sum(c["wall_s"] for c in self.calls[:-1]) + self.call_s, 2)
 
     def save(self) -> None:
-        self.calls[-1]["wall_s"] = round(time.time() - self.t_call, 2)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"steps_s": self.steps_s, "calls": self.calls}, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(self.path)
+        from rkdsc.common.train.common import write_json  # torch is loaded by then (_run_steps)
+
+        self.calls[-1]["wall_s"] = self.call_s
+        write_json(self.path, {"steps_s": self.steps_s, "calls": self.calls})
 
 
 def run_pipeline(preset, workdir: str | Path, *, skip_baselines: bool = False, skip_darts: bool = False,
@@ -136,7 +147,6 @@ def _run_steps(preset, workdir: Path, *, ledger: StepLedger, skip_baselines: boo
     from rkdsc.common.train.teacher import get_teacher
 
     snrs = list(snrs_db or DEFAULT_SNRS_DB)
-    t_call = time.time()
 
     def step(name: str) -> Callable[[], None]:
         ledger.start(name)
@@ -280,7 +290,7 @@ def _run_steps(preset, workdir: Path, *, ledger: StepLedger, skip_baselines: boo
         "feature_cache": cache,
         # totals over every call on this work dir (StepLedger), and this call's own wall time
         "steps_s": dict(ledger.steps_s), "wall_s": ledger.wall_s, "calls": len(ledger.calls),
-        "wall_s_last_call": round(time.time() - t_call, 2),
+        "wall_s_last_call": ledger.call_s,
     }
     if "darts" in search:
         k, d = search["kdl-darts"], search["darts"]
