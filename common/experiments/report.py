@@ -201,6 +201,30 @@ def snapshot_run(run_dir: str | Path, dest: str | Path) -> list[Path]:
     return [dest / f.relative_to(run_dir) for f in files]
 
 
+def snapshot_files(files: Iterable[str | Path], dest_root: str | Path) -> list[Path]:
+    """Copy extra report inputs (``--profile`` / ``--ablation`` / ``--bench`` files) to
+    ``dest_root/<parent folder>/<file name>`` (``runs/paper-scale/profile.json`` ->
+    ``docs/runs/paper-scale/profile.json``), where a later report can be pointed at them.
+    Raises ValueError naming a file above ``SNAPSHOT_MAX_BYTES`` (nothing is copied then)."""
+    import shutil
+
+    files = [Path(f) for f in files if Path(f).is_file()]
+    for f in files:
+        if f.stat().st_size > SNAPSHOT_MAX_BYTES:
+            raise ValueError(f"--keep-inputs: {f} is {f.stat().st_size:,} bytes (more than {SNAPSHOT_MAX_BYTES:,}); "
+                             "not a report summary")
+    out = []
+    for f in files:
+        target = Path(dest_root) / f.resolve().parent.name / f.name
+        if target.resolve() != f.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, target)
+        out.append(target)
+    return out
+
+
 def collect_run(run_dir: str | Path) -> dict:
     """Everything the report needs from one run dir (missing pieces are None / empty)."""
     run_dir = Path(run_dir)
@@ -1008,10 +1032,11 @@ def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | 
              benches: Iterable[str] = (), keep_inputs: str | Path | None = None) -> dict:
     """Write the report and its figures; returns the summary (also written next to it as JSON).
     ``keep_inputs``: copy each existing run's report inputs to ``keep_inputs/<run name>/`` first
-    (``snapshot_run``)."""
+    (``snapshot_run``), and the extra profile / ablation / bench files to
+    ``keep_inputs/<their folder name>/`` (``snapshot_files``; listed in the summary's ``kept``)."""
     out_md = Path(out_md)
     fig_dir = Path(fig_dir) if fig_dir else out_md.parent / "figures"
-    run_dirs = list(run_dirs)
+    run_dirs, profiles, ablations, benches = list(run_dirs), list(profiles), list(ablations), list(benches or [])
     if keep_inputs is not None:
         names = [Path(d).resolve().name for d in run_dirs]
         if len(set(names)) != len(names):
@@ -1019,6 +1044,7 @@ def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | 
         for d, name in zip(run_dirs, names):
             if Path(d).is_dir():
                 snapshot_run(d, Path(keep_inputs) / name)
+        kept = snapshot_files([*profiles, *ablations, *benches], keep_inputs)
     runs = [collect_run(d) for d in run_dirs]
     prof_docs, abl_docs, bench_docs = _read_docs(profiles), _read_docs(ablations), _read_docs(benches)
     text, summary = render(runs, prof_docs, abl_docs, out_md, fig_dir, command, bench_docs)
@@ -1026,6 +1052,8 @@ def generate(run_dirs: Iterable[str], out_md: str | Path, fig_dir: str | Path | 
     out_md.write_text(text, encoding="utf-8")
     out_md.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     summary["markdown"] = str(out_md)
+    if keep_inputs is not None:
+        summary["kept"] = [str(k) for k in kept]
     return summary
 
 
@@ -1047,8 +1075,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", action="append", default=[], metavar="FILE.json",
                    help="`rkdsc bench --out` JSON: the networked-emulator section; repeatable")
     p.add_argument("--keep-inputs", default=None, metavar="DIR",
-                   help="copy each run's report inputs (its small JSON files) to DIR/<run name>/; such a copy "
-                        "works as a --runs DIR later, after the work dir is gone (e.g. docs/runs)")
+                   help="copy each run's report inputs (its small JSON files) to DIR/<run name>/, and each "
+                        "--profile / --ablation / --bench file to DIR/<its folder name>/; such a copy works as a "
+                        "--runs DIR (or --profile FILE ...) later, after the work dir is gone (e.g. docs/runs)")
     return p
 
 
@@ -1076,6 +1105,8 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     counts = summary["verdict_counts"]
     print(f"wrote {summary['markdown']} ({', '.join(f'{n} {v}' for v, n in counts.items() if n)})")
+    for k in summary.get("kept", []):
+        print(f"kept {k}")
     return 0
 
 

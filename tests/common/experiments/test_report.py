@@ -277,3 +277,25 @@ def test_kept_inputs_regenerate_the_same_report_without_the_runs(tmp_path):
     with pytest.raises(ValueError, match="huge.json"):
         report.snapshot_run(big, tmp_path / "kept-big")
     assert not (tmp_path / "kept-big").exists()
+
+
+def test_kept_inputs_include_the_extra_profile_and_ablation_files(tmp_path):
+    """--keep-inputs also copies the --profile / --ablation files (to DIR/<their folder>/): with
+    the originals gone, a report pointed at the copies has the same claims."""
+    import shutil
+
+    runs = make_runs(tmp_path)
+    extra = tmp_path / "scratch" / "paper-scale"
+    extra.mkdir(parents=True)
+    shutil.copyfile(runs[0] / "profile.json", extra / "profile.json")
+    kept = tmp_path / "docs" / "runs"
+    first = report.generate([str(runs[0])], tmp_path / "a" / "reproduction.md", profiles=[str(extra / "profile.json")],
+                            keep_inputs=kept)
+    assert first["kept"] == [str(kept / "paper-scale" / "profile.json")]
+    assert (kept / "paper-scale" / "profile.json").read_bytes() == (extra / "profile.json").read_bytes()
+    shutil.rmtree(tmp_path / "scratch")
+    again = report.generate([str(kept / "cifar10-cpu")], tmp_path / "b" / "reproduction.md",
+                            profiles=[str(kept / "paper-scale" / "profile.json")], keep_inputs=kept)
+    strip = lambda cs: [{k: v for k, v in c.items() if k != "source"} for c in cs]  # noqa: E731
+    assert strip(again["claims"]) == strip(first["claims"])
+    assert again["kept"] == [str(kept / "paper-scale" / "profile.json")]  # already in place: left as it is
