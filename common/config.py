@@ -14,7 +14,7 @@ Contract:
       [basestation]      host port metrics_port server_addr symbol_rate_hz propagation_delay_ms
                          max_message_bytes max_streams
       [[transmitters]]   id (required) task snr_db fading path_gain_db seed images batch_size
-                         initial_snr_estimate_db limit max_in_flight batch_messages
+                         initial_snr_estimate_db limit max_in_flight batch_messages read_ahead
                          result_timeout_s max_failed_fraction medium (table: [transmitters.medium], rkdsc.common.medium.settings)
       [[fleets]]         name id_pattern count (required) seed_base snr_db_range draw_seed distance_m_range
                          azimuth_deg_range + the [[transmitters]] keys less id and seed (docs/fleets.md)
@@ -243,6 +243,8 @@ class TransmitterConfig:
     max_in_flight: Annotated[Int, Field(ge=1, le=100_000)] = 32  # frames sent but not yet answered
     batch_messages: bool = True      # one TransmitBatch message per encoded batch (false: one Frame
                                      # per message on Transmit, the single-frame API)
+    read_ahead: bool = True          # read the next batch's images on a thread while this one encodes
+                                     # (never in stop-and-wait: max_in_flight <= batch_size)
     result_timeout_s: Annotated[Float, Field(ge=0.001, le=86_400.0)] = 60.0  # a frame without a result
                                      # this long after it was sent is an error (DEADLINE_EXCEEDED)
     max_failed_fraction: Annotated[Float, Field(ge=0.0, le=1.0)] = 0.0  # `rkdsc edge` exits 1 when more
@@ -296,6 +298,7 @@ class FleetConfig:
     limit: NonNegInt = 0             # at most this many images per device (0 = all)
     max_in_flight: Annotated[Int, Field(ge=1, le=100_000)] = 32  # frames sent but not yet answered, per device
     batch_messages: bool = True      # one TransmitBatch message per encoded batch (false: Transmit, one Frame each)
+    read_ahead: bool = True          # read the next batch's images on a thread while this one encodes
     result_timeout_s: Annotated[Float, Field(ge=0.001, le=86_400.0)] = 60.0  # a frame without a result
                                      # this long after it was sent is an error (DEADLINE_EXCEEDED)
     max_failed_fraction: Annotated[Float, Field(ge=0.0, le=1.0)] = 0.0  # a device's run fails when more

@@ -49,6 +49,7 @@ import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -445,15 +446,26 @@ class EdgeClient:
 
         receiver = threading.Thread(target=receive, name=f"edge-{self.tx.id}-recv", daemon=True)
         receiver.start()
+        chunks = [entries[i:i + self.tx.batch_size] for i in range(0, len(entries), self.tx.batch_size)]
+        stop_and_wait = self.tx.max_in_flight <= self.tx.batch_size
+        # read ahead: the next batch's images are read on a thread while this one encodes (onnxruntime
+        # releases the GIL). Not in stop-and-wait, where nothing may compete with the frame in flight
+        reader = ThreadPoolExecutor(1, thread_name_prefix=f"edge-{self.tx.id}-read") \
+            if self.tx.read_ahead and not stop_and_wait and len(chunks) > 1 else None
+        load_chunk = lambda chunk: [(e, self._load(e)) for e in chunk]  # noqa: E731
+        ahead = reader.submit(load_chunk, chunks[0]) if reader else None
         try:
-            for start in range(0, len(entries), self.tx.batch_size):
+            for k, chunk in enumerate(chunks):
                 if stop_sending():
                     break
-                if self.tx.max_in_flight <= self.tx.batch_size and not self._window_has_room(window, stop_sending):
+                if stop_and_wait and not self._window_has_room(window, stop_sending):
                     break  # (a window of at most one batch: stop-and-wait; a larger one encodes ahead)
-                chunk = entries[start:start + self.tx.batch_size]
                 t_enc = time.perf_counter()
-                arrays = [(e, self._load(e)) for e in chunk]
+                if ahead is not None:
+                    arrays = ahead.result()
+                    ahead = reader.submit(load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
+                else:
+                    arrays = load_chunk(chunk)
                 good = [(e, a) for e, a in arrays if a is not None]
                 bar.update(len(arrays) - len(good))
                 if not good:
@@ -509,6 +521,8 @@ class EdgeClient:
                     break
             sent_all.set()
         finally:
+            if reader is not None:
+                reader.shutdown(wait=True, cancel_futures=True)  # a batch being read finishes; no more start
             send.close()
             # wait for the results still due, but never longer than result_timeout_s per frame
             while not ended.wait(0.25):

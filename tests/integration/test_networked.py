@@ -34,13 +34,17 @@ def in_process_reference(bundle, tx, sample_dir):
     return out
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["TransmitBatch", "Transmit"])
-def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, bundle, sample_dir, tmp_path, batched):
+@pytest.mark.parametrize("batched,read_ahead", [(True, True), (True, False), (False, True)],
+                         ids=["TransmitBatch", "TransmitBatch-no-read-ahead", "Transmit"])
+def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, bundle, sample_dir, tmp_path, batched,
+                                                                      read_ahead):
     # batched messages (one channel call per message) and single frames give the in-process
-    # pipeline's results for the same seeds: the k-th frame of a link sees the k-th draw either way
+    # pipeline's results for the same seeds: the k-th frame of a link sees the k-th draw either way,
+    # whether the edge reads the next batch's images on a thread (read_ahead) or not
     cfg = services.cfg
     for tx in cfg.transmitters:
         tx.batch_messages = batched
+        tx.read_ahead = read_ahead
     summaries, errors = {}, []
 
     def run(tx):
