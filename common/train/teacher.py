@@ -17,6 +17,9 @@ frozen, eval mode):
   the load average. Writes ``workdir/teacher/teacher.safetensors`` (a whole-Teacher state dict,
   ``backbone.*`` keys), ``head.safetensors`` (the linear classifier) and ``teacher.json``
   (val accuracy, epochs, time, history, the build arguments, sha256, the content key).
+  Interrupted, it resumes: after each epoch ``workdir/teacher/checkpoint/`` holds the weights,
+  optimizer, schedule, history and generator states (with the content key); the next call goes on
+  from the last whole epoch (bit-exact with ``data.num_workers = 0``) and removes it when done.
 * Reuse by content: ``teacher_fingerprint(preset)`` is the teacher section (less checkpoint,
   cache_dir and train_threads), the seed and the data's identity (data settings plus sha256 of
   the train and validation images and labels); its sha256 is the teacher's key. A finished
@@ -46,8 +49,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from rkdsc.common.train.common import (file_sha256, load_weights, make_loader, pick_device, progress, save_weights,
-                                 seed_everything, write_json)
+from rkdsc.common.train.common import (file_sha256, load_checkpoint, load_weights, make_loader, pick_device, progress,
+                                       save_checkpoint, save_weights, seed_everything, write_json)
 
 
 class TeacherError(RuntimeError):
@@ -235,16 +238,30 @@ def _train_teacher(preset, out_dir: Path, log: Callable[[str], None], device: to
                          drop_last=len(train_ds) > t.batch_size)
     total = max(1, t.train_epochs * len(loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, t.train_warmup, t.train_schedule))
-    history, t0, c0 = [], time.time(), time.process_time()
+    key = teacher_key(fingerprint)
+    ckpt = out_dir / "checkpoint"
+    resumed = _resume_state(ckpt, key, t.train_epochs, log)
+    history, start, t_prev, c_prev = [], 0, 0.0, 0.0
+    if resumed is not None:
+        load_checkpoint(ckpt, {"teacher": teacher, "head": head}, {"opt": opt, "sched": sched})
+        history, start = resumed["history"], int(resumed["epoch"])
+        t_prev, c_prev = float(resumed["time_s"]), float(resumed["cpu_s"])
+        g.set_state(_rng_from_hex(resumed["rng"]["augment"]))
+        torch.set_rng_state(_rng_from_hex(resumed["rng"]["torch"]))
+        log(f"teacher: resuming after epoch {start}/{t.train_epochs} from {ckpt} "
+            f"(val acc {history[-1]['val_acc']:.4f})")
+    t0, c0 = time.time() - t_prev, time.process_time() - c_prev
     n_params = sum(p.numel() for p in backbone.parameters())
     log(f"teacher: training {teacher.label} ({n_params / 1e6:.2f}M params) for "
         f"{t.train_epochs} epochs on {len(train_ds)} images ({len(classes)} classes), device {device}, "
         f"{torch.get_num_threads()} threads, {t.train_optimizer} lr {t.train_lr:g} ({t.train_schedule})")
-    for epoch in range(t.train_epochs):
+    for epoch in range(start, t.train_epochs):
         backbone.train()
         head.train()
         tot_loss, tot_correct, tot_n = 0.0, 0, 0
         te, ce = time.time(), time.process_time()
+        if resumed is not None and epoch == start:  # the data order continues where it stopped (exactly
+            loader.generator.set_state(_rng_from_hex(resumed["rng"]["loader"]))  # with num_workers = 0)
         for x, y in progress(loader, desc=f"teacher {epoch + 1}/{t.train_epochs}"):
             x = augment_batch(x, preset.data.augment, g).to(device)
             y = y.to(device)
@@ -270,6 +287,12 @@ def _train_teacher(preset, out_dir: Path, log: Callable[[str], None], device: to
                "epoch_s": round(time.time() - te, 2), "epoch_cpu_s": round(time.process_time() - ce, 2),
                "load_avg_1m": round(os.getloadavg()[0], 2)}
         history.append(rec)
+        if epoch + 1 < t.train_epochs:  # an interrupted training resumes after the last whole epoch
+            save_checkpoint(ckpt, {"teacher": teacher, "head": head}, {"opt": opt, "sched": sched},
+                            {"epoch": epoch + 1, "epochs": t.train_epochs, "key": key, "history": history,
+                             "time_s": time.time() - t0, "cpu_s": time.process_time() - c0,
+                             "rng": {"augment": _rng_hex(g.get_state()), "torch": _rng_hex(torch.get_rng_state()),
+                                     "loader": _rng_hex(loader.generator.get_state())}})
         log(f"teacher epoch {epoch + 1}/{t.train_epochs}: loss {rec['loss']:.4f} train acc {rec['train_acc']:.4f} "
             f"val acc {val_acc:.4f} ({rec['epoch_s']:.0f} s wall, {rec['epoch_cpu_s']:.0f} s CPU, "
             f"load {rec['load_avg_1m']:.2f}; {rec['time_s']:.0f} s in all)")
@@ -287,7 +310,33 @@ def _train_teacher(preset, out_dir: Path, log: Callable[[str], None], device: to
             "key": teacher_key(fingerprint), "sha256": file_sha256(out_dir / "teacher.safetensors"),
             "device": str(device)}
     write_json(out_dir / "teacher.json", meta)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the finished teacher replaces it
     return meta
+
+
+def _rng_hex(state: torch.Tensor) -> str:
+    return bytes(state.numpy().tobytes()).hex()
+
+
+def _rng_from_hex(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray.fromhex(text), dtype=torch.uint8).clone()
+
+
+def _resume_state(ckpt: Path, key: str, epochs: int, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The state of an interrupted training of this teacher (same content key and epoch count), or
+    None: no checkpoint, or one of other settings (said, then trained over)."""
+    f = ckpt / "state.json"
+    if not f.is_file():
+        return None
+    try:
+        state = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log(f"teacher: {f} is unreadable ({exc}): training from the start")
+        return None
+    if state.get("key") != key or state.get("epochs") != epochs:
+        log(f"teacher: {ckpt} was written with other settings: training from the start")
+        return None
+    return state
 
 
 def _trainable_features(teacher, x: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,51 @@ def test_another_work_dir_reuses_the_cached_teacher(cnn):
     assert (base / "other" / "teacher" / "head.safetensors").is_file()
 
 
+def test_an_interrupted_teacher_resumes_after_its_last_epoch_and_ends_as_an_uninterrupted_one(cnn):
+    """Training stopped after epoch 2 of 3 (the log call raises, as a kill would stop it) goes on
+    from the checkpoint at the next call: same weights and accuracies as the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from rkdsc.common.train.teacher import get_teacher
+
+    base = cnn["base"]
+    p = cnn_smoke(base / "cache-resume")  # a private cache: the finished teacher must not be reused
+
+    class Killed(Exception):
+        pass
+
+    def killing_log(line: str) -> None:
+        if line.startswith("teacher epoch 2/3"):
+            raise Killed(line)
+
+    with pytest.raises(Killed):
+        get_teacher(p, base / "resumed", log=killing_log, device=torch.device("cpu"))
+    ckpt = base / "resumed" / "teacher" / "checkpoint"
+    assert json.loads((ckpt / "state.json").read_text())["epoch"] == 2
+    assert not (base / "resumed" / "teacher" / "teacher.safetensors").exists()
+    lines: list[str] = []
+    get_teacher(p, base / "resumed", log=lines.append, device=torch.device("cpu"))
+    assert any(line.startswith("teacher: resuming after epoch 2/3") for line in lines)
+    assert [line for line in lines if line.startswith("teacher epoch")][0].startswith("teacher epoch 3/3")
+    assert not ckpt.exists()  # the finished teacher replaces its checkpoint
+    run = lambda wd: json.loads((wd / "teacher" / "teacher.json").read_text())  # noqa: E731
+    a, b = run(base / "resumed"), run(base / "run")
+    assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
+    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
+    wa, wb = (load_file(str(wd / "teacher" / "teacher.safetensors")) for wd in (base / "resumed", base / "run"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a checkpoint of other settings is not resumed from
+    other = cnn_smoke(base / "cache-other", **{"teacher.label_smoothing": 0.2})
+    with pytest.raises(Killed):
+        get_teacher(other, base / "other-settings", log=killing_log, device=torch.device("cpu"))
+    lines.clear()
+    with pytest.raises(Killed):
+        get_teacher(cnn_smoke(base / "cache-empty"), base / "other-settings",
+                    log=lambda s: (lines.append(s), killing_log(s)), device=torch.device("cpu"))
+    assert any("was written with other settings: training from the start" in line for line in lines)
+    assert any(line.startswith("teacher epoch 1/3") for line in lines)
+
+
 def test_a_changed_recipe_or_seed_is_another_key(cnn):
     from rkdsc.common.train.teacher import teacher_fingerprint, teacher_key
 
