@@ -117,6 +117,14 @@ def bench_markdown(doc: dict) -> str:
         lines.append(f"| networked, {e} edge(s), one frame per message (Transmit; before batching) | "
                      f"{_f(rate, '.1f')} | {_f(rate / base if rate and base else None)} | "
                      f"{_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
+    for e, res in (doc.get("networked_no_read_ahead") or {}).items():
+        rate = res.get("images_per_s")
+        spread = ratios.get("no_read_ahead_1_over_inprocess_throughput_rounds") or []
+        ratio = ratios.get("no_read_ahead_1_over_inprocess_throughput", rate / base if rate and base else None)
+        cell = _f(ratio) + (f" ({min(spread):.2f}-{max(spread):.2f})" if len(spread) > 1 else "")
+        lines.append(f"| networked, {e} edge(s), without read-ahead (`read_ahead = false`) | {_f(rate, '.1f')} | "
+                     f"{cell} | {_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | "
+                     f"{_f(res['accuracy'], '.3f')} |")
     lat = doc.get("latency")
     if lat:
         for name, res in (("in-process, batch 1", lat["inprocess"]),
@@ -133,6 +141,11 @@ def bench_markdown(doc: dict) -> str:
     batched = ratios.get("batched_over_single_frame_messages_1_edge")
     if batched:
         lines += ["", f"Batched messages over one frame per message, 1 edge: {batched:.2f}x images/s."]
+    ahead = ratios.get("read_ahead_over_no_read_ahead_1_edge")
+    if ahead:
+        spread = ratios.get("read_ahead_over_no_read_ahead_1_edge_rounds") or []
+        lines += ["", f"Reading the next batch ahead over not, 1 edge: {ahead:.2f}x images/s"
+                      + (f" ({min(spread):.2f}-{max(spread):.2f} over the rounds)." if len(spread) > 1 else ".")]
     runs = [(f"{e} edge(s)", res) for e, res in doc["networked"].items()]
     if lat:
         runs.append(("1 edge, batch 1", lat["networked"]))
