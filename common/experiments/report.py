@@ -461,6 +461,7 @@ def seeds_table(group: list[dict]) -> str:
              + " | ".join(f"{METHOD_LABELS[m]} {s:g} dB" for m, s in cols) + " |",
              "|---|---|---|---|---|" + "---|" * len(cols)]
     accs: dict[tuple, list[float]] = {k: [] for k in cols}
+    params: dict[str, list[float]] = {"kdl-darts": [], "darts": []}
     for r in group:
         archs = r["archs"]
         row = [str(r["results"]["seed"])]
@@ -469,6 +470,8 @@ def seeds_table(group: list[dict]) -> str:
         for m in ("kdl-darts", "darts"):
             v = archs[m].get("selected_params") if m in archs else None
             row.append(f"{v:,}" if isinstance(v, int) else "not run")
+            if isinstance(v, int):
+                params[m].append(float(v))
         for k in cols:
             a = acc(r, k[0], "awgn", k[1])
             row.append(_pct(a))
@@ -476,13 +479,16 @@ def seeds_table(group: list[dict]) -> str:
                 accs[k].append(100.0 * a)
         lines.append("| " + " | ".join(row) + " |")
 
-    def ms(xs: list[float]) -> str:
+    def ms(xs: list[float], spec: str = ".2f") -> str:
         if not xs:
             return "not run"
         m = sum(xs) / len(xs)
-        sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) >= 2 else 0.0
-        return f"{m:.2f} ± {sd:.2f}"
-    lines.append("| mean ± std | | | | | " + " | ".join(ms(accs[k]) for k in cols) + " |")
+        if len(xs) < 2:  # no spread from one value
+            return f"{m:{spec}} (1 seed)"
+        sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+        return f"{m:{spec}} ± {sd:{spec}}"
+    lines.append("| mean ± std | | | " + " | ".join(ms(params[m], ",.0f") for m in ("kdl-darts", "darts")) + " | "
+                 + " | ".join(ms(accs[k]) for k in cols) + " |")
     return "\n".join(lines)
 
 

@@ -65,8 +65,25 @@ def test_markdown_has_the_seed_table_and_the_spread(seeded):
     assert "## Preset `cifar10-cpu` over 3 seeds" in text
     assert "| Seed | KDL-DARTS depths | DARTS depths |" in text
     assert "| 1 | [3, 4, 4, 1] | [5, 2, 5, 2] |" in text
-    assert "| mean ± std | | | | | 89.33 ± 3.06 |" in text  # RKD-SC at 25 dB over the seeds
+    run = report.collect_run(tmp_dir_of(out) / "runs" / "cifar10-cpu-seed0")
+    kdl, darts = (run["archs"][m]["selected_params"] for m in ("kdl-darts", "darts"))  # the same in every seed
+    # the mean row: the searches' parameters (mean ± std), then RKD-SC at 25 dB over the seeds
+    assert f"| mean ± std | | | {kdl:,.0f} ± 0 | {darts:,.0f} ± 0 | 89.33 ± 3.06 |" in text
     assert "(mean of 3 seeds," in text
+
+
+def tmp_dir_of(out):
+    return out.parent.parent  # TMP/docs/reproduction.md -> TMP
+
+
+def test_a_method_of_one_seed_has_no_spread(seeded):
+    _, out = seeded
+    group = [report.collect_run(tmp_dir_of(out) / "runs" / f"cifar10-cpu-seed{s}") for s in RKD_25DB]
+    for r in group[1:]:
+        r["curves"].pop("t-deepsc", None)  # T-DeepSC measured in seed 0 only
+    group[0]["curves"]["t-deepsc"] = {"awgn": {25.0: 0.25, -10.0: 0.1}}
+    mean_row = report.seeds_table(group).splitlines()[-1]
+    assert mean_row.endswith("| 25.00 (1 seed) | 10.00 (1 seed) |")  # one value: no ± 0.00
 
 
 def test_one_seed_is_not_a_group(tmp_path):
