@@ -444,7 +444,9 @@ def mean_claims(group: list[dict]) -> list[dict]:
         xs = [float(v) for v in vals.values()]
         mean = sum(xs) / len(xs) if xs else None
         std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) >= 2 else None
-        c = dict(first, measured=mean, source=f"{preset} (seeds {', '.join(str(s) for s in seeds)})",
+        which = list(vals) if vals else seeds  # the seeds behind the number (a method only one seed ran: that one)
+        label = "seed" if len(which) == 1 else "seeds"
+        c = dict(first, measured=mean, source=f"{preset} ({label} {', '.join(str(s) for s in which)})",
                  verdict=_verdict_on_mean(cid, mean, first["paper"], first))
         c["spread"] = {"n": len(xs), "std": std, "min": min(xs) if xs else None, "max": max(xs) if xs else None,
                        "values": vals, "verdicts": {s: cl[cid]["verdict"] for s, cl in zip(seeds, per_run)}}

@@ -92,3 +92,12 @@ def test_one_seed_is_not_a_group(tmp_path):
     assert report.seed_groups([run]) == {}
     other = report.collect_run(make_runs(tmp_path / "b")[0])  # the same preset and seed again
     assert report.seed_groups([run, other]) == {}
+
+
+def test_a_claim_only_one_seed_measured_names_that_seed(seeded):
+    _, out = seeded
+    group = [report.collect_run(tmp_dir_of(out) / "runs" / f"cifar10-cpu-seed{s}") for s in RKD_25DB]
+    for r in group[1:]:
+        r["curves"]["rkd-sc"].pop("awgn")  # seeds 1 and 2 without the AWGN curve
+    c = next(c for c in report.mean_claims(group) if c["id"] == "gain_over_student_25db")
+    assert c["source"] == "cifar10-cpu (seed 0)" and c["spread"]["n"] == 1 and c["spread"]["std"] is None
