@@ -53,6 +53,7 @@ images named by the task's classes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -68,6 +69,7 @@ import numpy as np
 
 from rkdsc.common.experiments.bench_format import DEFAULT_ROUNDS, bench_markdown, soak_markdown
 from rkdsc.common.cliargs import int_list
+from rkdsc.common.config import TransmitterConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO_ROOT / "deploy" / "bundle"
@@ -204,16 +206,20 @@ def topology_header(path: Path, bundle_dir: Path) -> list[str]:
             "[basestation]", 'host = "127.0.0.1"', "port = 0", "metrics_port = 0", ""]
 
 
+_DEFAULT_READ_AHEAD = next(f.default for f in dataclasses.fields(TransmitterConfig) if f.name == "read_ahead")
+
+
 def write_topology(path: Path, bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int,
                    snr_db: float, fading: str, max_in_flight: int | None = None, batch_messages: bool = True,
-                   read_ahead: bool = True) -> Path:
+                   read_ahead: bool | None = None) -> Path:
     lines = topology_header(path, bundle_dir)
     for i in range(edges):
         lines += ["[[transmitters]]", f'id = "edge-{i + 1}"', f'task = "{task}"', f"snr_db = {float(snr_db)}",
                   f'fading = "{fading}"', f"seed = {i + 1}", f'images = "{Path(images).resolve().as_posix()}"',
                   f"batch_size = {batch_size}", f"limit = {n}"]
         lines += ([f"max_in_flight = {int(max_in_flight)}"] if max_in_flight else [])
-        lines += ([] if batch_messages else ["batch_messages = false"]) + ([] if read_ahead else ["read_ahead = false"])
+        lines += ([] if batch_messages else ["batch_messages = false"])
+        lines += [] if read_ahead is None else [f"read_ahead = {'true' if read_ahead else 'false'}"]
         lines += [""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -273,7 +279,8 @@ def _edge_window(out: Path, rows: list[dict]) -> float:
 
 def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int, snr_db: float,
                     fading: str, work: Path, timeout_s: float, tag: str = "", max_in_flight: int | None = None,
-                    symbols_per_frame: int | None = None, batch_messages: bool = True, read_ahead: bool = True) -> dict:
+                    symbols_per_frame: int | None = None, batch_messages: bool = True,
+                    read_ahead: bool | None = None) -> dict:
     from rkdsc.common.experiments.demo import DemoError, run_demo
 
     out = work / f"net-{edges}{tag}"
@@ -320,7 +327,8 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
         "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},
         "rtt_ms": {"p50": _percentile(rtt, 50), "p99": _percentile(rtt, 99)},
         "service_latency_ms": {"p50": _percentile(svc, 50), "p99": _percentile(svc, 99)},
-        "batch_messages": batch_messages, "read_ahead": read_ahead,
+        "batch_messages": batch_messages,
+        "read_ahead": bool(_DEFAULT_READ_AHEAD if read_ahead is None else read_ahead),
         "edge_wall_s": edge_wall, "edge_window_s": window, "total_wall_s": total_s,
         "startup_and_teardown_s": max(0.0, total_s - window),
         "accuracy": (sum(r["accuracy"] for r in labelled) / len(labelled)) if labelled else None,
@@ -653,7 +661,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         lat_ip: list[dict] = []
         lat_net: list[dict] = []
         frame_msgs: list[dict] = []  # 1 edge, one Frame per message (Transmit): the data plane before batching
-        no_ahead: list[dict] = []  # 1 edge, batched, without reading ahead (read_ahead = false)
+        ahead: list[dict] = []  # 1 edge, batched, reading the next batch ahead (read_ahead = true)
         for k in range(rounds):
             at = f" (round {k + 1}/{rounds})" if rounds > 1 else ""
             log(f"bench: in-process pipeline on {len(paths)} images{at} ...")
@@ -668,10 +676,10 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                 frame_msgs.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
                                                   fading, work, timeout_s, tag=f"-frames-r{k + 1}",
                                                   symbols_per_frame=k_sym, batch_messages=False))
-                log(f"bench: networked, 1 edge, without read-ahead x {len(paths)} images{at} ...")
-                no_ahead.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
-                                                fading, work, timeout_s, tag=f"-no-read-ahead-r{k + 1}",
-                                                symbols_per_frame=k_sym, read_ahead=False))
+                log(f"bench: networked, 1 edge, with read-ahead x {len(paths)} images{at} ...")
+                ahead.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
+                                             fading, work, timeout_s, tag=f"-read-ahead-r{k + 1}",
+                                             symbols_per_frame=k_sym, read_ahead=True))
             if lat_paths:
                 log(f"bench: batch-1 latency, one frame in flight, {len(lat_paths)} images, in-process and "
                     f"networked{at} ...")
@@ -683,8 +691,8 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         doc["networked"] = {e: _merge_rounds(res) for e, res in net.items()}
         if frame_msgs:
             doc["networked_single_frame_messages"] = {"1": _merge_rounds(frame_msgs)}
-        if no_ahead:
-            doc["networked_no_read_ahead"] = {"1": _merge_rounds(no_ahead)}
+        if ahead:
+            doc["networked_read_ahead"] = {"1": _merge_rounds(ahead)}
         if lat_paths:
             doc["latency"] = {"images": len(lat_paths), "batch_size": 1, "max_in_flight": 1,
                               "inprocess": _merge_rounds(lat_ip), "networked": _merge_rounds(lat_net)}
@@ -744,9 +752,9 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                          if f.get("images_per_s") and i.get("images_per_s")]
             if per_round:
                 r["single_frame_messages_1_over_inprocess_throughput"] = float(statistics.median(per_round))
-        if no_ahead and "1" in net:
-            for key, num, den in (("read_ahead_over_no_read_ahead_1_edge", net["1"], no_ahead),
-                                  ("no_read_ahead_1_over_inprocess_throughput", no_ahead, inproc)):
+        if ahead and "1" in net:
+            for key, num, den in (("read_ahead_over_no_read_ahead_1_edge", ahead, net["1"]),
+                                  ("read_ahead_1_over_inprocess_throughput", ahead, inproc)):
                 per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(num, den)
                              if a.get("images_per_s") and b.get("images_per_s")]
                 if per_round:
@@ -1055,7 +1063,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkdsc bench",
         description="Side-by-side benchmarks in one run: in-process pipeline vs the networked topology (server + "
-                    "relay + 1, 3 and 32 edge processes over gRPC; 1 edge also with one frame per message and without "
+                    "relay + 1, 3 and 32 edge processes over gRPC; 1 edge also with one frame per message and with "
                     "read-ahead, for comparison), the batch-1 latency with one frame in flight, "
                     "edge encoder torch vs onnxruntime (batch 1 and 32), the relay's channel cost per symbol as it "
                     "calls it (AWGN, Rayleigh) and bytes on the wire per image vs the raw image, with the data-plane "

@@ -117,12 +117,12 @@ def bench_markdown(doc: dict) -> str:
         lines.append(f"| networked, {e} edge(s), one frame per message (Transmit; before batching) | "
                      f"{_f(rate, '.1f')} | {_f(rate / base if rate and base else None)} | "
                      f"{_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
-    for e, res in (doc.get("networked_no_read_ahead") or {}).items():
+    for e, res in (doc.get("networked_read_ahead") or {}).items():
         rate = res.get("images_per_s")
-        spread = ratios.get("no_read_ahead_1_over_inprocess_throughput_rounds") or []
-        ratio = ratios.get("no_read_ahead_1_over_inprocess_throughput", rate / base if rate and base else None)
+        spread = ratios.get("read_ahead_1_over_inprocess_throughput_rounds") or []
+        ratio = ratios.get("read_ahead_1_over_inprocess_throughput", rate / base if rate and base else None)
         cell = _f(ratio) + (f" ({min(spread):.2f}-{max(spread):.2f})" if len(spread) > 1 else "")
-        lines.append(f"| networked, {e} edge(s), without read-ahead (`read_ahead = false`) | {_f(rate, '.1f')} | "
+        lines.append(f"| networked, {e} edge(s), with read-ahead (`read_ahead = true`) | {_f(rate, '.1f')} | "
                      f"{cell} | {_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | "
                      f"{_f(res['accuracy'], '.3f')} |")
     lat = doc.get("latency")
