@@ -1,4 +1,8 @@
-"""Child-process hygiene shared by the service entry points (stdlib only).
+"""Child-process hygiene shared by the service entry points, and the CPU threads a process may use
+(stdlib only).
+
+``env_threads()`` reads ``RKDSC_THREADS`` (an int >= 1; unset: None, the library's default), the
+one knob for torch's intra-op threads in training and onnxruntime's in offline evaluation.
 
 A parent that starts services (``rkdsc demo``, ``rkdsc bench``) sets ``RKDSC_PARENT_PID`` in the
 child's environment; the child then calls :func:`die_with_parent` first thing, so that on Linux it
@@ -12,7 +16,22 @@ import os
 import signal
 
 PARENT_PID_ENV = "RKDSC_PARENT_PID"
+THREADS_ENV = "RKDSC_THREADS"
 _PR_SET_PDEATHSIG = 1
+
+
+def env_threads() -> int | None:
+    """$RKDSC_THREADS as an int >= 1, or None when unset or empty (ValueError naming it otherwise)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        k = int(raw)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ValueError(f"{THREADS_ENV}: expected an int >= 1, got {raw!r}")
+    return k
 
 
 def die_with_parent(env: dict[str, str] | None = None) -> bool:

@@ -105,26 +105,25 @@ def bench_markdown(doc: dict) -> str:
              "| path | images/s | x in-process | p50 ms | p99 ms | accuracy |", "|---|---|---|---|---|---|",
              f"| in-process | {_f(base, '.1f')} | 1.00 | {_f(ip['latency_ms']['p50'])} | "
              f"{_f(ip['latency_ms']['p99'])} | {_f(ip['accuracy'], '.3f')} |"]
-    for e, res in doc["networked"].items():
+    def rate_row(name: str, res: dict, ratio_key: str) -> str:
+        """A networked run's row: images/s, its ratio to in-process (median and range over the rounds)."""
         rate = res.get("images_per_s")
-        ratio = ratios.get(f"networked_{e}_over_inprocess_throughput", rate / base if rate and base else None)
-        spread = ratios.get(f"networked_{e}_over_inprocess_throughput_rounds") or []
+        ratio = ratios.get(ratio_key, rate / base if rate and base else None)
+        spread = ratios.get(ratio_key + "_rounds") or []
         cell = _f(ratio) + (f" ({min(spread):.2f}-{max(spread):.2f})" if len(spread) > 1 else "")
-        lines.append(f"| networked, {e} edge(s) | {_f(rate, '.1f')} | {cell} | {_f(res['latency_ms']['p50'])} | "
-                     f"{_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
+        return (f"| {name} | {_f(rate, '.1f')} | {cell} | {_f(res['latency_ms']['p50'])} | "
+                f"{_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
+
+    for e, res in doc["networked"].items():
+        lines.append(rate_row(f"networked, {e} edge(s)", res, f"networked_{e}_over_inprocess_throughput"))
     for e, res in (doc.get("networked_single_frame_messages") or {}).items():
         rate = res.get("images_per_s")
         lines.append(f"| networked, {e} edge(s), one frame per message (Transmit; before batching) | "
                      f"{_f(rate, '.1f')} | {_f(rate / base if rate and base else None)} | "
                      f"{_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
     for e, res in (doc.get("networked_read_ahead") or {}).items():
-        rate = res.get("images_per_s")
-        spread = ratios.get("read_ahead_1_over_inprocess_throughput_rounds") or []
-        ratio = ratios.get("read_ahead_1_over_inprocess_throughput", rate / base if rate and base else None)
-        cell = _f(ratio) + (f" ({min(spread):.2f}-{max(spread):.2f})" if len(spread) > 1 else "")
-        lines.append(f"| networked, {e} edge(s), with read-ahead (`read_ahead = true`) | {_f(rate, '.1f')} | "
-                     f"{cell} | {_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | "
-                     f"{_f(res['accuracy'], '.3f')} |")
+        lines.append(rate_row(f"networked, {e} edge(s), with read-ahead (`read_ahead = true`)", res,
+                              f"read_ahead_{e}_over_inprocess_throughput"))
     lat = doc.get("latency")
     if lat:
         for name, res in (("in-process, batch 1", lat["inprocess"]),

@@ -46,6 +46,7 @@ import numpy as np
 
 from rkdsc.common.channel import FADINGS
 from rkdsc.common.experiments.stats import ci95, yerr
+from rkdsc.common.process import env_threads
 
 DEFAULT_SNRS_DB = [-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0]  # paper Fig. 6 x axis
 CHANNELS = FADINGS  # every channel the numpy channel simulates
@@ -214,21 +215,6 @@ def labels_for(data: EvalData, class_names: Sequence[str], where: str,
     return np.asarray([index[n] for n in data.label_names], dtype=np.int64)
 
 
-def ort_threads() -> int | None:
-    """onnxruntime intra-op threads of offline evaluation: $RKDSC_THREADS (as torch's, so that
-    parallel runs on a small machine do not oversubscribe it), else onnxruntime's default."""
-    raw = os.environ.get("RKDSC_THREADS", "").strip()
-    if not raw:
-        return None
-    try:
-        k = int(raw)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise ValueError(f"RKDSC_THREADS: expected an int >= 1, got {raw!r}")
-    return k
-
-
 def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str,
                     snrs_db: Sequence[float], seed: int = 0, task: str | None = None,
                     batch_size: int = 256, progress: bool = False) -> dict:
@@ -238,7 +224,7 @@ def evaluate_bundle(bundle_path: str | os.PathLike, data: EvalData, channel: str
     if channel not in CHANNELS:
         raise ValueError(f"--channel: expected one of {list(CHANNELS)}, got {channel!r}")
     bundle = load_bundle(bundle_path)
-    pipe = InProcessPipeline(bundle, task, seed=seed, intra_op_threads=ort_threads())
+    pipe = InProcessPipeline(bundle, task, seed=seed, intra_op_threads=env_threads())  # $RKDSC_THREADS, as training
     labels = labels_for(data, pipe.spec.class_names, f"bundle {bundle_path} task {pipe.spec.name!r}",
                         pipe.spec.class_ids)
     n = len(data)

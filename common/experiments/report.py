@@ -174,6 +174,14 @@ REPORT_INPUTS = ("results.json", "eval/*.json", "stage2/*/model.json", "search-*
 SNAPSHOT_MAX_BYTES = 8 << 20  # a report input larger than this is not a summary: refuse to copy it
 
 
+def _refuse_large(files: Iterable[Path]) -> None:
+    """ValueError naming the first file above ``SNAPSHOT_MAX_BYTES``: not a report summary."""
+    for f in files:
+        if f.stat().st_size > SNAPSHOT_MAX_BYTES:
+            raise ValueError(f"--keep-inputs: {f} is {f.stat().st_size:,} bytes (more than {SNAPSHOT_MAX_BYTES:,}); "
+                             "not a report summary")
+
+
 def snapshot_run(run_dir: str | Path, dest: str | Path) -> list[Path]:
     """Copy the report's inputs of one run dir (``REPORT_INPUTS``) to ``dest``, keeping their
     relative paths; ``dest`` is then a run dir to ``collect_run``. Files already in ``dest`` that
@@ -183,10 +191,7 @@ def snapshot_run(run_dir: str | Path, dest: str | Path) -> list[Path]:
 
     run_dir, dest = Path(run_dir), Path(dest)
     files = sorted({f for pat in REPORT_INPUTS for f in run_dir.glob(pat) if f.is_file()})
-    for f in files:
-        if f.stat().st_size > SNAPSHOT_MAX_BYTES:
-            raise ValueError(f"--keep-inputs: {f} is {f.stat().st_size:,} bytes (more than {SNAPSHOT_MAX_BYTES:,}); "
-                             "not a report summary")
+    _refuse_large(files)
     if dest.resolve() == run_dir.resolve():
         return files
     tmp = dest.with_name(dest.name + ".tmp")
@@ -209,10 +214,7 @@ def snapshot_files(files: Iterable[str | Path], dest_root: str | Path) -> list[P
     import shutil
 
     files = [Path(f) for f in files if Path(f).is_file()]
-    for f in files:
-        if f.stat().st_size > SNAPSHOT_MAX_BYTES:
-            raise ValueError(f"--keep-inputs: {f} is {f.stat().st_size:,} bytes (more than {SNAPSHOT_MAX_BYTES:,}); "
-                             "not a report summary")
+    _refuse_large(files)
     out = []
     for f in files:
         target = Path(dest_root) / f.resolve().parent.name / f.name

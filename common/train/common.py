@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from rkdsc.common.models.weights import load_weights, save_weights, state_dict_for_save
+from rkdsc.common.process import env_threads
 
 
 def make_deterministic() -> None:
@@ -242,12 +243,11 @@ def load_checkpoint(path: str | Path, models: dict[str, nn.Module], optimizers: 
 def set_threads(n: int | None = None) -> int:
     """Intra-op CPU threads: `n`, else $RKDSC_THREADS, else torch's default. Small models on
     shared cores run much faster with 1 thread (OpenMP threads spin-wait when oversubscribed)."""
-    raw = n if n is not None else os.environ.get("RKDSC_THREADS", "")
-    if raw not in ("", None):
-        k = int(raw)
-        if k < 1:
-            raise ValueError(f"threads: expected an int >= 1, got {raw!r}")
-        torch.set_num_threads(k)
+    k = n if n is not None else env_threads()
+    if k is not None:
+        if int(k) < 1:
+            raise ValueError(f"threads: expected an int >= 1, got {k!r}")
+        torch.set_num_threads(int(k))
     return torch.get_num_threads()
 
 

@@ -154,19 +154,19 @@ def test_class_folders_may_be_named_by_the_data_sets_class_ids(bundles, digits_d
 
 def test_rkdsc_threads_sets_onnxruntime_threads_and_leaves_results_unchanged(bundles, digits_dir, tmp_path,
                                                                               monkeypatch):
-    from rkdsc.common.experiments.evaluate import ort_threads
+    from rkdsc.common.process import env_threads
 
     monkeypatch.delenv("RKDSC_THREADS", raising=False)
-    assert ort_threads() is None  # onnxruntime's default
+    assert env_threads() is None  # onnxruntime's default
     args = ["--bundle", str(bundles[0]), "--data", str(digits_dir), "--channel", "awgn", "--snr", "0,10",
             "--limit", "40", "--no-progress"]
     assert cli(args + ["--out", str(tmp_path / "default.json")]) == 0
     monkeypatch.setenv("RKDSC_THREADS", "1")
-    assert ort_threads() == 1
+    assert env_threads() == 1
     assert cli(args + ["--out", str(tmp_path / "one.json")]) == 0
     default, one = (json.loads((tmp_path / f).read_text()) for f in ("default.json", "one.json"))
     assert default["points"] == one["points"]  # the thread count changes speed, not results
     for bad in ("0", "two"):
         monkeypatch.setenv("RKDSC_THREADS", bad)
         with pytest.raises(ValueError, match=f"RKDSC_THREADS.*{bad}"):
-            ort_threads()
+            env_threads()
