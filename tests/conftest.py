@@ -8,6 +8,7 @@ onnxruntime sessions.
 from __future__ import annotations
 
 import os
+import random
 import socket
 from pathlib import Path
 from typing import Any, Callable
@@ -15,9 +16,32 @@ from typing import Any, Callable
 import pytest
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago (prefer port 0 where the service supports it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port that was free a moment ago, outside the kernel's ephemeral range (prefer
+    port 0 where the service supports it). For tests that bind a known port again after a
+    restart: a client reconnecting to a port of the ephemeral range can be given that very
+    port as its own source port (TCP self-connect) or another client can, and the rebind
+    then fails with "address in use" (CI, 2026-12-03). No client is ever given a port
+    below the range as its source."""
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10_000, max(10_001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # nothing free below the range
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

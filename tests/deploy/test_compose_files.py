@@ -33,6 +33,7 @@ sys.path.insert(0, str(DEPLOY))
 import compose_report  # noqa: E402
 import edge_entrypoint  # noqa: E402
 import healthcheck  # noqa: E402
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -271,9 +272,7 @@ def test_healthcheck_follows_the_serving_status(health_server):
 
 
 def test_healthcheck_fails_when_nothing_listens():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # outside the ephemeral range: no client self-connects to it
     assert healthcheck.main([f"127.0.0.1:{port}", "--timeout", "0.5"]) == 1
 
 

@@ -1,10 +1,10 @@
 """rkdsc.common.service.probe: the health client the demo waits with, against a real server."""
 from __future__ import annotations
 
-import socket
 
 from rkdsc.common.service import HealthProbe, ServiceHandle, health_status, set_health
 from tests.common.service.test_skeleton import build
+from tests.conftest import free_port
 
 
 def test_the_probe_reads_serving_status_and_names_a_failed_call():
@@ -20,7 +20,5 @@ def test_the_probe_reads_serving_status_and_names_a_failed_call():
             assert probe.status("rkdsc.v1.NoSuchService") == "NOT_FOUND"
     finally:
         handle.stop()
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # a port nobody listens on, outside the ephemeral range
     assert health_status(f"127.0.0.1:{closed}", timeout_s=1.0) == "UNAVAILABLE"
