@@ -33,7 +33,7 @@ sys.path.insert(0, str(DEPLOY))
 import compose_report  # noqa: E402
 import edge_entrypoint  # noqa: E402
 import healthcheck  # noqa: E402
-from tests.conftest import free_port
+from tests.conftest import free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")
