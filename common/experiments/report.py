@@ -693,6 +693,36 @@ def set_flags(preset_name: str | None, recorded: dict | None) -> list[str]:
     return flags
 
 
+def train_flags(res: dict) -> list[str]:
+    """The `rkdsc train` options (beyond --preset/--set) of a run, from ``results.json``'s
+    ``options``; a run made before they were recorded has them inferred from what it holds
+    (its methods, searches, SNRs and whether the feature cache was timed)."""
+    from rkdsc.common.train.pipeline import BASELINES, DEFAULT_SNRS_DB
+
+    opts = res.get("options")
+    if opts is None:  # older results.json
+        methods = list(res.get("methods") or {})
+        opts = {"baselines": [m for m in methods if m != "rkd-sc"], "skip_darts": "darts" not in (res.get("search") or {}),
+                "snrs_db": (res.get("eval") or {}).get("snrs_db"), "eval_limit": None,
+                "time_cache": res.get("feature_cache") is not None}
+    flags = []
+    baselines = list(opts.get("baselines") or [])
+    if not baselines:
+        flags.append("--skip-baselines")
+    elif baselines != list(BASELINES):
+        flags.append("--baselines " + ",".join(baselines))
+    if opts.get("skip_darts"):
+        flags.append("--skip-darts")
+    snrs = opts.get("snrs_db")
+    if snrs and [float(v) for v in snrs] != [float(v) for v in DEFAULT_SNRS_DB]:
+        flags.append("--snr=" + ",".join(f"{v:g}" for v in snrs))
+    if opts.get("eval_limit"):
+        flags.append(f"--eval-limit {opts['eval_limit']}")
+    if opts.get("time_cache") is False:
+        flags.append("--no-cache-timing")
+    return flags
+
+
 def _profile_flags(prof: dict) -> str:
     """The `rkdsc profile` options that reproduce a profile document's recorded settings."""
     st, mach = prof.get("settings") or {}, prof.get("machine") or {}
@@ -731,7 +761,7 @@ def regenerate_section(runs: list[dict], command: str, benches: list[dict] = (),
         if res.get("preset"):
             env = f"RKDSC_THREADS={res['torch_threads']} " if res.get("torch_threads") else ""
             dev = f" --device {res['device']}" if res.get("device") else ""
-            flags = "".join(" " + f for f in set_flags(res["preset"], res.get("preset_config")))
+            flags = "".join(" " + f for f in [*set_flags(res["preset"], res.get("preset_config")), *train_flags(res)])
             lines.append(f"{env}rkdsc train --preset {res['preset']} --workdir {d}{dev}{flags}")
         prof = run.get("profile")
         if prof:

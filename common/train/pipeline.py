@@ -273,6 +273,9 @@ def _run_steps(preset, workdir: Path, *, ledger: StepLedger, skip_baselines: boo
         "device": str(getattr(teacher, "device", None) or next(teacher.parameters()).device),
         "torch_threads": torch.get_num_threads(),
         "preset_config": preset.to_dict(),  # with any --set overrides applied (the report turns them back into flags)
+        # the `rkdsc train` options of this call (the report turns them back into flags)
+        "options": {"baselines": [] if skip_baselines else list(baselines), "skip_darts": skip_darts,
+                    "snrs_db": snrs, "eval_limit": eval_limit, "time_cache": time_cache},
         "teacher": {"name": preset.teacher.name, "label": getattr(teacher, "label", preset.teacher.name),
                     "source": preset.teacher.checkpoint or "self-trained",
                     # a checkpoint teacher has no classifier for this data set: no accuracy to measure

@@ -158,8 +158,10 @@ def test_regenerate_section_from_recorded_settings(generated):
     md = out.read_text()
     section = md.split("## How these runs were made", 1)[1].split("```", 2)[1]
     c10 = [ln for ln in section.splitlines() if "cifar10-cpu" in ln]
+    # the fixture's results.json predates the recorded options: they are inferred from its methods (two
+    # baselines), its searches (no DARTS) and its missing feature-cache timing
     assert c10[0].startswith("RKDSC_THREADS=2 rkdsc train --preset cifar10-cpu --workdir ") and c10[0].endswith(
-        "--device cpu")
+        "--device cpu --baselines jscc-student,jscc-teacher --skip-darts --no-cache-timing")
     assert c10[1].endswith("profile.json --threads 2 --batches 1,64")
     # ablation: the ratios of its points, the non-default epochs and noise draws
     assert re.search(r"rkdsc ablation --workdir \S+cifar10-cpu --ratios 0\.1,0\.5,0\.9 --epochs 1 --noise-draws 1$",
@@ -299,3 +301,42 @@ def test_kept_inputs_include_the_extra_profile_and_ablation_files(tmp_path):
     strip = lambda cs: [{k: v for k, v in c.items() if k != "source"} for c in cs]  # noqa: E731
     assert strip(again["claims"]) == strip(first["claims"])
     assert again["kept"] == [str(kept / "paper-scale" / "profile.json")]  # already in place: left as it is
+
+
+@pytest.mark.parametrize("options", [
+    {"baselines": ["jscc-student", "jscc-teacher"], "skip_darts": False, "snrs_db": None, "eval_limit": None,
+     "time_cache": False},
+    {"baselines": [], "skip_darts": True, "snrs_db": [-10.0, 0.0, 25.0], "eval_limit": 200, "time_cache": True},
+])
+def test_train_flags_round_trip_through_the_cli_parser(options):
+    """The reconstructed `rkdsc train` options parse back to the options the run recorded."""
+    import shlex
+
+    from rkdsc.common.experiments.evaluate import DEFAULT_SNRS_DB, join_negative_values, parse_snrs
+    from rkdsc.common.train.pipeline import build_parser
+
+    recorded = dict(options, snrs_db=options["snrs_db"] or list(DEFAULT_SNRS_DB))
+    flags = report.train_flags({"options": recorded})
+    argv = ["--preset", "cifar10-cpu", *shlex.split(" ".join(flags))]
+    args = build_parser().parse_args(join_negative_values(argv))
+    assert ([] if args.skip_baselines else args.baselines) == options["baselines"]
+    assert args.skip_darts == options["skip_darts"]
+    assert (parse_snrs(args.snr) if args.snr else list(DEFAULT_SNRS_DB)) == recorded["snrs_db"]
+    assert args.eval_limit == options["eval_limit"] and args.no_cache_timing == (not options["time_cache"])
+    assert report.train_flags({"options": dict(recorded, baselines=list(report_baselines()), time_cache=True,
+                                               skip_darts=False, eval_limit=None,
+                                               snrs_db=list(DEFAULT_SNRS_DB))}) == []  # the defaults: no flag
+
+
+def report_baselines():
+    from rkdsc.common.train.pipeline import BASELINES
+
+    return BASELINES
+
+
+def test_train_flags_of_a_run_recorded_before_the_options_are_inferred():
+    old = {"methods": {"rkd-sc": {}, "jscc-student": {}, "jscc-teacher": {}}, "search": {"kdl-darts": {}, "darts": {}},
+           "eval": {"snrs_db": [-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0]}, "feature_cache": None}
+    assert report.train_flags(old) == ["--baselines jscc-student,jscc-teacher", "--no-cache-timing"]
+    tiny = dict(old, methods={"rkd-sc": {}}, feature_cache={"speedup": 1.06})
+    assert report.train_flags(tiny) == ["--skip-baselines"]

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from rkdsc.common.train.pipeline import BASELINES
+
 from tests.common.train.test_distill import OVERRIDES, one_thread, workdir_with_teacher  # noqa: F401  (one_thread: autouse)
 
 FAST = {**OVERRIDES, "search.epochs": 1, "stage1.epochs": 2, "stage2.epochs": 2, "baseline.epochs": 1}
@@ -55,6 +57,12 @@ def test_results_summary(run):
     assert res["search"]["kdl-darts"]["depths"] == arch["depths"] == res["stage1"]["depths"]
     assert res["feature_cache"]["speedup"] > 0
     assert res["eval"]["n"] == 359 and res["eval"]["snrs_db"] == [-10.0, 0.0, 25.0]
+    # the call's options, which the report turns back into the command's flags
+    assert res["options"] == {"baselines": list(BASELINES), "skip_darts": False, "snrs_db": [-10.0, 0.0, 25.0],
+                              "eval_limit": None, "time_cache": True}
+    from rkdsc.common.experiments.report import train_flags
+
+    assert train_flags(res) == ["--snr=-10,0,25"]
 
 
 def test_eval_files_follow_the_contract(run):
