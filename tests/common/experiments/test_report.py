@@ -313,7 +313,7 @@ def test_train_flags_round_trip_through_the_cli_parser(options):
     import shlex
 
     from rkdsc.common.experiments.evaluate import DEFAULT_SNRS_DB, join_negative_values, parse_snrs
-    from rkdsc.common.train.pipeline import build_parser
+    from rkdsc.common.train.pipeline import BASELINES, build_parser
 
     recorded = dict(options, snrs_db=options["snrs_db"] or list(DEFAULT_SNRS_DB))
     flags = report.train_flags({"options": recorded})
@@ -323,15 +323,9 @@ def test_train_flags_round_trip_through_the_cli_parser(options):
     assert args.skip_darts == options["skip_darts"]
     assert (parse_snrs(args.snr) if args.snr else list(DEFAULT_SNRS_DB)) == recorded["snrs_db"]
     assert args.eval_limit == options["eval_limit"] and args.no_cache_timing == (not options["time_cache"])
-    assert report.train_flags({"options": dict(recorded, baselines=list(report_baselines()), time_cache=True,
-                                               skip_darts=False, eval_limit=None,
-                                               snrs_db=list(DEFAULT_SNRS_DB))}) == []  # the defaults: no flag
-
-
-def report_baselines():
-    from rkdsc.common.train.pipeline import BASELINES
-
-    return BASELINES
+    defaults = {"baselines": list(BASELINES), "skip_darts": False, "snrs_db": list(DEFAULT_SNRS_DB),
+                "eval_limit": None, "time_cache": True}
+    assert report.train_flags({"options": defaults}) == []  # the defaults: no flag
 
 
 def test_train_flags_of_a_run_recorded_before_the_options_are_inferred():

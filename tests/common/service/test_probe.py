@@ -1,7 +1,6 @@
 """rkdsc.common.service.probe: the health client the demo waits with, against a real server."""
 from __future__ import annotations
 
-
 from rkdsc.common.service import HealthProbe, ServiceHandle, health_status, set_health
 from tests.common.service.test_skeleton import build
 from tests.conftest import free_port
