@@ -134,7 +134,9 @@ ensure_engine() {
   if [ -f "$W/dockerd.pid" ] && docker info >/dev/null 2>&1; then
     local pid
     pid=$(cat "$W/dockerd.pid")
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--data-root $W/docker"; then
+    local cmdline
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    if [[ "$cmdline" == *"--data-root $W/docker"* ]]; then
       STARTED_PID=$pid; ENGINE_MODE=reused
       log "reusing dockerd PID $pid left by an earlier run (it is stopped at the end)"
       return
@@ -639,11 +641,17 @@ dc up -d --wait server basestation >"$W/run5-up.log" 2>&1 \
 dc up -d --wait --scale server=2 server >>"$W/run5-up.log" 2>&1 \
   || { cat "$W/run5-up.log"; die "run 5: --scale server=2: the replicas did not become healthy"; }
 # the running relay finds the new replica by its own DNS look-up (every 5 s) and redials
+# (the logs go to a file first: `dc logs | grep -q` fails under pipefail when grep's early exit
+# leaves dc logs with SIGPIPE, which is what failed this check on CI once the line was there)
+relay_saw_replica() {
+  dc logs --no-color basestation >"$W/run5-relay.log" 2>/dev/null || true
+  grep -q "new edge-server replica" "$W/run5-relay.log"
+}
 for _ in $(seq 1 60); do
-  dc logs --no-color basestation 2>/dev/null | grep -q "new edge-server replica" && break
+  relay_saw_replica && break
   sleep 0.5
 done
-dc logs --no-color basestation 2>/dev/null | grep -q "new edge-server replica" \
+relay_saw_replica \
   || die "run 5: the running relay did not pick up the second server replica within 30 s"
 [ "$(dc ps -q server | wc -l)" = 2 ] || die "run 5: --scale server=2 did not give two server containers"
 # detached, waiting for the report: --exit-code-from would stop the replicas before their /metrics are read

@@ -80,7 +80,8 @@ if [ -z "${RKDSC_PROMETHEUS_IMAGE:-}" ]; then
   DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" -t "$LOCAL_PROM_IMAGE" "$ctx" >"$W/prometheus-build.log" 2>&1 \
     || { tail -n 20 "$W/prometheus-build.log"; die "building the local Prometheus image failed (log: $W/prometheus-build.log)"; }
   export RKDSC_PROMETHEUS_IMAGE=$LOCAL_PROM_IMAGE
-  PROM_VERSION=$(docker run --rm "$LOCAL_PROM_IMAGE" --version 2>&1 | head -n1)
+  PROM_VERSION=$(docker run --rm "$LOCAL_PROM_IMAGE" --version 2>&1 || true)   # (no `| head`: pipefail + SIGPIPE)
+  PROM_VERSION=${PROM_VERSION%%$'\n'*}
   log "local Prometheus image $LOCAL_PROM_IMAGE (FROM $base + Debian package: $PROM_VERSION) in $(since "$t") s"
 else
   PROM_VERSION=$RKDSC_PROMETHEUS_IMAGE
