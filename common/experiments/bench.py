@@ -661,7 +661,9 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         lat_ip: list[dict] = []
         lat_net: list[dict] = []
         frame_msgs: list[dict] = []  # 1 edge, one Frame per message (Transmit): the data plane before batching
-        ahead: list[dict] = []  # 1 edge, batched, reading the next batch ahead (read_ahead = true)
+        # 1 edge, batched, with read_ahead the other way from the default (the goal rows run the default)
+        other: list[dict] = []
+        other_ahead = not _DEFAULT_READ_AHEAD
         for k in range(rounds):
             at = f" (round {k + 1}/{rounds})" if rounds > 1 else ""
             log(f"bench: in-process pipeline on {len(paths)} images{at} ...")
@@ -676,10 +678,12 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                 frame_msgs.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
                                                   fading, work, timeout_s, tag=f"-frames-r{k + 1}",
                                                   symbols_per_frame=k_sym, batch_messages=False))
-                log(f"bench: networked, 1 edge, with read-ahead x {len(paths)} images{at} ...")
-                ahead.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
-                                             fading, work, timeout_s, tag=f"-read-ahead-r{k + 1}",
-                                             symbols_per_frame=k_sym, read_ahead=True))
+                log(f"bench: networked, 1 edge, {'with' if other_ahead else 'without'} read-ahead x "
+                    f"{len(paths)} images{at} ...")
+                other.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
+                                             fading, work, timeout_s,
+                                             tag=f"-{'' if other_ahead else 'no-'}read-ahead-r{k + 1}",
+                                             symbols_per_frame=k_sym, read_ahead=other_ahead))
             if lat_paths:
                 log(f"bench: batch-1 latency, one frame in flight, {len(lat_paths)} images, in-process and "
                     f"networked{at} ...")
@@ -691,8 +695,8 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         doc["networked"] = {e: _merge_rounds(res) for e, res in net.items()}
         if frame_msgs:
             doc["networked_single_frame_messages"] = {"1": _merge_rounds(frame_msgs)}
-        if ahead:
-            doc["networked_read_ahead"] = {"1": _merge_rounds(ahead)}
+        if other:
+            doc["networked_read_ahead" if other_ahead else "networked_no_read_ahead"] = {"1": _merge_rounds(other)}
         if lat_paths:
             doc["latency"] = {"images": len(lat_paths), "batch_size": 1, "max_in_flight": 1,
                               "inprocess": _merge_rounds(lat_ip), "networked": _merge_rounds(lat_net)}
@@ -752,9 +756,11 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                          if f.get("images_per_s") and i.get("images_per_s")]
             if per_round:
                 r["single_frame_messages_1_over_inprocess_throughput"] = float(statistics.median(per_round))
-        if ahead and "1" in net:
-            for key, num, den in (("read_ahead_over_no_read_ahead_1_edge", ahead, net["1"]),
-                                  ("read_ahead_1_over_inprocess_throughput", ahead, inproc)):
+        if other and "1" in net:
+            with_, without = (other, net["1"]) if other_ahead else (net["1"], other)
+            for key, num, den in (("read_ahead_over_no_read_ahead_1_edge", with_, without),
+                                  (f"{'' if other_ahead else 'no_'}read_ahead_1_over_inprocess_throughput",
+                                   other, inproc)):
                 per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(num, den)
                              if a.get("images_per_s") and b.get("images_per_s")]
                 if per_round:
@@ -1064,7 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rkdsc bench",
         description="Side-by-side benchmarks in one run: in-process pipeline vs the networked topology (server + "
                     "relay + 1, 3 and 32 edge processes over gRPC; 1 edge also with one frame per message and with "
-                    "read-ahead, for comparison), the batch-1 latency with one frame in flight, "
+                    "read-ahead the other way from the default, for comparison), the batch-1 latency with one frame in flight, "
                     "edge encoder torch vs onnxruntime (batch 1 and 32), the relay's channel cost per symbol as it "
                     "calls it (AWGN, Rayleigh) and bytes on the wire per image vs the raw image, with the data-plane "
                     "goals (PASS / FAIL per row). Prints tables; --out writes the JSON with ratios. --soak-s runs "

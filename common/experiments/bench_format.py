@@ -124,6 +124,9 @@ def bench_markdown(doc: dict) -> str:
     for e, res in (doc.get("networked_read_ahead") or {}).items():
         lines.append(rate_row(f"networked, {e} edge(s), with read-ahead (`read_ahead = true`)", res,
                               f"read_ahead_{e}_over_inprocess_throughput"))
+    for e, res in (doc.get("networked_no_read_ahead") or {}).items():
+        lines.append(rate_row(f"networked, {e} edge(s), without read-ahead (`read_ahead = false`)", res,
+                              f"no_read_ahead_{e}_over_inprocess_throughput"))
     lat = doc.get("latency")
     if lat:
         for name, res in (("in-process, batch 1", lat["inprocess"]),

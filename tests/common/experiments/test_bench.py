@@ -155,12 +155,19 @@ def test_goal_rows_cover_the_issue_table(doc):
     assert single["ok"] and single["answered"] == 2 * 8 and not single["batch_messages"]
     assert single["services"]["relay_frames_per_channel_call"] == 1.0
     assert len(doc["ratios"]["batched_over_single_frame_messages_1_edge_rounds"]) == 2
-    # ... and the batched edge reading ahead, side by side: same answers, its own ratio per round
-    ahead = doc["networked_read_ahead"]["1"]
-    assert ahead["ok"] and ahead["answered"] == 2 * 8 and ahead["read_ahead"] and not doc["networked"]["1"]["read_ahead"]
-    assert ahead["accuracy"] == doc["networked"]["1"]["accuracy"]
-    per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(ahead["rounds"], doc["networked"]["1"]["rounds"])]
+    # ... and the batched edge with read-ahead the other way from the default, side by side: same
+    # answers, the with-over-without ratio per round
+    default = doc["networked"]["1"]["read_ahead"]
+    other = doc["networked_no_read_ahead" if default else "networked_read_ahead"]["1"]
+    assert "networked_read_ahead" not in doc if default else "networked_no_read_ahead" not in doc
+    assert other["ok"] and other["answered"] == 2 * 8 and other["read_ahead"] is not default
+    assert other["accuracy"] == doc["networked"]["1"]["accuracy"]
+    with_, without = (doc["networked"]["1"], other) if default else (other, doc["networked"]["1"])
+    per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(with_["rounds"], without["rounds"])]
     assert doc["ratios"]["read_ahead_over_no_read_ahead_1_edge_rounds"] == pytest.approx(per_round)
+    key = ("no_" if default else "") + "read_ahead_1_over_inprocess_throughput_rounds"
+    per_round = [o["images_per_s"] / i["images_per_s"] for o, i in zip(other["rounds"], doc["inprocess"]["rounds"])]
+    assert doc["ratios"][key] == pytest.approx(per_round)
     assert sv["server_mean_batch"] >= 1
     rp = doc["channel"]["relay_pattern"]
     assert rp["frames_per_call"] >= 1 and rp["fading"] == doc["fading"] and "metrics" in rp["frames_per_call_source"]
@@ -179,7 +186,8 @@ def test_goal_rows_cover_the_issue_table(doc):
         verdict = "PASS" if r["pass"] else "FAIL"
         assert f"| {r['figure']} |" in md and f"| {r['goal']} | {verdict} |" in md
     assert "| networked, 1 edge, batch 1, 1 frame in flight (4 images) |" in md
-    assert "| networked, 1 edge(s), with read-ahead (`read_ahead = true`) |" in md
+    assert ("| networked, 1 edge(s), without read-ahead (`read_ahead = false`) |" if default else
+            "| networked, 1 edge(s), with read-ahead (`read_ahead = true`) |") in md
 
 
 def test_older_documents_without_goals_still_render(doc):
