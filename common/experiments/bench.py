@@ -664,6 +664,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         # 1 edge, batched, with read_ahead the other way from the default (the goal rows run the default)
         other: list[dict] = []
         other_ahead = not _DEFAULT_READ_AHEAD
+        other_name = "read_ahead" if other_ahead else "no_read_ahead"  # its doc and ratio keys
         for k in range(rounds):
             at = f" (round {k + 1}/{rounds})" if rounds > 1 else ""
             log(f"bench: in-process pipeline on {len(paths)} images{at} ...")
@@ -682,7 +683,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                     f"{len(paths)} images{at} ...")
                 other.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
                                              fading, work, timeout_s,
-                                             tag=f"-{'' if other_ahead else 'no-'}read-ahead-r{k + 1}",
+                                             tag=f"-{other_name.replace('_', '-')}-r{k + 1}",
                                              symbols_per_frame=k_sym, read_ahead=other_ahead))
             if lat_paths:
                 log(f"bench: batch-1 latency, one frame in flight, {len(lat_paths)} images, in-process and "
@@ -696,7 +697,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         if frame_msgs:
             doc["networked_single_frame_messages"] = {"1": _merge_rounds(frame_msgs)}
         if other:
-            doc["networked_read_ahead" if other_ahead else "networked_no_read_ahead"] = {"1": _merge_rounds(other)}
+            doc[f"networked_{other_name}"] = {"1": _merge_rounds(other)}
         if lat_paths:
             doc["latency"] = {"images": len(lat_paths), "batch_size": 1, "max_in_flight": 1,
                               "inprocess": _merge_rounds(lat_ip), "networked": _merge_rounds(lat_net)}
@@ -759,8 +760,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         if other and "1" in net:
             with_, without = (other, net["1"]) if other_ahead else (net["1"], other)
             for key, num, den in (("read_ahead_over_no_read_ahead_1_edge", with_, without),
-                                  (f"{'' if other_ahead else 'no_'}read_ahead_1_over_inprocess_throughput",
-                                   other, inproc)):
+                                  (f"{other_name}_1_over_inprocess_throughput", other, inproc)):
                 per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(num, den)
                              if a.get("images_per_s") and b.get("images_per_s")]
                 if per_round:

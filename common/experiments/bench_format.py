@@ -121,12 +121,10 @@ def bench_markdown(doc: dict) -> str:
         lines.append(f"| networked, {e} edge(s), one frame per message (Transmit; before batching) | "
                      f"{_f(rate, '.1f')} | {_f(rate / base if rate and base else None)} | "
                      f"{_f(res['latency_ms']['p50'])} | {_f(res['latency_ms']['p99'])} | {_f(res['accuracy'], '.3f')} |")
-    for e, res in (doc.get("networked_read_ahead") or {}).items():
-        lines.append(rate_row(f"networked, {e} edge(s), with read-ahead (`read_ahead = true`)", res,
-                              f"read_ahead_{e}_over_inprocess_throughput"))
-    for e, res in (doc.get("networked_no_read_ahead") or {}).items():
-        lines.append(rate_row(f"networked, {e} edge(s), without read-ahead (`read_ahead = false`)", res,
-                              f"no_read_ahead_{e}_over_inprocess_throughput"))
+    for name, label in (("read_ahead", "with read-ahead (`read_ahead = true`)"),
+                        ("no_read_ahead", "without read-ahead (`read_ahead = false`)")):
+        for e, res in (doc.get(f"networked_{name}") or {}).items():
+            lines.append(rate_row(f"networked, {e} edge(s), {label}", res, f"{name}_{e}_over_inprocess_throughput"))
     lat = doc.get("latency")
     if lat:
         for name, res in (("in-process, batch 1", lat["inprocess"]),
