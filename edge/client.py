@@ -30,6 +30,9 @@ most ``max_failed_fraction`` (topology field of the transmitter, ``--max-failed-
 default 0: every image must be answered). An image folder without images is a failed run
 (``failure`` says so, naming the folder).
 
+CPU: ``process_cpu_s`` in the summary is this process's CPU time (every thread) over the same
+span as ``wall_s`` (listing, streaming, results; not the start-up before ``run``).
+
 Latency: ``latency_ms`` runs from the start of encoding the image's batch to the arrival of
 its result (edge compute + uplink + channel + server queue and decode + downlink);
 ``rtt_ms`` from handing the frame to gRPC to the result.
@@ -290,6 +293,7 @@ class EdgeClient:
         images_dir = Path(images_dir or self.tx.images)
         limit = self.tx.limit if limit is None else limit
         t_start = time.perf_counter()
+        cpu_start = time.process_time()
         entries, refused = self.list_entries(images_dir)
         if limit and limit < len(entries):  # evenly spaced over the (class-sorted) files
             keep = np.unique(np.linspace(0, len(entries) - 1, limit).round().astype(int))
@@ -319,6 +323,7 @@ class EdgeClient:
                     if own_channel:
                         chan.close()
             wall_s = time.perf_counter() - t_start
+            stats["process_cpu_s"] = time.process_time() - cpu_start
             why = f"no result: {stream_error or 'stream ended early'}"
             for e in entries:
                 self._complete(e, error=why, error_code="NO_RESULT")  # only those still open
@@ -593,6 +598,9 @@ class EdgeClient:
             "codecs": _count(r.get("codec") for r in answered if r.get("codec")),
             "compact_dim": self.spec.compact_dim,
             "wall_s": wall_s, "images_per_s": len(answered) / wall_s if wall_s > 0 else None,
+            # CPU seconds of this process (every thread) over the run, as wall_s; in a fleet the whole
+            # fleet process's, since its devices share it
+            "process_cpu_s": stats.get("process_cpu_s"),
             "frames_sent": stats["frames"],
             "uplink_bytes_per_image": stats["up_bytes"] / n_frames if stats["frames"] else None,
             "downlink_bytes_per_image": stats["down_bytes"] / n_frames if stats["frames"] else None,

@@ -23,7 +23,10 @@
    p50 / p99 latency per image (from the start of encoding the image's batch to its result, the
    edge client's definition; in-process: the batch's wall time), the edge's round trip
    (``rtt_ms``), and what the relay and server measured themselves (``services``: relay frames
-   per channel call, channel ns per symbol inside the relay, server mean decode batch).
+   per channel call, channel ns per symbol inside the relay, server mean decode batch), and the CPU
+   per answered image by role while streaming (``cpu_us_per_image``: the edge processes' own CPU
+   time over their runs, summed, and the relay's and the server's from ``/proc`` between the start
+   gate and the last edge's exit), so a row that falls short says which process paid for it.
 2. **edge encoder, torch vs onnxruntime** at batch 1 and 32 with equal thread counts
    (``rkdsc.common.experiments.timing``), on a same-weight pair only: the torch twin is rebuilt
    through the method registry (the training work dir's weights when it is still there, the
@@ -277,6 +280,18 @@ def _edge_window(out: Path, rows: list[dict]) -> float:
     return max(longest, max(e for _, e in spans) - min(s for s, _ in spans))
 
 
+def cpu_per_image(rows: list[dict], services_cpu_s: dict, answered: int) -> dict:
+    """CPU microseconds per answered image by role over a run's streaming: ``edges`` (every edge
+    process, its own ``process_cpu_s``), ``relay``, ``server`` (``run_demo``'s ``services_cpu_s``)
+    and ``total``; a role is None when a figure is missing (then ``total`` is None too)."""
+    edge = [r.get("process_cpu_s") for r in rows]
+    by = {"edges": sum(edge) if rows and None not in edge else None,
+          "relay": services_cpu_s.get("relay"), "server": services_cpu_s.get("server")}
+    out = {k: (v / answered * 1e6 if v is not None and answered else None) for k, v in by.items()}
+    out["total"] = None if None in out.values() else sum(out.values())
+    return out
+
+
 def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int, snr_db: float,
                     fading: str, work: Path, timeout_s: float, tag: str = "", max_in_flight: int | None = None,
                     symbols_per_frame: int | None = None, batch_messages: bool = True,
@@ -317,6 +332,7 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
     edge_wall = max((r.get("wall_s") or 0.0) for r in rows) if rows else 0.0
     window = _edge_window(out, rows)
     labelled = [r for r in rows if r.get("accuracy") is not None]
+    cpu = cpu_per_image(rows, summary.get("services_cpu_s") or {}, answered)
     k = symbols_per_frame or (rows[0].get("symbols_per_image") if rows else None) or 1
     return {
         "edges": edges, "images": sum(r["images"] for r in rows), "answered": answered,
@@ -335,6 +351,7 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
         "uplink_bytes_per_image": rows[0].get("uplink_bytes_per_image") if rows else None,
         "raw_image_bytes": rows[0].get("raw_image_bytes") if rows else None,
         "services": service_figures(out, int(k)),
+        "cpu_us_per_image": cpu,
         "summary": str(out / "summary.json"),
     }
 
@@ -522,6 +539,11 @@ def _merge_rounds(results: list[dict]) -> dict:
         if lat in merged:
             merged[lat] = {q: med([r[lat][q] for r in results if (r.get(lat) or {}).get(q) is not None])
                            for q in ("p50", "p99")}
+    if "cpu_us_per_image" in merged:  # per role, the median over the rounds that have it
+        merged["cpu_us_per_image"] = {
+            role: med([r["cpu_us_per_image"][role] for r in results
+                       if (r.get("cpu_us_per_image") or {}).get(role) is not None])
+            for role in merged["cpu_us_per_image"]}
     for key in ("answered", "errors"):
         if key in merged:
             merged[key] = sum(r.get(key, 0) for r in results)
@@ -532,7 +554,10 @@ def _merge_rounds(results: list[dict]) -> dict:
         merged["failure"] = next((r["failure"] for r in results if r.get("failure")), None)
     merged["rounds"] = [{"images_per_s": r.get("images_per_s"), "p50_ms": r["latency_ms"].get("p50"),
                          "p99_ms": r["latency_ms"].get("p99"),
-                         "service_p99_ms": (r.get("service_latency_ms") or {}).get("p99")} for r in results]
+                         "service_p99_ms": (r.get("service_latency_ms") or {}).get("p99"),
+                         **({"cpu_us_per_image": r["cpu_us_per_image"], "answered": r.get("answered"),
+                             "edge_window_s": r.get("edge_window_s")} if "cpu_us_per_image" in r else {})}
+                        for r in results]
     return merged
 
 
@@ -590,8 +615,20 @@ def goal_rows(doc: dict) -> list[dict]:
         (net.get("3") or {}).get("images_per_s"), res.get("images_per_s"), v,
         r.get(f"networked_{many}_over_3_throughput_rounds"),
         v is not None and v >= GOALS["scale_many_edges"]["threshold"] and errors == 0 and res.get("ok"),
-        reference_label="3 edges", detail=(f"p50 {p50 / 1e3:.2f} s, {errors} errors" if p50 is not None else None))
+        reference_label="3 edges", detail=_many_detail(p50, errors, (net.get("3") or {}).get("cpu_us_per_image"),
+                                                       res.get("cpu_us_per_image"), many))
     return rows
+
+
+def _many_detail(p50: float | None, errors, cpu3: dict | None, cpu_n: dict | None, many) -> str | None:
+    """The many-edge row's detail: its p50 and errors, and where its CPU per image went against the
+    3-edge run (the edge processes' and the relay's + server's)."""
+    parts = [] if p50 is None else [f"p50 {p50 / 1e3:.2f} s, {errors} errors"]
+    a, b = cpu3 or {}, cpu_n or {}
+    if None not in (a.get("edges"), b.get("edges"), a.get("relay"), a.get("server"), b.get("relay"), b.get("server")):
+        parts.append(f"CPU per image 3 -> {many} edges: edge processes {a['edges']:.0f} -> {b['edges']:.0f} us, "
+                     f"relay + server {a['relay'] + a['server']:.0f} -> {b['relay'] + b['server']:.0f} us")
+    return "; ".join(parts) or None
 
 
 def run_bench(bundle: str | None = None, images: int = 128, out: str | None = None, data: str | None = None,

@@ -159,6 +159,15 @@ def bench_markdown(doc: dict) -> str:
                          f"{_f(sv.get('relay_channel_ns_per_symbol'), ',.0f')} | {_f(sv.get('relay_roundtrip_ms_mean'))} | "
                          f"{_f(sv.get('server_mean_batch'), '.1f')} | {_f(sv.get('server_decode_ms_per_batch'))} |")
         lines.append("")
+    cpu = [(f"{e} edge(s)", res["cpu_us_per_image"]) for e, res in doc["networked"].items()
+           if (res.get("cpu_us_per_image") or {}).get("total") is not None]
+    if cpu:
+        lines += ["CPU per answered image while streaming, by role (us; edge processes: each its own CPU time, "
+                  "summed; relay and server: /proc; medians over the rounds):", "",
+                  "| networked run | edge processes | relay | server | all |", "|---|---|---|---|---|"]
+        for n, c in cpu:
+            lines.append(f"| {n} | {c['edges']:.0f} | {c['relay']:.0f} | {c['server']:.0f} | {c['total']:.0f} |")
+        lines.append("")
     for e, res in doc["networked"].items():
         if res.get("failure") or res.get("errors"):
             first = (res.get("failure") or "").strip().splitlines()[:1]

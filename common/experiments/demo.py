@@ -19,7 +19,12 @@
                           "accuracy", "latency_ms": {"p50", "p99"}, "symbols_per_image", ...}],
         "tasks": [{"task", "transmitters", "images", "answered", "errors", "labelled", "correct",
                    "accuracy", "accuracy_ci95", "symbols_per_image"}],
-        "wall_s", "server_metrics": {...}, "relay_metrics": {...}, "ok"}
+        "wall_s", "server_metrics": {...}, "relay_metrics": {...},
+        "services_cpu_s": {"server", "relay"}, "ok"}
+
+   ``services_cpu_s``: the CPU seconds each service used while the edges streamed (from the
+   start of streaming, the start gate's opening with ``start_together``, to the last edge's exit;
+   ``/proc``, None where unreadable); each edge's own is ``process_cpu_s`` in its row.
 
    and prints two tables: per device, and per task (the devices of a task pooled). With a
    ``[medium]`` table also ``OUT/scenario.png`` and ``OUT/scenario.json`` (docs/medium.md).
@@ -257,6 +262,21 @@ def task_table(tasks: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) a live process has used so far, from
+    ``/proc/<pid>/stat``; None where that cannot be read (not Linux, the process is gone)."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)": state is field 3
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_between(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
 def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bool = False,
              timeout_s: float = 3600.0, limit: int | None = None, quiet: bool = False, tls: bool = False,
              start_together: bool = False) -> dict:
@@ -303,6 +323,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
     ok = False
     rows: list[dict] = []
     server_metrics = relay_metrics = ""
+    services_cpu_s: dict[str, float | None] = {}
     scenario = None
     try:
         def start_service(name: str, module: str, env: dict[str, str], bind_prefix: str) -> tuple[Child, str, dict]:
@@ -344,6 +365,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                 _wait_ready(child, edge_ready(t.id), READY_TIMEOUT_S)
             gate.write_text(f"{time.time():.6f}\n", encoding="utf-8")
         say(f"edges    {', '.join(t.id for t, _ in edges)} streaming ...")
+        cpu_start = {svc.name: process_cpu_s(svc.proc.pid) for svc in (server, relay)}
         deadline = time.monotonic() + timeout_s
         failed: list[str] = []
         edge_status: dict[str, int] = {}  # transmitter id -> exit status of its edge
@@ -361,6 +383,8 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                 if not other.alive():
                     raise DemoError(f"{other.name} died (status {other.proc.returncode}); "
                                     f"log {other.log_path}:\n{other.tail()}")
+        services_cpu_s = {svc.name: _cpu_between(cpu_start[svc.name], process_cpu_s(svc.proc.pid))
+                          for svc in (server, relay)}
         # ---- metrics, then graceful stop (relay first: it depends on the server)
         server_metrics, relay_metrics = scrape(sinfo["metrics_port"]), scrape(rinfo["metrics_port"])
         (out / "metrics" / "server.prom").write_text(server_metrics)
@@ -385,6 +409,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                                "p99": (s.get("latency_ms") or {}).get("p99")},
                 "symbols_per_image": s.get("symbols_per_image", bundle.task(t.task).symbols_per_image),
                 "rtt_ms": s.get("rtt_ms"), "images_per_s": s.get("images_per_s"), "wall_s": s.get("wall_s"),
+                "process_cpu_s": s.get("process_cpu_s"),
                 "uplink_bytes_per_image": s.get("uplink_bytes_per_image"),
                 "raw_image_bytes": s.get("raw_image_bytes"),
                 **({"emulated_latency_ms": s.get("emulated_latency_ms"), "airtime_s": s.get("airtime_s")}
@@ -411,7 +436,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                    "config": str(config), "bundle": str(cfg.bundle.path),
                    "server_metrics": _metric_totals(server_metrics, "rkdsc_") if server_metrics else {},
                    "relay_metrics": _metric_totals(relay_metrics, "rkdsc_relay_") if relay_metrics else {},
-                   "logs": str(logs)}
+                   "services_cpu_s": services_cpu_s, "logs": str(logs)}
         if scenario is not None:
             summary["scenario"] = scenario
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

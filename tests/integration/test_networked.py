@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -158,9 +159,15 @@ def test_demo_started_together_streams_every_edge_after_the_gate_opens(bundle_di
     summary = run_demo(config, out, quiet=True, start_together=True)
     assert summary["ok"] and [r["answered"] for r in summary["transmitters"]] == [8, 8, 8]
     opened = float((out / "run" / "start").read_text())
+    # CPU while streaming: each edge's own (its summary, within its wall time on one thread of
+    # work plus helpers), the services' from the gate to the last exit
+    assert set(summary["services_cpu_s"]) == {"server", "relay"}
+    assert all(v > 0 for v in summary["services_cpu_s"].values()), summary["services_cpu_s"]
     for i in range(3):
         assert json.loads((out / "run" / f"edge-e{i}.json").read_text())["id"] == f"e{i}"
         edge = json.loads((out / "edges" / f"e{i}" / "summary.json").read_text())
+        assert 0 < edge["process_cpu_s"] <= (os.cpu_count() or 1) * edge["wall_s"] + 0.02, edge
+        assert summary["transmitters"][i]["process_cpu_s"] == edge["process_cpu_s"]
         started = (out / "edges" / f"e{i}" / "summary.json").stat().st_mtime - edge["wall_s"]
         assert started >= opened - 0.05, (f"e{i}", started, opened)
 

@@ -3,6 +3,8 @@ networked runs answer every image."""
 from __future__ import annotations
 
 import json
+import os
+import statistics
 
 import pytest
 
@@ -181,6 +183,9 @@ def test_goal_rows_cover_the_issue_table(doc):
     assert many["ok"] and many["errors"] == 0 and many["answered"] == 2 * 8 * 4
     per_round = [b["images_per_s"] / a["images_per_s"] for a, b in zip(doc["networked"]["3"]["rounds"], many["rounds"])]
     assert row["rounds"] == pytest.approx(per_round) and row["reference"] == doc["networked"]["3"]["images_per_s"]
+    # ... with where its CPU went against the 3-edge run, by role
+    cpu3, cpu4 = doc["networked"]["3"]["cpu_us_per_image"], many["cpu_us_per_image"]
+    assert f"edge processes {cpu3['edges']:.0f} -> {cpu4['edges']:.0f} us" in row["detail"]
     md = bench_markdown(doc)
     for r in rows.values():
         verdict = "PASS" if r["pass"] else "FAIL"
@@ -218,6 +223,50 @@ def test_soak_reports_services_at_start_and_end(bundle_dir, sample_dir, tmp_path
             assert st["rss_mb"] > 0 and st["threads"] >= 1 and st["fds"] >= 1, (name, when, st)
     md = soak_markdown(d)
     assert "**0 errors**" in md and "Verdict: PASS" in md and "| end |" in md
+
+
+def test_cpu_per_image_by_role_is_measured_while_streaming(doc):
+    """Each networked run splits its CPU per answered image into the edge processes (their own CPU time
+    over their run), the relay and the server (/proc, from the start gate to the last edge's exit): every
+    role used some CPU, the edges the most (they read, preprocess and encode), and the parts add up."""
+    for e in ("1", "3", "4"):
+        net = doc["networked"][e]
+        for rnd in net["rounds"]:
+            c = rnd["cpu_us_per_image"]
+            assert c["edges"] > 0 and c["relay"] > 0 and c["server"] > 0, (e, c)
+            assert c["total"] == pytest.approx(c["edges"] + c["relay"] + c["server"])
+            # no more CPU than the machine's cores had over the streaming window (+ 50 ms per process: ticks, gate and exit)
+            assert c["total"] * 1e-6 * rnd["answered"] <= (os.cpu_count() or 1) * rnd["edge_window_s"] + 0.05 * (int(e) + 2)
+        assert net["cpu_us_per_image"]["edges"] == pytest.approx(
+            statistics.median(r["cpu_us_per_image"]["edges"] for r in net["rounds"]))
+    md = bench_markdown(doc)
+    c = doc["networked"]["3"]["cpu_us_per_image"]
+    assert f"| 3 edge(s) | {c['edges']:.0f} | {c['relay']:.0f} | {c['server']:.0f} | {c['total']:.0f} |" in md
+
+
+def test_cpu_per_image_needs_every_figure():
+    rows = [{"process_cpu_s": 0.5}, {"process_cpu_s": 1.5}]
+    got = bench.cpu_per_image(rows, {"relay": 0.25, "server": 0.75}, 1000)
+    assert got == pytest.approx({"edges": 2000.0, "relay": 250.0, "server": 750.0, "total": 3000.0})
+    part = bench.cpu_per_image([{"process_cpu_s": 0.5}, {}], {"relay": 0.25, "server": None}, 1000)
+    assert part["edges"] is None and part["server"] is None and part["relay"] == pytest.approx(250.0)
+    assert part["total"] is None
+    assert bench.cpu_per_image([], {}, 0) == {"edges": None, "relay": None, "server": None, "total": None}
+
+
+def test_process_cpu_seconds_of_this_process_grow_with_work_and_a_gone_one_is_none():
+    import os
+    import time
+
+    from rkdsc.common.experiments.demo import process_cpu_s
+
+    before = process_cpu_s(os.getpid())
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.3:  # burn 0.3 s of CPU
+        sum(range(1000))
+    after = process_cpu_s(os.getpid())
+    assert before is not None and after - before == pytest.approx(0.3, abs=0.05)  # 10 ms ticks
+    assert process_cpu_s(2 ** 22 + 12345) is None
 
 
 def test_proc_status_of_this_process_and_a_gone_one():
