@@ -24,7 +24,8 @@
 
    ``services_cpu_s``: the CPU seconds each service used while the edges streamed (from the
    start of streaming, the start gate's opening with ``start_together``, to the last edge's exit;
-   ``/proc``, None where unreadable); each edge's own is ``process_cpu_s`` in its row.
+   ``/proc``, in 10 ms clock ticks; None where unreadable); each edge's own is ``process_cpu_s``
+   in its row.
 
    and prints two tables: per device, and per task (the devices of a task pooled). With a
    ``[medium]`` table also ``OUT/scenario.png`` and ``OUT/scenario.json`` (docs/medium.md).

@@ -162,7 +162,8 @@ def test_demo_started_together_streams_every_edge_after_the_gate_opens(bundle_di
     # CPU while streaming: each edge's own (its summary, within its wall time on one thread of
     # work plus helpers), the services' from the gate to the last exit
     assert set(summary["services_cpu_s"]) == {"server", "relay"}
-    assert all(v > 0 for v in summary["services_cpu_s"].values()), summary["services_cpu_s"]
+    # (10 ms ticks from /proc: 24 images may take less than one)
+    assert all(0 <= v <= (os.cpu_count() or 1) * summary["wall_s"] for v in summary["services_cpu_s"].values())
     for i in range(3):
         assert json.loads((out / "run" / f"edge-e{i}.json").read_text())["id"] == f"e{i}"
         edge = json.loads((out / "edges" / f"e{i}" / "summary.json").read_text())

@@ -227,13 +227,14 @@ def test_soak_reports_services_at_start_and_end(bundle_dir, sample_dir, tmp_path
 
 def test_cpu_per_image_by_role_is_measured_while_streaming(doc):
     """Each networked run splits its CPU per answered image into the edge processes (their own CPU time
-    over their run), the relay and the server (/proc, from the start gate to the last edge's exit): every
-    role used some CPU, the edges the most (they read, preprocess and encode), and the parts add up."""
+    over their run), the relay and the server (/proc, from the start gate to the last edge's exit): the
+    parts add up, stay within what the cores had, and the document's figure is the median of the rounds."""
     for e in ("1", "3", "4"):
         net = doc["networked"][e]
         for rnd in net["rounds"]:
             c = rnd["cpu_us_per_image"]
-            assert c["edges"] > 0 and c["relay"] > 0 and c["server"] > 0, (e, c)
+            # the services' figures come in 10 ms ticks (/proc): at this toy scale they may read 0
+            assert c["edges"] > 0 and c["relay"] >= 0 and c["server"] >= 0, (e, c)
             assert c["total"] == pytest.approx(c["edges"] + c["relay"] + c["server"])
             # no more CPU than the machine's cores had over the streaming window (+ 50 ms per process: ticks, gate and exit)
             assert c["total"] * 1e-6 * rnd["answered"] <= (os.cpu_count() or 1) * rnd["edge_window_s"] + 0.05 * (int(e) + 2)
