@@ -9,7 +9,7 @@ Contract:
 
       root = ".."        # base of relative paths, relative to this file's folder (default: it)
       [bundle]           path (required)
-      [server]           host port metrics_port max_batch max_wait_ms queue_size top_k drain_timeout_s
+      [server]           host port metrics_port max_batch max_wait_ms queue_size queue_wait_ms top_k drain_timeout_s
                          max_streams
       [basestation]      host port metrics_port server_addr symbol_rate_hz propagation_delay_ms
                          max_message_bytes max_streams
@@ -205,7 +205,11 @@ class ServerConfig:
     metrics_port: MetricsPort = 9101  # Prometheus /metrics port
     max_batch: Annotated[Int, Field(ge=1, le=4096)] = 32  # largest decode batch across transmitters
     max_wait_ms: Annotated[Float, Field(ge=0.0, le=60_000.0)] = 2.0  # longest a frame waits for a fuller batch
-    queue_size: Annotated[Int, Field(ge=1, le=1_000_000)] = 1024  # frames waiting per task; beyond: RESOURCE_EXHAUSTED
+    queue_size: Annotated[Int, Field(ge=1, le=1_000_000)] = 1024  # frames waiting per task; beyond: wait, then
+                                     # RESOURCE_EXHAUSTED
+    queue_wait_ms: Annotated[Float, Field(ge=0.0, le=600_000.0)] = 5000.0  # longest a message waits for room in a
+                                     # full queue (its stream is held meanwhile: backpressure to the relay
+                                     # and edges), then RESOURCE_EXHAUSTED; 0: at once (load shedding)
     top_k: Annotated[Int, Field(ge=1, le=1000)] = 3  # classes returned per frame
     drain_timeout_s: Annotated[Float, Field(ge=0.0, le=3600.0)] = 10.0  # on SIGTERM: longest wait for in-flight frames
     max_streams: Annotated[Int, Field(ge=1, le=10_000)] = 256  # concurrent Decode streams; beyond: RESOURCE_EXHAUSTED

@@ -5,9 +5,11 @@ One ``DynamicBatcher`` per task owns one worker thread and a bounded queue:
 * ``submit(x, snr_db)`` queues one frame's demapped symbols and returns a Future of
   ``Decoded``; ``submit_many(x [N, D], snr_db [N])`` queues N frames (a batched message) as
   one item and returns a Future of a list in row order of ``Decoded`` or, for the rows whose
-  decode failed, the exception. Both raise ``QueueFull``
-  when the frames would make more than ``queue_size`` waiting (the service answers
-  RESOURCE_EXHAUSTED) and ``Draining`` once ``close`` was called.
+  decode failed, the exception. When the frames would make more than ``queue_size`` waiting,
+  the caller waits up to ``queue_wait_s`` for room (backpressure: the service's reader of that
+  stream stops reading, so HTTP/2 flow control holds the relay and the edges back), then both
+  raise ``QueueFull`` (the service answers RESOURCE_EXHAUSTED); at once for ``queue_wait_s = 0``
+  or an item larger than the queue. ``Draining`` once ``close`` was called, waiting callers too.
 * The worker takes the oldest item and waits at most ``max_wait_s`` *from that item's
   arrival* for more, up to ``max_batch`` frames (not at all when ``others_may_send()`` says
   that no other sender is connected: a lone stream's next frame comes after its result); items already queued are taken at once
@@ -51,7 +53,7 @@ class Decoded:
 class _Item:
     x: np.ndarray        # [N, D] float32 demapped symbols (N = 1 for submit)
     snr_db: np.ndarray   # [N] float32
-    enqueued: float      # time.monotonic() at submit
+    enqueued: float      # time.monotonic() at submit (a wait for room counts as queue time)
     future: Future
     many: bool           # submit_many: the future's result is list[Decoded]
 
@@ -67,19 +69,22 @@ class DynamicBatcher:
     def __init__(self, decode_fn: DecodeFn, max_batch: int = 32, max_wait_s: float = 0.002,
                  queue_size: int = 1024, name: str = "batcher",
                  on_batch: Callable[[int, float], None] | None = None,
-                 others_may_send: Callable[[], bool] | None = None):
-        if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
+                 others_may_send: Callable[[], bool] | None = None, queue_wait_s: float = 0.0):
+        if max_batch < 1 or queue_size < 1 or max_wait_s < 0 or queue_wait_s < 0:
             raise ValueError(f"{name}: expected max_batch >= 1, queue_size >= 1, max_wait_s >= 0, "
-                             f"got {max_batch}, {queue_size}, {max_wait_s}")
+                             f"queue_wait_s >= 0, got {max_batch}, {queue_size}, {max_wait_s}, {queue_wait_s}")
         self.decode_fn = decode_fn
         self.max_batch = int(max_batch)
         self.max_wait_s = float(max_wait_s)
         self.queue_size = int(queue_size)
+        self.queue_wait_s = float(queue_wait_s)  # longest a submit waits for room in a full queue
         self.name = name
         self.on_batch = on_batch            # (batch_size, compute_s) after every batch
         self.others_may_send = others_may_send  # False: nobody else can add to a batch, do not wait
         self._items: deque[_Item] = deque()
-        self._cv = threading.Condition()
+        lock = threading.RLock()
+        self._cv = threading.Condition(lock)    # the worker waits here for items
+        self._room = threading.Condition(lock)  # submitters wait here for room in a full queue
         self._closing = False
         self._busy = 0                      # frames taken by the worker, not yet answered
         self._waiting = 0                   # frames queued (rows of the queued items)
@@ -100,11 +105,19 @@ class DynamicBatcher:
 
     def _put(self, item: _Item) -> Future:
         with self._cv:
-            if self._closing:
-                raise Draining(f"{self.name}: the server is draining and accepts no new frames")
-            if self._waiting + item.rows > self.queue_size:
-                raise QueueFull(f"{self.name}: decode queue is full ({self._waiting} frames waiting, "
-                                f"queue_size {self.queue_size})")
+            deadline = None
+            while True:
+                if self._closing:
+                    raise Draining(f"{self.name}: the server is draining and accepts no new frames")
+                if self._waiting + item.rows <= self.queue_size:
+                    break
+                now = time.monotonic()
+                deadline = now + self.queue_wait_s if deadline is None else deadline
+                if item.rows > self.queue_size or now >= deadline:
+                    waited = f"; waited {self.queue_wait_s:g} s for room" if self.queue_wait_s > 0 else ""
+                    raise QueueFull(f"{self.name}: decode queue is full ({self._waiting} frames waiting, "
+                                    f"queue_size {self.queue_size}{waited})")
+                self._room.wait(deadline - now)
             self._items.append(item)
             self._waiting += item.rows
             self._cv.notify()
@@ -125,6 +138,7 @@ class DynamicBatcher:
                 self._items.clear()
                 self._waiting = 0
             self._cv.notify_all()
+            self._room.notify_all()  # submitters waiting for room: Draining
         for item in dropped:
             item.future.set_exception(Draining(f"{self.name}: the server stopped before decoding this frame"))
         self._thread.join(timeout)
@@ -162,6 +176,7 @@ class DynamicBatcher:
                 self._cv.wait(remaining)
             self._waiting -= rows
             self._busy = rows
+            self._room.notify_all()  # room for submitters waiting on a full queue
             return batch
 
     def _run(self) -> None:

@@ -100,6 +100,7 @@ def codec_runtimes(bundle, cfg: Config, observer) -> dict[tuple[str, str], "_Tas
             model = bundle_lib.ServerModel(bundle, name, codec=c.name, spin_wait=cfg.server.onnx_spin_wait)
             batcher = DynamicBatcher(model.decode, max_batch=cfg.server.max_batch,
                                      max_wait_s=cfg.server.max_wait_ms / 1000.0, queue_size=cfg.server.queue_size,
+                                     queue_wait_s=cfg.server.queue_wait_ms / 1000.0,
                                      name=f"decode[{name}/{c.name}]", on_batch=observer(name))
             out[(name, c.name)] = _TaskRuntime(codec_view(spec, c.name), model, batcher)
     return out
@@ -177,6 +178,7 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
             batcher = DynamicBatcher(model.decode, max_batch=cfg.server.max_batch,
                                      max_wait_s=cfg.server.max_wait_ms / 1000.0,
                                      queue_size=cfg.server.queue_size, name=f"decode[{name}]",
+                                     queue_wait_s=cfg.server.queue_wait_ms / 1000.0,
                                      on_batch=self._batch_observer(name),
                                      others_may_send=lambda: self.slots.open > 1)
             self.tasks[name] = _TaskRuntime(model.spec, model, batcher)

@@ -58,6 +58,79 @@ def test_full_queue_raises_queue_full_and_keeps_serving():
     b.close()
 
 
+def test_a_full_queue_holds_the_submitter_until_there_is_room():
+    """queue_wait_s > 0: a message that does not fit waits (backpressure) and is queued as soon as the
+    worker takes frames; nothing is refused, and every result goes back to its submitter."""
+    hold = threading.Event()
+    rec = Recorder(hold=hold)
+    b = DynamicBatcher(rec, max_batch=4, max_wait_s=0.0, queue_size=4, queue_wait_s=10.0)
+    busy = b.submit(np.zeros(2), 0.0)
+    assert rec.started.wait(5)
+    first = b.submit_many(np.ones((4, 2), np.float32), 1.0)      # fills the queue
+    got: dict = {}
+    t = threading.Thread(target=lambda: got.update(f=b.submit_many(np.full((3, 2), 2.0, np.float32), 2.0)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and "f" not in got  # held: 4 waiting + 3 > queue_size
+    hold.set()                               # the worker takes the 4 queued frames: room for 3
+    t.join(5)
+    assert not t.is_alive()
+    assert [d.logits[0] for d in first.result(5)] == pytest.approx([2.0] * 4)
+    assert [d.logits[0] for d in got["f"].result(5)] == pytest.approx([4.0] * 3)
+    # the wait for room counts as queue time
+    assert min(d.queue_s for d in got["f"].result(5)) >= 0.25
+    busy.result(5)
+    b.close()
+
+
+def test_a_submitter_waits_at_most_queue_wait_s_then_gets_queue_full():
+    import time
+
+    hold = threading.Event()
+    rec = Recorder(hold=hold)
+    b = DynamicBatcher(rec, max_batch=1, max_wait_s=0.0, queue_size=1, queue_wait_s=0.3)
+    b.submit(np.zeros(2), 0.0)
+    assert rec.started.wait(5)
+    b.submit(np.zeros(2), 0.0)  # the queue is full
+    t0 = time.monotonic()
+    with pytest.raises(QueueFull, match=r"queue is full \(1 frames waiting, queue_size 1; waited 0.3 s for room\)"):
+        b.submit(np.zeros(2), 0.0)
+    assert 0.25 <= time.monotonic() - t0 < 3.0
+    with pytest.raises(QueueFull):  # larger than the whole queue: refused at once, no wait
+        t0 = time.monotonic()
+        b.submit_many(np.zeros((2, 2), np.float32), 0.0)
+    assert time.monotonic() - t0 < 0.2
+    hold.set()
+    b.close()
+
+
+def test_close_wakes_submitters_waiting_for_room_with_draining():
+    hold = threading.Event()
+    rec = Recorder(hold=hold)
+    b = DynamicBatcher(rec, max_batch=1, max_wait_s=0.0, queue_size=1, queue_wait_s=30.0)
+    b.submit(np.zeros(2), 0.0)
+    assert rec.started.wait(5)
+    b.submit(np.zeros(2), 0.0)
+    errors: list = []
+
+    def wait_for_room() -> None:
+        try:
+            b.submit(np.zeros(2), 0.0)
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    t = threading.Thread(target=wait_for_room)
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()
+    closer = threading.Thread(target=lambda: b.close(drain=True, timeout=10))
+    closer.start()
+    t.join(5)
+    assert not t.is_alive() and len(errors) == 1 and isinstance(errors[0], Draining)
+    hold.set()
+    closer.join(10)
+
+
 def test_close_drains_queued_frames_without_waiting_for_a_full_batch():
     rec = Recorder()
     b = DynamicBatcher(rec, max_batch=64, max_wait_s=30.0, queue_size=100)  # would wait 30 s
