@@ -83,15 +83,21 @@ def test_a_full_queue_holds_the_submitter_until_there_is_room():
     b.close()
 
 
-def test_a_submitter_waits_at_most_queue_wait_s_then_gets_queue_full():
-    import time
-
+def _full_batcher(queue_wait_s: float) -> tuple[DynamicBatcher, threading.Event]:
+    """A batcher with queue_size 1: one frame being decoded (held until the event is set), one queued."""
     hold = threading.Event()
     rec = Recorder(hold=hold)
-    b = DynamicBatcher(rec, max_batch=1, max_wait_s=0.0, queue_size=1, queue_wait_s=0.3)
+    b = DynamicBatcher(rec, max_batch=1, max_wait_s=0.0, queue_size=1, queue_wait_s=queue_wait_s)
     b.submit(np.zeros(2), 0.0)
     assert rec.started.wait(5)
     b.submit(np.zeros(2), 0.0)  # the queue is full
+    return b, hold
+
+
+def test_a_submitter_waits_at_most_queue_wait_s_then_gets_queue_full():
+    import time
+
+    b, hold = _full_batcher(0.3)
     t0 = time.monotonic()
     with pytest.raises(QueueFull, match=r"queue is full \(1 frames waiting, queue_size 1; waited 0.3 s for room\)"):
         b.submit(np.zeros(2), 0.0)
@@ -105,12 +111,7 @@ def test_a_submitter_waits_at_most_queue_wait_s_then_gets_queue_full():
 
 
 def test_close_wakes_submitters_waiting_for_room_with_draining():
-    hold = threading.Event()
-    rec = Recorder(hold=hold)
-    b = DynamicBatcher(rec, max_batch=1, max_wait_s=0.0, queue_size=1, queue_wait_s=30.0)
-    b.submit(np.zeros(2), 0.0)
-    assert rec.started.wait(5)
-    b.submit(np.zeros(2), 0.0)
+    b, hold = _full_batcher(30.0)
     errors: list = []
 
     def wait_for_room() -> None:

@@ -144,8 +144,16 @@ class HeldModel:
         return self.model.decode(x, snr)
 
 
-def test_full_queue_answers_resource_exhausted_per_frame(make_config, bundle):
-    cfg, _ = make_config(server={"queue_size": 2, "max_batch": 1, "max_wait_ms": 0.0, "queue_wait_ms": 0.0})
+@pytest.mark.parametrize("queue_wait_ms", [0.0, None])
+def test_a_full_queue_refuses_or_holds_the_frames_that_do_not_fit(make_config, bundle, queue_wait_ms):
+    """Frame 0 is being decoded (held), 1 and 2 fill the queue (queue_size 2), 3 and 4 find it full.
+    queue_wait_ms = 0: they are answered RESOURCE_EXHAUSTED at once (load shedding), per frame.
+    The default (5 s): the stream's reader waits for room instead, and once the held decode ends every
+    frame is answered; a second stream afterwards is served as usual."""
+    server = {"queue_size": 2, "max_batch": 1, "max_wait_ms": 0.0}
+    cfg, _ = make_config(server=server if queue_wait_ms is None else {**server, "queue_wait_ms": queue_wait_ms})
+    shedding = queue_wait_ms == 0.0
+    assert cfg.server.queue_wait_ms == (0.0 if shedding else 5000.0)
     held = HeldModel(ServerModel(bundle, "digits"))
     handle, port = create_server(cfg, bundle=bundle, models={"digits": held})
     handle.start()
@@ -157,62 +165,28 @@ def test_full_queue_answers_resource_exhausted_per_frame(make_config, bundle):
             def requests():
                 yield channel_frame(k, frame_id=0)
                 assert held.started.wait(10)          # frame 0 is being decoded (held)
-                for i in range(1, 5):                 # 1, 2 fill the queue; 3, 4 overflow
+                for i in range(1, 5):                 # 1, 2 fill the queue; 3, 4 overflow (or wait)
                     yield channel_frame(k, frame_id=i)
                 time.sleep(0.3)
                 held.release.set()
 
             results = {r.frame_id: r for r in stub.Decode(requests(), timeout=20)}
-        assert sorted(results) == [0, 1, 2, 3, 4]
+            other = list(stub.Decode(iter([channel_frame(k, frame_id=100 + i) for i in range(3)]), timeout=20))
+        assert sorted(results) == [0, 1, 2, 3, 4] and [r.error.code for r in other] == [0, 0, 0]
         assert [results[i].error.code for i in range(3)] == [0, 0, 0]
         for i in (3, 4):
-            assert results[i].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-            assert "queue" in results[i].error.message
-        values = handle.metrics.registry
-        from prometheus_client import generate_latest
-
-        from rkdsc.common.metrics import parse_metrics
-        m = parse_metrics(generate_latest(values).decode())
-        assert metric(m, "rkdsc_frames_total", transmitter="edge-near", task="digits", outcome="rejected") == 2
-        assert metric(m, "rkdsc_frames_total", transmitter="edge-near", task="digits", outcome="ok") == 3
-    finally:
-        held.release.set()
-        handle.stop(2.0)
-
-
-def test_full_queue_holds_the_stream_until_there_is_room(make_config, bundle):
-    """With queue_wait_ms (the default 5 s) a frame that finds the queue full waits for room instead
-    of failing: the stream's reader stops, and once the held decode ends every frame is answered. A
-    second stream meanwhile is still served (its frames wait their turn with the others)."""
-    cfg, _ = make_config(server={"queue_size": 2, "max_batch": 1, "max_wait_ms": 0.0})
-    assert cfg.server.queue_wait_ms == 5000.0
-    held = HeldModel(ServerModel(bundle, "digits"))
-    handle, port = create_server(cfg, bundle=bundle, models={"digits": held})
-    handle.start()
-    k = held.spec.symbols_per_image
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
-            stub = pb_grpc.EdgeServerStub(chan)
-
-            def requests():
-                yield channel_frame(k, frame_id=0)
-                assert held.started.wait(10)          # frame 0 is being decoded (held)
-                for i in range(1, 5):                 # 1, 2 fill the queue; 3 waits for room
-                    yield channel_frame(k, frame_id=i)
-                time.sleep(0.5)
-                held.release.set()
-
-            results = {r.frame_id: r for r in stub.Decode(requests(), timeout=20)}
-            other = list(stub.Decode(iter([channel_frame(k, frame_id=100 + i) for i in range(3)]), timeout=20))
-        assert sorted(results) == [0, 1, 2, 3, 4]
-        assert [results[i].error.code for i in range(5)] == [0] * 5
-        assert [r.error.code for r in other] == [0, 0, 0]
+            if shedding:
+                assert results[i].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                assert "queue" in results[i].error.message
+            else:
+                assert results[i].error.code == 0
         from prometheus_client import generate_latest
 
         from rkdsc.common.metrics import parse_metrics
         m = parse_metrics(generate_latest(handle.metrics.registry).decode())
-        assert metric(m, "rkdsc_frames_total", transmitter="edge-near", task="digits", outcome="rejected") == 0
-        assert metric(m, "rkdsc_frames_total", transmitter="edge-near", task="digits", outcome="ok") == 8
+        rejected = 2 if shedding else 0
+        assert metric(m, "rkdsc_frames_total", transmitter="edge-near", task="digits", outcome="rejected") == rejected
+        assert metric(m, "rkdsc_frames_total", transmitter="edge-near", task="digits", outcome="ok") == 8 - rejected
     finally:
         held.release.set()
         handle.stop(2.0)
