@@ -207,9 +207,10 @@ class ServerConfig:
     max_wait_ms: Annotated[Float, Field(ge=0.0, le=60_000.0)] = 2.0  # longest a frame waits for a fuller batch
     queue_size: Annotated[Int, Field(ge=1, le=1_000_000)] = 1024  # frames waiting per task; beyond: wait, then
                                      # RESOURCE_EXHAUSTED
-    queue_wait_ms: Annotated[Float, Field(ge=0.0, le=600_000.0)] = 5000.0  # longest a message waits for room in a
-                                     # full queue (its stream is held meanwhile: backpressure to the relay
-                                     # and edges), then RESOURCE_EXHAUSTED; 0: at once (load shedding)
+    queue_wait_ms: Annotated[Float, Field(ge=0.0, le=600_000.0)] = 30_000.0  # longest a message waits for room in a
+                                     # full queue, in line (first come, first served; its stream is held
+                                     # meanwhile: backpressure to the relay and edges), then
+                                     # RESOURCE_EXHAUSTED; 0: at once (load shedding)
     top_k: Annotated[Int, Field(ge=1, le=1000)] = 3  # classes returned per frame
     drain_timeout_s: Annotated[Float, Field(ge=0.0, le=3600.0)] = 10.0  # on SIGTERM: longest wait for in-flight frames
     max_streams: Annotated[Int, Field(ge=1, le=10_000)] = 256  # concurrent Decode streams; beyond: RESOURCE_EXHAUSTED

@@ -6,8 +6,9 @@ One ``DynamicBatcher`` per task owns one worker thread and a bounded queue:
   ``Decoded``; ``submit_many(x [N, D], snr_db [N])`` queues N frames (a batched message) as
   one item and returns a Future of a list in row order of ``Decoded`` or, for the rows whose
   decode failed, the exception. When the frames would make more than ``queue_size`` waiting,
-  the caller waits up to ``queue_wait_s`` for room (backpressure: the service's reader of that
-  stream stops reading, so HTTP/2 flow control holds the relay and the edges back), then both
+  the caller waits up to ``queue_wait_s`` for room, in line behind the callers already waiting
+  (first come, first served: no stream overtakes another; backpressure: the service's reader of
+  that stream stops reading, so HTTP/2 flow control holds the relay and the edges back), then both
   raise ``QueueFull`` (the service answers RESOURCE_EXHAUSTED); at once for ``queue_wait_s = 0``
   or an item larger than the queue. ``Draining`` once ``close`` was called, waiting callers too.
 * The worker takes the oldest item and waits at most ``max_wait_s`` *from that item's
@@ -85,6 +86,7 @@ class DynamicBatcher:
         lock = threading.RLock()
         self._cv = threading.Condition(lock)    # the worker waits here for items
         self._room = threading.Condition(lock)  # submitters wait here for room in a full queue
+        self._line: deque[object] = deque()     # their tickets, oldest first (first come, first served)
         self._closing = False
         self._busy = 0                      # frames taken by the worker, not yet answered
         self._waiting = 0                   # frames queued (rows of the queued items)
@@ -105,23 +107,39 @@ class DynamicBatcher:
 
     def _put(self, item: _Item) -> Future:
         with self._cv:
-            deadline = None
-            while True:
-                if self._closing:
-                    raise Draining(f"{self.name}: the server is draining and accepts no new frames")
-                if self._waiting + item.rows <= self.queue_size:
-                    break
-                now = time.monotonic()
-                deadline = now + self.queue_wait_s if deadline is None else deadline
-                if item.rows > self.queue_size or now >= deadline:
-                    waited = f"; waited {self.queue_wait_s:g} s for room" if self.queue_wait_s > 0 else ""
-                    raise QueueFull(f"{self.name}: decode queue is full ({self._waiting} frames waiting, "
-                                    f"queue_size {self.queue_size}{waited})")
-                self._room.wait(deadline - now)
+            if self._closing:
+                raise Draining(f"{self.name}: the server is draining and accepts no new frames")
+            if self._line or self._waiting + item.rows > self.queue_size:
+                self._wait_for_room(item.rows)  # in line behind the submitters already waiting
             self._items.append(item)
             self._waiting += item.rows
             self._cv.notify()
         return item.future
+
+    def _wait_for_room(self, rows: int) -> None:
+        """(Lock held.) Wait in line, first come first served, until this submitter is at the head and
+        its rows fit; QueueFull after ``queue_wait_s`` (at once when that is 0 or ``rows`` exceeds the
+        whole queue), Draining when the batcher closes meanwhile."""
+        def full(waited: str = "") -> QueueFull:
+            return QueueFull(f"{self.name}: decode queue is full ({self._waiting} frames waiting, "
+                             f"queue_size {self.queue_size}{waited})")
+
+        if rows > self.queue_size or self.queue_wait_s <= 0:
+            raise full()
+        ticket = object()
+        self._line.append(ticket)
+        deadline = time.monotonic() + self.queue_wait_s
+        try:
+            while not (self._line[0] is ticket and self._waiting + rows <= self.queue_size):
+                if self._closing:
+                    raise Draining(f"{self.name}: the server is draining and accepts no new frames")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise full(f"; waited {self.queue_wait_s:g} s for room")
+                self._room.wait(remaining)
+        finally:
+            self._line.remove(ticket)
+            self._room.notify_all()  # the next in line may fit now
 
     @property
     def pending(self) -> int:

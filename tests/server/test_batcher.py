@@ -83,6 +83,32 @@ def test_a_full_queue_holds_the_submitter_until_there_is_room():
     b.close()
 
 
+def test_submitters_waiting_for_room_enter_first_come_first_served():
+    """A small message that would fit does not overtake a larger one already waiting: it waits behind
+    it, and both enter, in their order, as the worker frees room."""
+    hold = threading.Event()
+    rec = Recorder(hold=hold)
+    b = DynamicBatcher(rec, max_batch=4, max_wait_s=0.0, queue_size=4, queue_wait_s=10.0)
+    busy = b.submit(np.zeros(2), 0.0)
+    assert rec.started.wait(5)
+    b.submit_many(np.zeros((2, 2), np.float32), 0.0)            # 2 of 4 waiting
+    order: list[str] = []
+    big = threading.Thread(target=lambda: (b.submit_many(np.ones((3, 2), np.float32), 0.0), order.append("big")))
+    big.start()
+    big.join(0.2)
+    assert big.is_alive()                                        # 2 + 3 > 4: waits
+    small = threading.Thread(target=lambda: (b.submit(np.ones(2), 0.0), order.append("small")))
+    small.start()
+    small.join(0.3)
+    assert small.is_alive() and order == []                      # 2 + 1 fits, but it is second in line
+    hold.set()
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"]
+    busy.result(5)
+    assert b.close(drain=True, timeout=5)
+
+
 def _full_batcher(queue_wait_s: float) -> tuple[DynamicBatcher, threading.Event]:
     """A batcher with queue_size 1: one frame being decoded (held until the event is set), one queued."""
     hold = threading.Event()

@@ -148,12 +148,12 @@ class HeldModel:
 def test_a_full_queue_refuses_or_holds_the_frames_that_do_not_fit(make_config, bundle, queue_wait_ms):
     """Frame 0 is being decoded (held), 1 and 2 fill the queue (queue_size 2), 3 and 4 find it full.
     queue_wait_ms = 0: they are answered RESOURCE_EXHAUSTED at once (load shedding), per frame.
-    The default (5 s): the stream's reader waits for room instead, and once the held decode ends every
+    The default (30 s): the stream's reader waits for room instead, and once the held decode ends every
     frame is answered; a second stream afterwards is served as usual."""
     server = {"queue_size": 2, "max_batch": 1, "max_wait_ms": 0.0}
     cfg, _ = make_config(server=server if queue_wait_ms is None else {**server, "queue_wait_ms": queue_wait_ms})
     shedding = queue_wait_ms == 0.0
-    assert cfg.server.queue_wait_ms == (0.0 if shedding else 5000.0)
+    assert cfg.server.queue_wait_ms == (0.0 if shedding else 30_000.0)
     held = HeldModel(ServerModel(bundle, "digits"))
     handle, port = create_server(cfg, bundle=bundle, models={"digits": held})
     handle.start()
