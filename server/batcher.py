@@ -108,7 +108,7 @@ class DynamicBatcher:
     def _put(self, item: _Item) -> Future:
         with self._cv:
             if self._closing:
-                raise Draining(f"{self.name}: the server is draining and accepts no new frames")
+                raise self._draining()
             if self._line or self._waiting + item.rows > self.queue_size:
                 self._wait_for_room(item.rows)  # in line behind the submitters already waiting
             self._items.append(item)
@@ -132,7 +132,7 @@ class DynamicBatcher:
         try:
             while not (self._line[0] is ticket and self._waiting + rows <= self.queue_size):
                 if self._closing:
-                    raise Draining(f"{self.name}: the server is draining and accepts no new frames")
+                    raise self._draining()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise full(f"; waited {self.queue_wait_s:g} s for room")
@@ -140,6 +140,9 @@ class DynamicBatcher:
         finally:
             self._line.remove(ticket)
             self._room.notify_all()  # the next in line may fit now
+
+    def _draining(self) -> Draining:
+        return Draining(f"{self.name}: the server is draining and accepts no new frames")
 
     @property
     def pending(self) -> int:

@@ -87,6 +87,13 @@ def _check_magnitude(y: np.ndarray, field: str, limit: float) -> None:
                       f"reach at any SNR (rkdsc.server.service.received_limit)")
 
 
+def batcher_limits(cfg: Config) -> dict[str, Any]:
+    """The [server] settings every DynamicBatcher of the server takes (default codecs and the others)."""
+    srv = cfg.server
+    return {"max_batch": srv.max_batch, "max_wait_s": srv.max_wait_ms / 1000.0, "queue_size": srv.queue_size,
+            "queue_wait_s": srv.queue_wait_ms / 1000.0}
+
+
 # ============================================================================ codecs (adaptive rate)
 
 def codec_runtimes(bundle, cfg: Config, observer) -> dict[tuple[str, str], "_TaskRuntime"]:
@@ -98,10 +105,8 @@ def codec_runtimes(bundle, cfg: Config, observer) -> dict[tuple[str, str], "_Tas
             if (c.edge, c.server) == (spec.edge, spec.server):
                 continue
             model = bundle_lib.ServerModel(bundle, name, codec=c.name, spin_wait=cfg.server.onnx_spin_wait)
-            batcher = DynamicBatcher(model.decode, max_batch=cfg.server.max_batch,
-                                     max_wait_s=cfg.server.max_wait_ms / 1000.0, queue_size=cfg.server.queue_size,
-                                     queue_wait_s=cfg.server.queue_wait_ms / 1000.0,
-                                     name=f"decode[{name}/{c.name}]", on_batch=observer(name))
+            batcher = DynamicBatcher(model.decode, **batcher_limits(cfg), name=f"decode[{name}/{c.name}]",
+                                     on_batch=observer(name))
             out[(name, c.name)] = _TaskRuntime(codec_view(spec, c.name), model, batcher)
     return out
 
@@ -175,10 +180,7 @@ class EdgeServerServicer(pb_grpc.EdgeServerServicer):
         self.tasks: dict[str, _TaskRuntime] = {}
         for name in bundle.task_names:
             model = (models or {}).get(name) or bundle_lib.ServerModel(bundle, name, spin_wait=cfg.server.onnx_spin_wait)
-            batcher = DynamicBatcher(model.decode, max_batch=cfg.server.max_batch,
-                                     max_wait_s=cfg.server.max_wait_ms / 1000.0,
-                                     queue_size=cfg.server.queue_size, name=f"decode[{name}]",
-                                     queue_wait_s=cfg.server.queue_wait_ms / 1000.0,
+            batcher = DynamicBatcher(model.decode, **batcher_limits(cfg), name=f"decode[{name}]",
                                      on_batch=self._batch_observer(name),
                                      others_may_send=lambda: self.slots.open > 1)
             self.tasks[name] = _TaskRuntime(model.spec, model, batcher)

@@ -625,7 +625,7 @@ def _many_detail(p50: float | None, errors, cpu3: dict | None, cpu_n: dict | Non
     3-edge run (the edge processes' and the relay's + server's)."""
     parts = [] if p50 is None else [f"p50 {p50 / 1e3:.2f} s, {errors} errors"]
     a, b = cpu3 or {}, cpu_n or {}
-    if None not in (a.get("edges"), b.get("edges"), a.get("relay"), a.get("server"), b.get("relay"), b.get("server")):
+    if a.get("total") is not None and b.get("total") is not None:  # total: every role was measured
         parts.append(f"CPU per image 3 -> {many} edges: edge processes {a['edges']:.0f} -> {b['edges']:.0f} us, "
                      f"relay + server {a['relay'] + a['server']:.0f} -> {b['relay'] + b['server']:.0f} us")
     return "; ".join(parts) or None
