@@ -53,11 +53,12 @@ __all__ = ["grpc_options", "server_options", "channel_options", "service_config"
 
 T = TypeVar("T")
 
-# The services' GIL switch interval (Python's default is 5 ms): a thread woken by a message waits
-# at most this long for a thread computing in Python to hand over the GIL. Measured in one run
-# (batch 1, one frame in flight, 4 rounds): networked p99 11.5 ms at 5 ms, 9.0 ms at 0.5 ms
-# (docs/decisions.md "Batch-1 latency"). Set by run_cli, i.e. in every service process.
-SWITCH_INTERVAL_S = 0.0005
+# The services' GIL switch interval, set by run_cli in every service process: Python's default,
+# 5 ms. A shorter interval (0.5 ms, kept from 2026-12-01 to 2026-12-07 for batch-1 latency) forces
+# a thread computing in Python to hand over the GIL ten times as often; with 32 edges on two cores
+# that cost 6-42 % of the images/s in six of six alternated pairs, and the batch-1 p99 showed no
+# penalty at 5 ms (docs/decisions.md "The GIL switch interval back to Python's 5 ms").
+SWITCH_INTERVAL_S = 0.005
 
 
 def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
