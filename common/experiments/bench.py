@@ -123,7 +123,10 @@ def resolve_bundle(bundle: str | None, work: Path, log: Callable[[str], None]) -
 
 
 def prepare_images(data: str | None, bundle, task: str, n: int, work: Path) -> Path:
-    """An image folder with class sub-folders named like the task's classes (>= n images)."""
+    """An image folder with class sub-folders named like the task's classes (>= n images).
+
+    The generated folder (work/images/<task>) is the bench's own: a kept --work-dir gets it
+    written afresh, so a second run into the same folder sends the same images as the first."""
     if data:
         return Path(data)
     spec = bundle.task(task)
@@ -132,7 +135,7 @@ def prepare_images(data: str | None, bundle, task: str, n: int, work: Path) -> P
     if task == "digits":
         from rkdsc.common.data.samples import write_samples
 
-        files = write_samples(folder, size=h if h == w else 32)
+        files = write_samples(folder, size=h if h == w else 32, overwrite=True)
         # more than the 359 held-back digits: byte-identical copies (NNNN-rK.png) up to n, so that a
         # round streams long enough for its rate not to hang on one scheduling hiccup
         for k in range(1, -(-n // len(files))):
@@ -141,6 +144,7 @@ def prepare_images(data: str | None, bundle, task: str, n: int, work: Path) -> P
         return folder
     from PIL import Image
 
+    shutil.rmtree(folder, ignore_errors=True)
     rng = np.random.default_rng(0)
     for i in range(n):
         name = spec.class_names[i % spec.num_classes]

@@ -56,7 +56,7 @@ T = TypeVar("T")
 # The services' GIL switch interval, set by run_cli in every service process: Python's default,
 # 5 ms. A shorter interval (0.5 ms, kept from 2026-12-01 to 2026-12-07 for batch-1 latency) forces
 # a thread computing in Python to hand over the GIL ten times as often; with 32 edges on two cores
-# that cost 6-42 % of the images/s in six of six alternated pairs, and the batch-1 p99 showed no
+# that cost 4-42 % of the images/s in six of six alternated pairs, and the batch-1 p99 showed no
 # penalty at 5 ms (docs/decisions.md "The GIL switch interval back to Python's 5 ms").
 SWITCH_INTERVAL_S = 0.005
 

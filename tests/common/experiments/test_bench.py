@@ -291,3 +291,12 @@ def test_digit_images_beyond_the_held_back_set_are_identical_copies(bundle, tmp_
     for c in copies:
         src = c.with_name(c.stem.split("-r")[0] + c.suffix)
         assert src.parent == c.parent and src.read_bytes() == c.read_bytes()
+
+
+def test_a_kept_work_dir_gets_its_images_written_afresh(bundle, tmp_path):
+    """A second bench into the same --work-dir: no FileExistsError, and the folder holds the
+    second run's images only (800 then 400: no copies of the first run left behind)."""
+    first = bench.prepare_images(None, bundle, "digits", 800, tmp_path)
+    assert len(list(first.glob("*/*.png"))) == 800
+    again = bench.prepare_images(None, bundle, "digits", 400, tmp_path)
+    assert again == first and len(list(again.glob("*/*.png"))) == 400
