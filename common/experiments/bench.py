@@ -70,7 +70,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rkdsc.common.experiments.bench_format import DEFAULT_ROUNDS, bench_markdown, soak_markdown
+from rkdsc.common.experiments.bench_format import DEFAULT_ROUNDS, bench_markdown, plot_goals, soak_markdown
 from rkdsc.common.cliargs import int_list
 from rkdsc.common.config import TransmitterConfig
 
@@ -91,6 +91,12 @@ GOALS = {
 def _write_json(out: str | os.PathLike, doc: dict) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def goals_plot_path(out: str | os.PathLike) -> Path:
+    """Where ``--out FILE.json`` puts the goals' plot: FILE.png (never the JSON itself)."""
+    png = Path(out).with_suffix(".png")
+    return png if png != Path(out) else Path(f"{out}.png")
 
 
 def _shown(path: str | Path) -> str:
@@ -841,6 +847,10 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
             tmp.cleanup()
     if out:
         _write_json(out, doc)
+        if doc.get("goals"):
+            png = goals_plot_path(out)
+            plot_goals(doc, png)
+            log(f"bench: the goals' plot: {_shown(png)}")
     return doc
 
 
@@ -1120,7 +1130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default=None, metavar="DIR",
                    help="bundle directory (default: deploy/bundle when present, else a random test bundle)")
     p.add_argument("--images", type=int, default=128, help="images per edge device (and for the in-process run)")
-    p.add_argument("--out", default=None, metavar="FILE.json", help="write the JSON result here")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="write the JSON result here, and a plot of the data-plane goals next to it "
+                        "(FILE.png: each round, the median, the goal line)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="image folder with class sub-folders (default: held-back digits or synthetic images)")
     p.add_argument("--task", default=None, help="bundle task (default: the first)")

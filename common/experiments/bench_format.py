@@ -1,6 +1,8 @@
-"""Markdown of an `rkdsc bench` JSON document (shared by `rkdsc bench` and `rkdsc report`; no grpc, no torch)."""
+"""Markdown of an `rkdsc bench` JSON document (shared by `rkdsc bench` and `rkdsc report`; no grpc, no torch),
+and ``plot_goals``: the data-plane goals as a figure (each round, the median, the goal line)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 DEFAULT_ROUNDS = 3  # `rkdsc bench --rounds`: in-process / networked runs alternated this many times
@@ -207,3 +209,56 @@ def bench_markdown(doc: dict) -> str:
     for n in doc.get("notes") or []:
         lines.append(f"Note: {n}")
     return "\n".join(lines)
+
+
+_AXIS_LABEL = {"ratio": "x reference", "delta": "ms over in-process", "value": "ns per symbol"}
+
+
+def plot_goals(doc: dict, path: str | Path) -> list[str]:
+    """One panel per goal row of ``doc["goals"]``: each round's value (dots), the median (bar), the
+    goal's threshold (dashed) and the side of it that passes (shaded); the title carries the verdict.
+    Writes a PNG to ``path``; returns the verdicts drawn ("PASS", "FAIL" or "not run"), row by row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = doc.get("goals") or []
+    if not rows:
+        raise ValueError("goals: the bench document has no goal rows to plot")
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.1 * len(rows), 3.6), squeeze=False)
+    verdicts = []
+    for ax, row in zip(axes[0], rows):
+        v, t = row.get("value"), float(row["threshold"])
+        rounds = [x for x in row.get("rounds") or [] if x is not None]
+        verdict = "not run" if v is None or row.get("pass") is None else ("PASS" if row["pass"] else "FAIL")
+        verdicts.append(verdict)
+        upward = row.get("measure") == "ratio"  # ratios pass at or above the line; ms and ns at or below
+        if v is not None:
+            color = {"PASS": "tab:green", "FAIL": "tab:red"}.get(verdict, "tab:gray")
+            ax.bar([0], [v], width=0.5, color=color, alpha=0.55, label="median")
+            if rounds:
+                xs = [(i - (len(rounds) - 1) / 2) * 0.08 for i in range(len(rounds))]
+                ax.plot(xs, rounds, "k.", markersize=8, label="rounds")
+        else:
+            ax.text(0, t / 2, "not run", ha="center", va="center")
+        drawn = [t, *([v] if v is not None else []), *rounds]
+        top, bottom = max(drawn) * 1.25, min([0.0, *drawn]) * 1.25
+        ax.set_ylim(bottom, top)
+        ax.axhline(t, color="k", linestyle="--", linewidth=1, label="goal")
+        ax.axhspan(t, top, alpha=0.08, color="tab:green") if upward else ax.axhspan(bottom, t, alpha=0.08,
+                                                                                    color="tab:green")
+        ax.set_xlim(-0.6, 0.6)
+        ax.set_xticks([])
+        ax.set_ylabel(_AXIS_LABEL.get(row.get("measure"), row.get("unit") or ""))
+        ax.set_title(f"{row['figure']}\n{row['goal']}: {verdict}", fontsize=8)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    machine = doc.get("machine") or {}
+    fig.suptitle(f"rkdsc bench: {sum(v == 'PASS' for v in verdicts)} of {len(rows)} goals met "
+                 f"({doc.get('images_per_edge', '?')} images per edge, {doc.get('rounds', '?')} rounds, "
+                 f"{machine.get('cpus', '?')} CPUs)", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return verdicts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ def doc(tmp_path_factory, bundle_dir, sample_dir):
                         encoder_batches=(1, 32), threads=1, work_dir=str(work / "wd"), log=lambda s: None, rounds=2,
                         latency_images=4, tls=False)
     assert json.loads(out.read_text())["ratios"] == d["ratios"]
+    assert (work / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the goals' plot beside the JSON
     return d
 
 
@@ -300,3 +302,29 @@ def test_a_kept_work_dir_gets_its_images_written_afresh(bundle, tmp_path):
     assert len(list(first.glob("*/*.png"))) == 800
     again = bench.prepare_images(None, bundle, "digits", 400, tmp_path)
     assert again == first and len(list(again.glob("*/*.png"))) == 400
+
+
+def test_the_goals_plot_draws_each_rows_verdict(tmp_path):
+    """plot_goals on a recorded run: one panel per goal with the JSON's verdict; a row not run and a
+    flipped verdict are drawn as such; a document without goals is refused naming the field."""
+    import copy
+
+    from PIL import Image
+
+    from rkdsc.common.experiments.bench_format import plot_goals
+
+    recorded = json.loads((Path(__file__).resolve().parents[3] / "docs/runs/bench/bench-2026-12-07f.json").read_text())
+    expected = ["PASS" if g["pass"] else "FAIL" for g in recorded["goals"]]
+    assert "FAIL" in expected and "PASS" in expected
+    assert plot_goals(recorded, tmp_path / "a.png") == expected
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.format == "PNG" and im.width > 2 * im.height  # one panel per goal, side by side
+    changed = copy.deepcopy(recorded)
+    changed["goals"][0].update(value=None, rounds=[], measured=None, **{"pass": None})
+    changed["goals"][-1]["pass"] = not changed["goals"][-1]["pass"]
+    flipped = "PASS" if expected[-1] == "FAIL" else "FAIL"
+    assert plot_goals(changed, tmp_path / "b.png") == ["not run", *expected[1:-1], flipped]
+    with pytest.raises(ValueError, match="goals"):
+        plot_goals({"goals": []}, tmp_path / "c.png")
+    assert bench.goals_plot_path(tmp_path / "r.json") == tmp_path / "r.png"
+    assert bench.goals_plot_path(tmp_path / "r.png") == tmp_path / "r.png.png"  # never over the JSON
