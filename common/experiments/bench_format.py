@@ -246,8 +246,7 @@ def plot_goals(doc: dict, path: str | Path) -> list[str]:
         top, bottom = max(drawn) * 1.25, min([0.0, *drawn]) * 1.25
         ax.set_ylim(bottom, top)
         ax.axhline(t, color="k", linestyle="--", linewidth=1, label="goal")
-        ax.axhspan(t, top, alpha=0.08, color="tab:green") if upward else ax.axhspan(bottom, t, alpha=0.08,
-                                                                                    color="tab:green")
+        ax.axhspan(*((t, top) if upward else (bottom, t)), alpha=0.08, color="tab:green")  # the passing side
         ax.set_xlim(-0.6, 0.6)
         ax.set_xticks([])
         ax.set_ylabel(_AXIS_LABEL.get(row.get("measure"), row.get("unit") or ""))
