@@ -40,12 +40,18 @@ its result (edge compute + uplink + channel + server queue and decode + downlink
 ``cli(argv)`` (``rkdsc edge``) exits 0 when the run is ok, 1 when the stream failed or more
 than ``max_failed_fraction`` of the images failed (counts by error code and the first failed
 files on stderr), 2 for a bad config or bundle or an image folder without images. The uplink
-is a ``rkdsc.common.service.RequestQueue`` on a channel with the services' client options
-(``channel_options``: keepalive, reconnect backoff of at most 2 s, retries of idempotent calls).
+runs on ``grpc.aio`` over the device's own channel (one Python thread reads, encodes, sends and
+receives: no GIL hand-offs between threads per message; chosen by measurement, docs/decisions.md
+"The edge on grpc.aio"), with the services' client options (``channel_options``: keepalive,
+reconnect backoff of at most 2 s, retries of idempotent calls). A device given a synchronous
+channel (``channel_``: a fleet's shared one, ``rkdsc.edge.fleet``) streams on it through a
+``rkdsc.common.service.RequestQueue`` and a receiver thread, with the same window, messages,
+results and timeouts.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -55,7 +61,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import grpc
 import numpy as np
@@ -67,7 +73,7 @@ from rkdsc.common.config import Config, ConfigError, TransmitterConfig
 from rkdsc.common.data.images import READ_ERRORS, list_images, load_rgb, preprocess
 from rkdsc.common.medium.hooks import EdgeHook
 from rkdsc.common.service import RequestQueue, channel_options, run_cli, status_code_from_value
-from rkdsc.common.service.security import Identity, check_client_credentials, open_channel
+from rkdsc.common.service.security import Identity, check_client_credentials, open_aio_channel
 from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
@@ -131,6 +137,82 @@ class _ResultLog:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+class _InFlight:
+    """The frames of one stream handed to gRPC and not answered yet, and the stream's first failure.
+
+    Thread-safe (the synchronous path's sender, receiver and result timeout share it). ``overdue``
+    gives up on every open frame once the oldest has waited ``timeout_s``."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = float(timeout_s)
+        self._by_id: dict[int, _Entry] = {}    # frame id -> entry
+        self._since: dict[int, float] = {}     # frame id -> perf_counter when it was queued
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._by_id)
+
+    def add(self, id_base: int, entries: list[_Entry], now: float) -> None:
+        with self._lock:
+            for e in entries:
+                self._by_id[id_base + e.index] = e
+                self._since[id_base + e.index] = now
+
+    def pop(self, frame_id: int) -> _Entry | None:
+        with self._lock:
+            self._since.pop(frame_id, None)
+            return self._by_id.pop(frame_id, None)
+
+    def overdue(self, now: float) -> list[_Entry] | None:
+        """Every open entry (removed) when the oldest has waited timeout_s or longer, else None."""
+        with self._lock:
+            if not self._since or now - min(self._since.values()) < self.timeout_s:
+                return None
+            lost = list(self._by_id.values())
+            self._by_id.clear()
+            self._since.clear()
+            return lost
+
+    def fail(self, message: str) -> None:
+        """Record why the stream failed (the first reason is kept)."""
+        with self._lock:
+            if not self._errors:
+                self._errors.append(message)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self._errors)
+
+    @property
+    def error(self) -> str | None:
+        return self._errors[0] if self._errors else None
+
+
+def _run_coroutine(coro):
+    """``asyncio.run(coro)``, on a thread of its own when this thread already runs an event loop
+    (a notebook, an async application): the result, or the exception, comes back here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="edge-stream", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -313,15 +395,10 @@ class EdgeClient:
             for e, (_, why) in zip(skipped, refused):
                 self._complete(e, error=why, error_code="SKIPPED")
             if entries:
-                own_channel = self._channel is None
-                chan = self._channel or open_channel(  # TLS / mTLS / token per [tls]; identity = this transmitter
-                    self.relay_addr, self.cfg.tls, Identity.transmitter(self.tx.id),
-                    options=channel_options(self.cfg.basestation.max_message_bytes))
-                try:
-                    stream_error = self._stream(chan, entries, stats)
-                finally:
-                    if own_channel:
-                        chan.close()
+                if self._channel is None:  # its own channel: the stream on grpc.aio
+                    stream_error = _run_coroutine(self._stream_aio(entries, stats))
+                else:
+                    stream_error = self._stream(self._channel, entries, stats)
             wall_s = time.perf_counter() - t_start
             stats["process_cpu_s"] = time.process_time() - cpu_start
             why = f"no result: {stream_error or 'stream ended early'}"
@@ -338,192 +415,324 @@ class EdgeClient:
             _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
+    # ------------------------------------------------------------------ the stream, shared parts
+    def _chunks(self, entries: list[_Entry]) -> list[list[_Entry]]:
+        return [entries[i:i + self.tx.batch_size] for i in range(0, len(entries), self.tx.batch_size)]
+
+    def _reader(self, chunks: list[list[_Entry]], stop_and_wait: bool) -> ThreadPoolExecutor | None:
+        """read ahead: the next batch's images are read on a thread while this one encodes (onnxruntime
+        releases the GIL). Not in stop-and-wait, where nothing may compete with the frame in flight."""
+        if self.tx.read_ahead and not stop_and_wait and len(chunks) > 1:
+            return ThreadPoolExecutor(1, thread_name_prefix=f"edge-{self.tx.id}-read")
+        return None
+
+    def _load_chunk(self, chunk: list[_Entry]) -> list[tuple[_Entry, np.ndarray | None]]:
+        return [(e, self._load(e)) for e in chunk]
+
+    def _encode_chunk(self, arrays: list[tuple[_Entry, np.ndarray | None]], t_enc: float, bar):
+        """The readable images of a batch encoded: ``(entries, z [N, K], snr)``, each entry stamped
+        with its frame id, encoder SNR and encode time; None when no image was readable."""
+        good = [(e, a) for e, a in arrays if a is not None]
+        bar.update(len(arrays) - len(good))
+        if not good:
+            return None
+        snr = self.snr_estimate_db
+        if self.medium is not None:  # the scheduler's view, delayed by the feedback path
+            snr = self.medium.encoder_snr_db(good[0][0])
+        z = self.encode(np.stack([a for _, a in good]), snr)         # [N, K]
+        encode_ms = (time.perf_counter() - t_enc) * 1e3
+        for e, _ in good:
+            e.t_encode = t_enc
+            e.record.update(frame_id=self.frame_id_base + e.index, encoder_snr_db=snr, encode_ms=encode_ms)
+        return [e for e, _ in good], z, snr
+
+    def _message(self, es: list[_Entry], z: np.ndarray, snr: float, batched: bool) -> "pb.Frame | pb.FrameBatch":
+        """One uplink message of the entries' symbols z [N, K]: a FrameBatch, or one Frame (N = 1)."""
+        if batched:
+            return self.frame_batch(es, z, snr)
+        (msg,) = self.encode_frames_from(es, z, snr)
+        return msg
+
     @staticmethod
-    def _window_has_room(window: threading.Semaphore, stop_sending: Callable[[], bool]) -> bool:
-        """Wait until the in-flight window has a free slot before reading and encoding the next
-        batch. Used when the window holds at most one batch (``max_in_flight <= batch_size``):
-        nothing encoded ahead could be sent before the answers anyway, so the device waits for
-        them (stop-and-wait at max_in_flight = 1) and its encoding does not compete with the frame
-        in flight for the CPU. False when the stream stopped meanwhile."""
-        while not window.acquire(timeout=0.25):
-            if stop_sending():
-                return False
-        window.release()
+    def _hand_over(es: list[_Entry], msg: "pb.Frame | pb.FrameBatch", stats: dict) -> "pb.Frame | pb.FrameBatch":
+        """Stamp a message as it goes to gRPC: the entries' send time, the wall clock, the counts."""
+        now = time.perf_counter()
+        for entry in es:
+            entry.t_sent = now
+        msg.sent_unix_ns = time.time_ns()
+        stats["up_bytes"] += msg.ByteSize()
+        stats["frames"] += len(es)
+        return msg
+
+    def _answer(self, res: pb.Result, flight: _InFlight, bar) -> bool:
+        """A received Result: the link feedback first, then the entry's outcome. False when the
+        frame is unknown or was given up on (nothing to free in the window)."""
+        now = time.perf_counter()
+        if res.HasField("link") and res.link.transmitter_id:
+            self.last_link = res.link
+            self.snr_estimate_db = float(res.link.effective_snr_db)
+        e = flight.pop(res.frame_id)
+        if e is None:
+            log.warning("edge %s: result for unknown or timed-out frame %d", self.tx.id, res.frame_id)
+            return False
+        self._fill(e, res, now)
+        bar.update(1)
         return True
 
+    def _give_up(self, flight: _InFlight, bar) -> bool:
+        """The frames waiting longer than result_timeout_s become errors (DEADLINE_EXCEEDED) and
+        the stream fails; True when that happened (the caller cancels the call)."""
+        lost = flight.overdue(time.perf_counter())
+        if lost is None:
+            return False
+        message = f"DEADLINE_EXCEEDED: no result within {flight.timeout_s:g} s"
+        for e in lost:
+            self._complete(e, error=message, error_code="DEADLINE_EXCEEDED")
+        bar.update(len(lost))
+        log.error("edge %s: %d frame(s) without a result after %g s; giving up", self.tx.id, len(lost),
+                  flight.timeout_s)
+        flight.fail(f"{message} for {len(lost)} frame(s) (result_timeout_s)")
+        return True
+
+    @staticmethod
+    def _stream_end(flight: _InFlight, sent_all: bool) -> None:
+        """The response stream ended with OK: a failure when frames are unanswered or unsent."""
+        if len(flight):
+            flight.fail(f"stream ended with {len(flight)} frame(s) unanswered")
+        elif not sent_all:
+            flight.fail("stream ended before every frame was sent")
+
+    @staticmethod
+    def _stream_status(flight: _InFlight, exc: grpc.RpcError) -> None:
+        """The response stream ended with an error status, with the frames it left unanswered (with
+        grpc.aio a write racing the end of a call turns an early OK into INTERNAL "Internal error
+        from Core": the count says what was lost either way)."""
+        open_ = len(flight)
+        flight.fail(f"{exc.code().name}: {exc.details()}"
+                    + (f" (stream ended with {open_} frame(s) unanswered)" if open_ else ""))
+
+    # ------------------------------------------------------------------ the stream on grpc.aio
+    async def _stream_aio(self, entries: list[_Entry], stats: dict) -> str | None:
+        """The device's stream on ``grpc.aio`` over its own channel: one Python thread reads,
+        encodes, sends and receives (the receiver is a task of the same loop), so no GIL is handed
+        between threads per message (docs/decisions.md, "The edge on grpc.aio")."""
+        chan, metadata = open_aio_channel(  # TLS / mTLS / token per [tls]; identity = this transmitter
+            self.relay_addr, self.cfg.tls, Identity.transmitter(self.tx.id),
+            options=channel_options(self.cfg.basestation.max_message_bytes))
+        try:
+            try:
+                await asyncio.wait_for(chan.channel_ready(), self.connect_timeout_s)
+            except asyncio.TimeoutError:
+                return f"relay at {self.relay_addr} not reachable within {self.connect_timeout_s:g} s"
+            batched = bool(self.tx.batch_messages)
+            stub = pb_grpc.RelayStub(chan)
+            call = (stub.TransmitBatch if batched else stub.Transmit)(metadata=metadata, wait_for_ready=True)
+            flight = _InFlight(self.tx.result_timeout_s)
+            free = [int(self.tx.max_in_flight)]  # free slots of the in-flight window
+            freed = asyncio.Event()              # set when slots were freed or the stream stopped
+            ended, sent_all = asyncio.Event(), [False]
+            bar = _progress(len(entries), self.tx.id, self.progress)
+
+            async def receive() -> None:
+                try:
+                    async for msg in call:
+                        stats["down_bytes"] += msg.ByteSize()
+                        free[0] += sum(self._answer(res, flight, bar) for res in (msg.results if batched else (msg,)))
+                        freed.set()
+                        self._flush_log()  # one write per received message, not per record
+                    self._stream_end(flight, sent_all[0])
+                except grpc.RpcError as exc:
+                    self._stream_status(flight, exc)
+                except asyncio.CancelledError:  # the call was cancelled (a result timed out)
+                    flight.fail("CANCELLED: the stream was cancelled")
+                except Exception as exc:  # noqa: BLE001 - never leave the sender waiting on the window
+                    log.exception("edge %s: receiving results failed", self.tx.id)
+                    flight.fail(f"INTERNAL: receiving results failed: {type(exc).__name__}: {exc}")
+                finally:
+                    ended.set()
+                    freed.set()
+
+            def stop_sending() -> bool:
+                if flight.failed or ended.is_set():
+                    return True
+                if self._give_up(flight, bar):
+                    call.cancel()
+                    return True
+                return False
+
+            async def slot_freed() -> None:
+                """Wait until results free slots (or the stream stops), at most 0.25 s (result timeouts)."""
+                freed.clear()
+                try:
+                    await asyncio.wait_for(freed.wait(), 0.25)
+                except asyncio.TimeoutError:
+                    pass
+
+            async def send(es: list[_Entry], z: np.ndarray, snr: float) -> None:
+                flight.add(self.frame_id_base, es, time.perf_counter())
+                await call.write(self._hand_over(es, self._message(es, z, snr, batched), stats))
+
+            receiver = asyncio.ensure_future(receive())
+            chunks = self._chunks(entries)
+            stop_and_wait = self.tx.max_in_flight <= self.tx.batch_size
+            reader = self._reader(chunks, stop_and_wait)
+            ahead = reader.submit(self._load_chunk, chunks[0]) if reader else None
+            try:
+                for k, chunk in enumerate(chunks):
+                    if stop_and_wait:  # the window holds at most one batch: wait for its answers first
+                        while free[0] < 1 and not stop_sending():
+                            await slot_freed()
+                    if stop_sending():
+                        break
+                    t_enc = time.perf_counter()
+                    if ahead is not None:
+                        arrays = await asyncio.wrap_future(ahead)
+                        ahead = reader.submit(self._load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
+                    else:
+                        arrays = self._load_chunk(chunk)
+                    batch = self._encode_chunk(arrays, t_enc, bar)
+                    if batch is None:
+                        continue
+                    es, z, snr = batch
+                    # one window slot per frame; a message holds at most max_in_flight frames (so a full
+                    # window never waits on frames of its own message), collected as slots free up
+                    cap = int(self.tx.max_in_flight) if batched else 1
+                    start = i = 0
+                    while i < len(es) and not stop_sending():
+                        if free[0] < 1:
+                            await slot_freed()
+                            continue
+                        n = min(free[0], len(es) - i, cap - (i - start))
+                        free[0] -= n
+                        i += n
+                        if i - start >= cap:
+                            await send(es[start:i], z[start:i], snr)
+                            start = i
+                    if i < len(es):
+                        break
+                    if i > start:
+                        await send(es[start:i], z[start:i], snr)
+                sent_all[0] = True
+            except (grpc.RpcError, asyncio.InvalidStateError):  # the call ended: the receiver has the status
+                pass
+            finally:
+                if reader is not None:
+                    reader.shutdown(wait=True, cancel_futures=True)
+                if not ended.is_set():
+                    try:
+                        await call.done_writing()
+                    except (grpc.RpcError, asyncio.InvalidStateError):
+                        pass
+                # wait for the results still due, but never longer than result_timeout_s per frame
+                while not ended.is_set():
+                    await slot_freed()
+                    if not ended.is_set() and self._give_up(flight, bar):
+                        call.cancel()
+                        break
+                try:
+                    await asyncio.wait_for(receiver, 5.0)  # the cancelled call ends the receiver promptly
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    receiver.cancel()
+                bar.close()
+            return flight.error
+        finally:
+            await chan.close()
+
+    # ------------------------------------------------------------------ the stream on a shared channel
     def _stream(self, chan: grpc.Channel, entries: list[_Entry], stats: dict) -> str | None:
+        """The device's stream over a given synchronous channel (``channel_``: the fleet's shared
+        one): a sender (this thread), a receiver thread and gRPC's request-consuming thread."""
         try:
             grpc.channel_ready_future(chan).result(timeout=self.connect_timeout_s)
         except grpc.FutureTimeoutError:
             return f"relay at {self.relay_addr} not reachable within {self.connect_timeout_s:g} s"
         stub = pb_grpc.RelayStub(chan)
         window = threading.Semaphore(self.tx.max_in_flight)
-        failed = threading.Event()      # the stream failed, ended early, or a result timed out
         ended = threading.Event()       # the receiver is done (the response stream is over)
         sent_all = threading.Event()    # every frame was handed to the stream (half-close follows)
-        error: list[str] = []
-        by_id: dict[int, _Entry] = {}   # frames handed to the stream, not answered yet
-        waiting_since: dict[int, float] = {}  # frame id -> perf_counter when it was queued
-        lock = threading.Lock()
-        timeout_s = float(self.tx.result_timeout_s)
+        flight = _InFlight(self.tx.result_timeout_s)
         bar = _progress(len(entries), self.tx.id, self.progress)
-
         batched = bool(self.tx.batch_messages)
-
-        def hand_over(item: tuple[list[_Entry], "pb.Frame | pb.FrameBatch"]):
-            group, msg = item
-            now = time.perf_counter()
-            for entry in group:
-                entry.t_sent = now
-            msg.sent_unix_ns = time.time_ns()
-            stats["up_bytes"] += msg.ByteSize()
-            stats["frames"] += len(group)
-            return msg
-
-        send = RequestQueue(hand_over)  # ([entries], message) for the relay; close() half-closes the stream
+        # ([entries], message) for the relay; close() half-closes the stream
+        send = RequestQueue(lambda item: self._hand_over(item[0], item[1], stats))
         call = (stub.TransmitBatch if batched else stub.Transmit)(send, wait_for_ready=True)
-
-        def messages():
-            """The stream's messages as lists of Results (a ResultBatch's in row order), counting
-            the bytes received."""
-            for msg in call:
-                stats["down_bytes"] += msg.ByteSize()
-                yield msg.results if batched else (msg,)
-
-        def fail(message: str) -> None:
-            with lock:
-                if not error:
-                    error.append(message)
-            failed.set()
 
         def receive():
             try:
-                for results in messages():
-                    for res in results:
-                        now = time.perf_counter()
-                        if res.HasField("link") and res.link.transmitter_id:  # feedback first, then
-                            self.last_link = res.link                       # free the window slot
-                            self.snr_estimate_db = float(res.link.effective_snr_db)
-                        with lock:
-                            e = by_id.pop(res.frame_id, None)
-                            waiting_since.pop(res.frame_id, None)
-                        if e is None:  # unknown, or already given up on (result timeout)
-                            log.warning("edge %s: result for unknown or timed-out frame %d", self.tx.id, res.frame_id)
-                            continue
-                        window.release()
-                        self._fill(e, res, now)
-                        bar.update(1)
+                for msg in call:
+                    stats["down_bytes"] += msg.ByteSize()
+                    for res in (msg.results if batched else (msg,)):
+                        if self._answer(res, flight, bar):
+                            window.release()
                     self._flush_log()  # one write per received message, not per record
-                with lock:
-                    unanswered = len(by_id)
-                if unanswered:  # the relay closed the stream with OK but frames are missing
-                    fail(f"stream ended with {unanswered} frame(s) unanswered")
-                elif not sent_all.is_set():
-                    fail("stream ended before every frame was sent")
+                self._stream_end(flight, sent_all.is_set())
             except grpc.RpcError as exc:
-                fail(f"{exc.code().name}: {exc.details()}")
+                self._stream_status(flight, exc)
             except Exception as exc:  # noqa: BLE001 - never leave the sender waiting on the window
                 log.exception("edge %s: receiving results failed", self.tx.id)
-                fail(f"INTERNAL: receiving results failed: {type(exc).__name__}: {exc}")
+                flight.fail(f"INTERNAL: receiving results failed: {type(exc).__name__}: {exc}")
             finally:
                 ended.set()
 
         def expire() -> bool:
-            """Give up on the frames waiting longer than result_timeout_s: they become errors
-            (DEADLINE_EXCEEDED), the call is cancelled. True when that happened."""
-            now = time.perf_counter()
-            with lock:
-                if not waiting_since or now - min(waiting_since.values()) < timeout_s:
-                    return False
-                lost = [by_id.pop(fid) for fid in list(by_id)]
-                waiting_since.clear()
-            message = f"DEADLINE_EXCEEDED: no result within {timeout_s:g} s"
-            for e in lost:
-                self._complete(e, error=message, error_code="DEADLINE_EXCEEDED")
-            bar.update(len(lost))
-            log.error("edge %s: %d frame(s) without a result after %g s; giving up", self.tx.id, len(lost), timeout_s)
-            fail(f"{message} for {len(lost)} frame(s) (result_timeout_s)")
-            call.cancel()
-            return True
+            if self._give_up(flight, bar):
+                call.cancel()
+                return True
+            return False
 
         def stop_sending() -> bool:
-            return failed.is_set() or ended.is_set() or expire()
+            return flight.failed or ended.is_set() or expire()
+
+        def acquire() -> bool:
+            """One slot of the window (waiting for results); False when the stream stopped meanwhile."""
+            while not window.acquire(timeout=0.25):
+                if stop_sending():
+                    return False
+            if stop_sending():
+                window.release()
+                return False
+            return True
 
         receiver = threading.Thread(target=receive, name=f"edge-{self.tx.id}-recv", daemon=True)
         receiver.start()
-        chunks = [entries[i:i + self.tx.batch_size] for i in range(0, len(entries), self.tx.batch_size)]
+        chunks = self._chunks(entries)
         stop_and_wait = self.tx.max_in_flight <= self.tx.batch_size
-        # read ahead: the next batch's images are read on a thread while this one encodes (onnxruntime
-        # releases the GIL). Not in stop-and-wait, where nothing may compete with the frame in flight
-        reader = ThreadPoolExecutor(1, thread_name_prefix=f"edge-{self.tx.id}-read") \
-            if self.tx.read_ahead and not stop_and_wait and len(chunks) > 1 else None
-        load_chunk = lambda chunk: [(e, self._load(e)) for e in chunk]  # noqa: E731
-        ahead = reader.submit(load_chunk, chunks[0]) if reader else None
+        reader = self._reader(chunks, stop_and_wait)
+        ahead = reader.submit(self._load_chunk, chunks[0]) if reader else None
         try:
             for k, chunk in enumerate(chunks):
                 if stop_sending():
                     break
-                if stop_and_wait and not self._window_has_room(window, stop_sending):
-                    break  # (a window of at most one batch: stop-and-wait; a larger one encodes ahead)
+                if stop_and_wait:  # the window holds at most one batch: wait for its answers first
+                    if not acquire():
+                        break
+                    window.release()
                 t_enc = time.perf_counter()
                 if ahead is not None:
                     arrays = ahead.result()
-                    ahead = reader.submit(load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
+                    ahead = reader.submit(self._load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
                 else:
-                    arrays = load_chunk(chunk)
-                good = [(e, a) for e, a in arrays if a is not None]
-                bar.update(len(arrays) - len(good))
-                if not good:
+                    arrays = self._load_chunk(chunk)
+                batch = self._encode_chunk(arrays, t_enc, bar)
+                if batch is None:
                     continue
-                snr = self.snr_estimate_db
-                if self.medium is not None:  # the scheduler's view, delayed by the feedback path
-                    snr = self.medium.encoder_snr_db(good[0][0])
-                z = self.encode(np.stack([a for _, a in good]), snr)         # [N, K]
-                t_done = time.perf_counter()
-                group: list[tuple[_Entry, int]] = []  # (entry, row of z) of the next message
-
-                def flush() -> None:
-                    if not group:
-                        return
-                    es = [e for e, _ in group]
-                    if batched:
-                        msg = self.frame_batch(es, z[[i for _, i in group]], snr)
-                    else:
-                        (msg,) = self.encode_frames_from(es, z[[i for _, i in group]], snr)
-                    with lock:
-                        now = time.perf_counter()
-                        for e in es:
-                            by_id[self.frame_id_base + e.index] = e
-                            waiting_since[self.frame_id_base + e.index] = now
-                    send.put((es, msg))
-                    group.clear()
-
-                stopped = False
-                for row, (e, _) in enumerate(good):
-                    e.t_encode = t_enc
-                    e.record["frame_id"] = self.frame_id_base + e.index
-                    e.record["encoder_snr_db"] = snr
-                    e.record["encode_ms"] = (t_done - t_enc) * 1e3
-                    # one slot of the window per frame; a message holds at most max_in_flight frames
-                    # (so a full window never waits on frames of its own message). Slots freed by
-                    # results are collected into the message rather than sent one by one: under
-                    # load messages stay whole instead of fragmenting into single frames
-                    while not (acquired := window.acquire(timeout=0.25)):
-                        if stop_sending():
-                            break
-                    if not acquired or stop_sending():
-                        if acquired:
-                            window.release()
-                        stopped = True
-                        break
-                    group.append((e, row))
-                    if not batched or len(group) >= self.tx.max_in_flight:
-                        flush()
-                if not stopped:
-                    flush()
-                else:
-                    group.clear()
-                    break
+                es, z, snr = batch
+                # one window slot per frame; a message holds at most max_in_flight frames (so a full
+                # window never waits on frames of its own message). Slots freed by results are
+                # collected into the message rather than sent one by one: under load messages stay
+                # whole instead of fragmenting into single frames
+                start = i = 0
+                while i < len(es) and acquire():
+                    i += 1
+                    if not batched or i - start >= self.tx.max_in_flight:
+                        flight.add(self.frame_id_base, es[start:i], time.perf_counter())
+                        send.put((es[start:i], self._message(es[start:i], z[start:i], snr, batched)))
+                        start = i
+                if i < len(es):
+                    break  # stopped: the frames holding slots of an unsent message are not sent
+                if i > start:
+                    flight.add(self.frame_id_base, es[start:i], time.perf_counter())
+                    send.put((es[start:i], self._message(es[start:i], z[start:i], snr, batched)))
             sent_all.set()
         finally:
             if reader is not None:
@@ -535,7 +744,7 @@ class EdgeClient:
                     ended.wait(5.0)  # the cancelled call ends the receiver promptly
                     break
             bar.close()
-        return error[0] if error else None
+        return flight.error
 
     def _fill(self, e: _Entry, res: pb.Result, now: float) -> None:
         """Make a received Result an entry's outcome; its record is written unflushed (the

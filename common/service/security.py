@@ -246,6 +246,23 @@ def open_channel(addr: str, tls: TLSConfig | None, who: Identity, options: Seque
     return channel
 
 
+def open_aio_channel(addr: str, tls: TLSConfig | None, who: Identity, options: Sequence[tuple[str, Any]] = (),
+                     token: str | None = None) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
+    """``open_channel`` for ``grpc.aio`` (call it inside the event loop that will use the channel):
+    the channel and the call metadata to send with each call, ``authorization: Bearer <token>``
+    when there is a token and mode is not mtls, else ``()`` (per call, as the sync interceptor)."""
+    options = list(options)
+    if not _enabled(tls):
+        channel = grpc.aio.insecure_channel(addr, options=options)
+    else:
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        channel = grpc.aio.secure_channel(addr, channel_credentials(tls, who), options=options)
+    token = token or client_token(tls, who)
+    use_token = token and (tls is None or tls.mode != "mtls")
+    return channel, (((AUTH_HEADER, f"Bearer {token}"),) if use_token else ())
+
+
 def wait_connected(channel: grpc.Channel, timeout_s: float) -> None:
     """Block until the channel is READY (TCP and, with TLS, the handshake done); TimeoutError otherwise."""
     try:

@@ -60,6 +60,19 @@ def test_encoder_snr_follows_the_relay_feedback(services, bundle, sample_dir, tm
     assert used[:4] == [0.0] * 4 and used[4:] == [20.0] * 20
 
 
+def test_run_inside_a_running_event_loop_streams_on_a_thread_of_its_own(services, bundle, sample_dir, tmp_path):
+    # a notebook or an async application calls run() with a loop running in its thread: the
+    # grpc.aio stream cannot asyncio.run() there, so it runs on a thread of its own
+    import asyncio
+
+    async def caller():
+        return EdgeClient(services.cfg, services.cfg.transmitter("edge-near"), bundle=bundle).run(sample_dir,
+                                                                                                   tmp_path / "o")
+
+    summary = asyncio.run(caller())
+    assert summary["stream_error"] is None and summary["answered"] == summary["images"] == 24
+
+
 def test_unreachable_relay_is_a_stream_error_not_a_hang(make_config, bundle, sample_dir):
     cfg, _ = make_config()
     client = EdgeClient(cfg, cfg.transmitter("edge-near"), bundle=bundle, relay_addr="127.0.0.1:1",

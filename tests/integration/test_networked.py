@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +36,33 @@ def in_process_reference(bundle, tx, sample_dir):
     return out
 
 
-@pytest.mark.parametrize("batched,read_ahead", [(True, True), (True, False), (False, True)],
-                         ids=["TransmitBatch", "TransmitBatch-no-read-ahead", "Transmit"])
+@pytest.mark.parametrize("batched,read_ahead,sync_channel",
+                         [(True, True, False), (True, False, False), (False, True, False), (True, False, True),
+                          (False, False, True)],
+                         ids=["TransmitBatch", "TransmitBatch-no-read-ahead", "Transmit", "TransmitBatch-sync-channel",
+                              "Transmit-sync-channel"])
 def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, bundle, sample_dir, tmp_path, batched,
-                                                                      read_ahead):
+                                                                      read_ahead, sync_channel):
     # batched messages (one channel call per message) and single frames give the in-process
     # pipeline's results for the same seeds: the k-th frame of a link sees the k-th draw either way,
-    # whether the edge reads the next batch's images on a thread (read_ahead) or not
+    # whether the edge reads the next batch's images on a thread (read_ahead) or not, and whether it
+    # streams on grpc.aio over its own channel or on a given synchronous one (a fleet's)
+    import grpc
+
+    from rkdsc.common.service import channel_options
+
     cfg = services.cfg
     for tx in cfg.transmitters:
         tx.batch_messages = batched
         tx.read_ahead = read_ahead
     summaries, errors = {}, []
+    chan = grpc.insecure_channel(cfg.relay_addr, options=channel_options(cfg.basestation.max_message_bytes)) \
+        if sync_channel else None
 
     def run(tx):
         try:
-            summaries[tx.id] = EdgeClient(cfg, tx, bundle=bundle, frame_id_base=0).run(sample_dir, tmp_path / tx.id)
+            summaries[tx.id] = EdgeClient(cfg, tx, bundle=bundle, frame_id_base=0, channel_=chan).run(
+                sample_dir, tmp_path / tx.id)
         except Exception as exc:  # pragma: no cover - surfaced below
             errors.append(exc)
 
@@ -59,6 +71,11 @@ def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, b
         t.start()
     for t in threads:
         t.join(60)
+    if chan is not None:
+        from rkdsc.edge.fleet import CHANNEL_POLL_S
+
+        time.sleep(CHANNEL_POLL_S)  # as the fleet: channel_ready_future polls the channel for 0.2 s more
+        chan.close()
     assert not errors and len(summaries) == 3
     spec = bundle.task("digits")
     n = len(list_images(sample_dir, check=False).paths)
