@@ -390,7 +390,7 @@ class EdgeClient:
         out = None if out_dir is None else Path(out_dir)
         self._log = _ResultLog(out)
         stream_error: str | None = None
-        stats = {"up_bytes": 0, "down_bytes": 0, "frames": 0}
+        stats = {"up_bytes": 0, "down_bytes": 0, "frames": 0, "up_messages": 0, "down_messages": 0}
         try:
             for e, (_, why) in zip(skipped, refused):
                 self._complete(e, error=why, error_code="SKIPPED")
@@ -462,6 +462,7 @@ class EdgeClient:
         msg.sent_unix_ns = time.time_ns()
         stats["up_bytes"] += msg.ByteSize()
         stats["frames"] += len(es)
+        stats["up_messages"] += 1
         return msg
 
     def _answer(self, res: pb.Result, flight: _InFlight, bar) -> bool:
@@ -537,6 +538,7 @@ class EdgeClient:
                 try:
                     async for msg in call:
                         stats["down_bytes"] += msg.ByteSize()
+                        stats["down_messages"] += 1
                         free[0] += sum(self._answer(res, flight, bar) for res in (msg.results if batched else (msg,)))
                         freed.set()
                         self._flush_log()  # one write per received message, not per record
@@ -661,6 +663,7 @@ class EdgeClient:
             try:
                 for msg in call:
                     stats["down_bytes"] += msg.ByteSize()
+                    stats["down_messages"] += 1
                     for res in (msg.results if batched else (msg,)):
                         if self._answer(res, flight, bar):
                             window.release()
@@ -813,6 +816,10 @@ class EdgeClient:
             "frames_sent": stats["frames"],
             "uplink_bytes_per_image": stats["up_bytes"] / n_frames if stats["frames"] else None,
             "downlink_bytes_per_image": stats["down_bytes"] / n_frames if stats["frames"] else None,
+            # frames per message each way (uplink: per FrameBatch; downlink: results per ResultBatch)
+            "frames_per_uplink_message": stats["frames"] / stats["up_messages"] if stats["up_messages"] else None,
+            "results_per_downlink_message": (stats["frames"] / stats["down_messages"]
+                                             if stats["down_messages"] else None),
             "raw_image_bytes": 3 * h * w, "relay": self.relay_addr, "stream_error": stream_error,
             "images_dir": None if images_dir is None else str(images_dir),
             "errors_by_code": by_code, "failed_fraction": fraction, "max_failed_fraction": limit,

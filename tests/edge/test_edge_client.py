@@ -42,6 +42,10 @@ def test_client_answers_every_image_and_reports_the_unreadable_one(services, bun
     assert summary["accuracy"] == pytest.approx(sum(r["correct"] for r in good) / n_good)
     assert summary["symbols_per_image"] == bundle.task("digits").symbols_per_image
     assert summary["stream_error"] is None and summary["latency_ms"]["p99"] >= summary["latency_ms"]["p50"]
+    # one FrameBatch per encoded batch and one ResultBatch back (the window holds more than a batch)
+    batches = -(-(n_good + 1) // tx.batch_size)  # the broken file is read in one of them
+    assert summary["frames_per_uplink_message"] == pytest.approx(n_good / batches)
+    assert 1 <= summary["results_per_downlink_message"] <= tx.batch_size
 
 
 def test_encoder_snr_follows_the_relay_feedback(services, bundle, sample_dir, tmp_path):
