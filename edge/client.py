@@ -416,18 +416,32 @@ class EdgeClient:
         return summary
 
     # ------------------------------------------------------------------ the stream, shared parts
-    def _chunks(self, entries: list[_Entry]) -> list[list[_Entry]]:
-        return [entries[i:i + self.tx.batch_size] for i in range(0, len(entries), self.tx.batch_size)]
-
-    def _reader(self, chunks: list[list[_Entry]], stop_and_wait: bool) -> ThreadPoolExecutor | None:
-        """read ahead: the next batch's images are read on a thread while this one encodes (onnxruntime
-        releases the GIL). Not in stop-and-wait, where nothing may compete with the frame in flight."""
-        if self.tx.read_ahead and not stop_and_wait and len(chunks) > 1:
-            return ThreadPoolExecutor(1, thread_name_prefix=f"edge-{self.tx.id}-read")
-        return None
+    def _batches(self, entries: list[_Entry]):
+        """``(chunks, stop_and_wait, reader, ahead)``: the encode batches; whether the window holds at
+        most one batch (stop-and-wait: each batch waits for the previous one's answers); the read-ahead
+        thread and the future of batch 0's read, or None. Read ahead: the next batch's images are read
+        on a thread while this one encodes (onnxruntime releases the GIL); never in stop-and-wait,
+        where nothing may compete with the frame in flight."""
+        chunks = [entries[i:i + self.tx.batch_size] for i in range(0, len(entries), self.tx.batch_size)]
+        stop_and_wait = self.tx.max_in_flight <= self.tx.batch_size
+        reader = ThreadPoolExecutor(1, thread_name_prefix=f"edge-{self.tx.id}-read") \
+            if self.tx.read_ahead and not stop_and_wait and len(chunks) > 1 else None
+        return chunks, stop_and_wait, reader, (reader.submit(self._load_chunk, chunks[0]) if reader else None)
 
     def _load_chunk(self, chunk: list[_Entry]) -> list[tuple[_Entry, np.ndarray | None]]:
         return [(e, self._load(e)) for e in chunk]
+
+    def _read_and_encode(self, chunks: list[list[_Entry]], k: int, reader: ThreadPoolExecutor | None, ahead, bar):
+        """Batch k read (from the read-ahead future when there is one, then batch k + 1's read is
+        started) and encoded: ``(_encode_chunk's result, the next future)``. The read was started
+        during the previous encode, so waiting for it here (also on the aio loop) is short."""
+        t_enc = time.perf_counter()
+        if ahead is not None:
+            arrays = ahead.result()
+            ahead = reader.submit(self._load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
+        else:
+            arrays = self._load_chunk(chunks[k])
+        return self._encode_chunk(arrays, t_enc, bar), ahead
 
     def _encode_chunk(self, arrays: list[tuple[_Entry, np.ndarray | None]], t_enc: float, bar):
         """The readable images of a batch encoded: ``(entries, z [N, K], snr)``, each entry stamped
@@ -575,24 +589,15 @@ class EdgeClient:
                 await call.write(self._hand_over(es, self._message(es, z, snr, batched), stats))
 
             receiver = asyncio.ensure_future(receive())
-            chunks = self._chunks(entries)
-            stop_and_wait = self.tx.max_in_flight <= self.tx.batch_size
-            reader = self._reader(chunks, stop_and_wait)
-            ahead = reader.submit(self._load_chunk, chunks[0]) if reader else None
+            chunks, stop_and_wait, reader, ahead = self._batches(entries)
             try:
-                for k, chunk in enumerate(chunks):
+                for k in range(len(chunks)):
                     if stop_and_wait:  # the window holds at most one batch: wait for its answers first
                         while free[0] < 1 and not stop_sending():
                             await slot_freed()
                     if stop_sending():
                         break
-                    t_enc = time.perf_counter()
-                    if ahead is not None:
-                        arrays = await asyncio.wrap_future(ahead)
-                        ahead = reader.submit(self._load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
-                    else:
-                        arrays = self._load_chunk(chunk)
-                    batch = self._encode_chunk(arrays, t_enc, bar)
+                    batch, ahead = self._read_and_encode(chunks, k, reader, ahead, bar)
                     if batch is None:
                         continue
                     es, z, snr = batch
@@ -698,25 +703,16 @@ class EdgeClient:
 
         receiver = threading.Thread(target=receive, name=f"edge-{self.tx.id}-recv", daemon=True)
         receiver.start()
-        chunks = self._chunks(entries)
-        stop_and_wait = self.tx.max_in_flight <= self.tx.batch_size
-        reader = self._reader(chunks, stop_and_wait)
-        ahead = reader.submit(self._load_chunk, chunks[0]) if reader else None
+        chunks, stop_and_wait, reader, ahead = self._batches(entries)
         try:
-            for k, chunk in enumerate(chunks):
+            for k in range(len(chunks)):
                 if stop_sending():
                     break
                 if stop_and_wait:  # the window holds at most one batch: wait for its answers first
                     if not acquire():
                         break
                     window.release()
-                t_enc = time.perf_counter()
-                if ahead is not None:
-                    arrays = ahead.result()
-                    ahead = reader.submit(self._load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
-                else:
-                    arrays = self._load_chunk(chunk)
-                batch = self._encode_chunk(arrays, t_enc, bar)
+                batch, ahead = self._read_and_encode(chunks, k, reader, ahead, bar)
                 if batch is None:
                     continue
                 es, z, snr = batch
