@@ -390,7 +390,7 @@ class EdgeClient:
         out = None if out_dir is None else Path(out_dir)
         self._log = _ResultLog(out)
         stream_error: str | None = None
-        stats = {"up_bytes": 0, "down_bytes": 0, "frames": 0, "up_messages": 0, "down_messages": 0}
+        stats = {"up_bytes": 0, "down_bytes": 0, "frames": 0, "up_messages": 0, "down_messages": 0, "results": 0}
         try:
             for e, (_, why) in zip(skipped, refused):
                 self._complete(e, error=why, error_code="SKIPPED")
@@ -479,6 +479,15 @@ class EdgeClient:
         stats["up_messages"] += 1
         return msg
 
+    @staticmethod
+    def _received(msg: "pb.Result | pb.ResultBatch", batched: bool, stats: dict):
+        """A downlink message's Results (a ResultBatch's in row order), counted in stats."""
+        results = msg.results if batched else (msg,)
+        stats["down_bytes"] += msg.ByteSize()
+        stats["down_messages"] += 1
+        stats["results"] += len(results)
+        return results
+
     def _answer(self, res: pb.Result, flight: _InFlight, bar) -> bool:
         """A received Result: the link feedback first, then the entry's outcome. False when the
         frame is unknown or was given up on (nothing to free in the window)."""
@@ -494,9 +503,9 @@ class EdgeClient:
         bar.update(1)
         return True
 
-    def _give_up(self, flight: _InFlight, bar) -> bool:
-        """The frames waiting longer than result_timeout_s become errors (DEADLINE_EXCEEDED) and
-        the stream fails; True when that happened (the caller cancels the call)."""
+    def _give_up(self, flight: _InFlight, bar, call) -> bool:
+        """The frames waiting longer than result_timeout_s become errors (DEADLINE_EXCEEDED), the
+        stream fails and the call is cancelled; True when that happened."""
         lost = flight.overdue(time.perf_counter())
         if lost is None:
             return False
@@ -507,6 +516,7 @@ class EdgeClient:
         log.error("edge %s: %d frame(s) without a result after %g s; giving up", self.tx.id, len(lost),
                   flight.timeout_s)
         flight.fail(f"{message} for {len(lost)} frame(s) (result_timeout_s)")
+        call.cancel()
         return True
 
     @staticmethod
@@ -551,9 +561,7 @@ class EdgeClient:
             async def receive() -> None:
                 try:
                     async for msg in call:
-                        stats["down_bytes"] += msg.ByteSize()
-                        stats["down_messages"] += 1
-                        free[0] += sum(self._answer(res, flight, bar) for res in (msg.results if batched else (msg,)))
+                        free[0] += sum(self._answer(res, flight, bar) for res in self._received(msg, batched, stats))
                         freed.set()
                         self._flush_log()  # one write per received message, not per record
                     self._stream_end(flight, sent_all[0])
@@ -569,12 +577,7 @@ class EdgeClient:
                     freed.set()
 
             def stop_sending() -> bool:
-                if flight.failed or ended.is_set():
-                    return True
-                if self._give_up(flight, bar):
-                    call.cancel()
-                    return True
-                return False
+                return flight.failed or ended.is_set() or self._give_up(flight, bar, call)
 
             async def slot_freed() -> None:
                 """Wait until results free slots (or the stream stops), at most 0.25 s (result timeouts)."""
@@ -633,8 +636,7 @@ class EdgeClient:
                 # wait for the results still due, but never longer than result_timeout_s per frame
                 while not ended.is_set():
                     await slot_freed()
-                    if not ended.is_set() and self._give_up(flight, bar):
-                        call.cancel()
+                    if not ended.is_set() and self._give_up(flight, bar, call):
                         break
                 try:
                     await asyncio.wait_for(receiver, 5.0)  # the cancelled call ends the receiver promptly
@@ -667,9 +669,7 @@ class EdgeClient:
         def receive():
             try:
                 for msg in call:
-                    stats["down_bytes"] += msg.ByteSize()
-                    stats["down_messages"] += 1
-                    for res in (msg.results if batched else (msg,)):
+                    for res in self._received(msg, batched, stats):
                         if self._answer(res, flight, bar):
                             window.release()
                     self._flush_log()  # one write per received message, not per record
@@ -682,14 +682,8 @@ class EdgeClient:
             finally:
                 ended.set()
 
-        def expire() -> bool:
-            if self._give_up(flight, bar):
-                call.cancel()
-                return True
-            return False
-
         def stop_sending() -> bool:
-            return flight.failed or ended.is_set() or expire()
+            return flight.failed or ended.is_set() or self._give_up(flight, bar, call)
 
         def acquire() -> bool:
             """One slot of the window (waiting for results); False when the stream stopped meanwhile."""
@@ -720,18 +714,20 @@ class EdgeClient:
                 # window never waits on frames of its own message). Slots freed by results are
                 # collected into the message rather than sent one by one: under load messages stay
                 # whole instead of fragmenting into single frames
+                def put(lo: int, hi: int) -> None:  # rows lo..hi-1 as one message
+                    flight.add(self.frame_id_base, es[lo:hi], time.perf_counter())
+                    send.put((es[lo:hi], self._message(es[lo:hi], z[lo:hi], snr, batched)))
+
                 start = i = 0
                 while i < len(es) and acquire():
                     i += 1
                     if not batched or i - start >= self.tx.max_in_flight:
-                        flight.add(self.frame_id_base, es[start:i], time.perf_counter())
-                        send.put((es[start:i], self._message(es[start:i], z[start:i], snr, batched)))
+                        put(start, i)
                         start = i
                 if i < len(es):
                     break  # stopped: the frames holding slots of an unsent message are not sent
                 if i > start:
-                    flight.add(self.frame_id_base, es[start:i], time.perf_counter())
-                    send.put((es[start:i], self._message(es[start:i], z[start:i], snr, batched)))
+                    put(start, i)
             sent_all.set()
         finally:
             if reader is not None:
@@ -739,7 +735,7 @@ class EdgeClient:
             send.close()
             # wait for the results still due, but never longer than result_timeout_s per frame
             while not ended.wait(0.25):
-                if expire():
+                if self._give_up(flight, bar, call):
                     ended.wait(5.0)  # the cancelled call ends the receiver promptly
                     break
             bar.close()
@@ -814,7 +810,7 @@ class EdgeClient:
             "downlink_bytes_per_image": stats["down_bytes"] / n_frames if stats["frames"] else None,
             # frames per message each way (uplink: per FrameBatch; downlink: results per ResultBatch)
             "frames_per_uplink_message": stats["frames"] / stats["up_messages"] if stats["up_messages"] else None,
-            "results_per_downlink_message": (stats["frames"] / stats["down_messages"]
+            "results_per_downlink_message": (stats["results"] / stats["down_messages"]
                                              if stats["down_messages"] else None),
             "raw_image_bytes": 3 * h * w, "relay": self.relay_addr, "stream_error": stream_error,
             "images_dir": None if images_dir is None else str(images_dir),

@@ -233,17 +233,25 @@ def open_channel(addr: str, tls: TLSConfig | None, who: Identity, options: Seque
     """A client channel to ``addr`` as ``who``: plaintext when TLS is off, else TLS (and the
     client certificate under mtls); a bearer token, when there is one and mode is not mtls, goes
     with every call. ``tls.server_name`` replaces the dialled host in the certificate check."""
+    options, creds, token = _client_setup(tls, who, options, token)
+    channel = grpc.insecure_channel(addr, options=options) if creds is None else \
+        grpc.secure_channel(addr, creds, options=options)
+    return grpc.intercept_channel(channel, _TokenInterceptor(token)) if token else channel
+
+
+def _client_setup(tls: TLSConfig | None, who: Identity, options: Sequence[tuple[str, Any]],
+                  token: str | None) -> tuple[list[tuple[str, Any]], grpc.ChannelCredentials | None, str | None]:
+    """What a client channel to a service needs, sync or aio: its options (the certificate's name
+    override with ``tls.server_name``), its credentials (None: plaintext) and the bearer token to
+    send with every call (None: none, or mtls, where the certificate is the identity)."""
     options = list(options)
-    if not _enabled(tls):
-        channel = grpc.insecure_channel(addr, options=options)
-    else:
+    creds = None
+    if _enabled(tls):
         if tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
-        channel = grpc.secure_channel(addr, channel_credentials(tls, who), options=options)
+        creds = channel_credentials(tls, who)
     token = token or client_token(tls, who)
-    if token and (tls is None or tls.mode != "mtls"):
-        channel = grpc.intercept_channel(channel, _TokenInterceptor(token))
-    return channel
+    return options, creds, (token if token and (tls is None or tls.mode != "mtls") else None)
 
 
 def open_aio_channel(addr: str, tls: TLSConfig | None, who: Identity, options: Sequence[tuple[str, Any]] = (),
@@ -251,16 +259,10 @@ def open_aio_channel(addr: str, tls: TLSConfig | None, who: Identity, options: S
     """``open_channel`` for ``grpc.aio`` (call it inside the event loop that will use the channel):
     the channel and the call metadata to send with each call, ``authorization: Bearer <token>``
     when there is a token and mode is not mtls, else ``()`` (per call, as the sync interceptor)."""
-    options = list(options)
-    if not _enabled(tls):
-        channel = grpc.aio.insecure_channel(addr, options=options)
-    else:
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
-        channel = grpc.aio.secure_channel(addr, channel_credentials(tls, who), options=options)
-    token = token or client_token(tls, who)
-    use_token = token and (tls is None or tls.mode != "mtls")
-    return channel, (((AUTH_HEADER, f"Bearer {token}"),) if use_token else ())
+    options, creds, token = _client_setup(tls, who, options, token)
+    channel = grpc.aio.insecure_channel(addr, options=options) if creds is None else \
+        grpc.aio.secure_channel(addr, creds, options=options)
+    return channel, (((AUTH_HEADER, f"Bearer {token}"),) if token else ())
 
 
 def wait_connected(channel: grpc.Channel, timeout_s: float) -> None:
