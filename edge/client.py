@@ -43,10 +43,10 @@ files on stderr), 2 for a bad config or bundle or an image folder without images
 runs on ``grpc.aio`` over the device's own channel (one Python thread reads, encodes, sends and
 receives: no GIL hand-offs between threads per message; chosen by measurement, docs/decisions.md
 "The edge on grpc.aio"), with the services' client options (``channel_options``: keepalive,
-reconnect backoff of at most 2 s, retries of idempotent calls). A device given a synchronous
-channel (``channel_``: a fleet's shared one, ``rkdsc.edge.fleet``) streams on it through a
-``rkdsc.common.service.RequestQueue`` and a receiver thread, with the same window, messages,
-results and timeouts.
+reconnect backoff of at most 2 s, retries of idempotent calls). ``run_async`` is the same run as
+a coroutine of the caller's loop, optionally over a given ``grpc.aio`` channel (a fleet's shared
+one, ``rkdsc.edge.fleet``: many devices on one loop and one connection, each sending its own
+token as call metadata).
 """
 from __future__ import annotations
 
@@ -72,8 +72,8 @@ from rkdsc.common.bundle import BundleError
 from rkdsc.common.config import Config, ConfigError, TransmitterConfig
 from rkdsc.common.data.images import READ_ERRORS, list_images, load_rgb, preprocess
 from rkdsc.common.medium.hooks import EdgeHook
-from rkdsc.common.service import RequestQueue, channel_options, run_cli, status_code_from_value
-from rkdsc.common.service.security import Identity, check_client_credentials, open_aio_channel
+from rkdsc.common.service import channel_options, run_cli, status_code_from_value
+from rkdsc.common.service.security import Identity, call_metadata, check_client_credentials, open_aio_channel
 from rkdsc.common.wire import encode_tensor
 from rkdsc.v1 import emulator_pb2 as pb
 from rkdsc.v1 import emulator_pb2_grpc as pb_grpc
@@ -231,7 +231,7 @@ class EdgeClient:
     """One edge device of the topology (dependencies come in through __init__)."""
 
     def __init__(self, cfg: Config, transmitter: TransmitterConfig, bundle=None, relay_addr: str | None = None,
-                 channel_: grpc.Channel | None = None, progress: bool = False, intra_op_threads: int | None = 1,
+                 progress: bool = False, intra_op_threads: int | None = 1,
                  frame_id_base: int | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
                  models: dict[str, Any] | None = None):
         self.cfg = cfg
@@ -251,9 +251,8 @@ class EdgeClient:
                 self.codec_models[c.name] = bundle_lib.EdgeModel(self.bundle, self.spec.name, codec=c.name,
                                                                  intra_op_threads=intra_op_threads)
         self.relay_addr = relay_addr or cfg.relay_addr
-        self._channel = channel_
-        if channel_ is None:  # a missing or expired certificate is a config error now, not a stream error later
-            check_client_credentials(cfg.tls, Identity.transmitter(transmitter.id))
+        # a missing or expired certificate is a config error now, not a stream error later
+        check_client_credentials(cfg.tls, Identity.transmitter(transmitter.id))
         self.progress = progress
         self.snr_estimate_db = float(transmitter.initial_estimate_db)  # the CAT encoder's SNR input
         self.last_link: pb.LinkState | None = None
@@ -371,7 +370,17 @@ class EdgeClient:
     def run(self, images_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
             limit: int | None = None) -> dict[str, Any]:
         """Send every image of the folder, collect the results, write the outputs (if
-        out_dir) and return the summary dict (``stream_error`` set when the stream failed)."""
+        out_dir) and return the summary dict (``stream_error`` set when the stream failed).
+        ``run_async`` on an event loop of its own (on a thread of its own when the caller's thread
+        already runs one, e.g. a notebook)."""
+        return _run_coroutine(self.run_async(images_dir, out_dir, limit))
+
+    async def run_async(self, images_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+                        limit: int | None = None, channel: "grpc.aio.Channel | None" = None) -> dict[str, Any]:
+        """``run`` as a coroutine of the caller's event loop. ``channel``: a ``grpc.aio`` channel of
+        this loop to stream on (a fleet's shared one; it stays open; the device's token, if any, goes
+        as call metadata), None: the device opens its own (TLS, certificate and token of this
+        transmitter) and closes it at the end."""
         images_dir = Path(images_dir or self.tx.images)
         limit = self.tx.limit if limit is None else limit
         t_start = time.perf_counter()
@@ -395,10 +404,7 @@ class EdgeClient:
             for e, (_, why) in zip(skipped, refused):
                 self._complete(e, error=why, error_code="SKIPPED")
             if entries:
-                if self._channel is None:  # its own channel: the stream on grpc.aio
-                    stream_error = _run_coroutine(self._stream_aio(entries, stats))
-                else:
-                    stream_error = self._stream(self._channel, entries, stats)
+                stream_error = await self._stream_aio(entries, stats, channel)
             wall_s = time.perf_counter() - t_start
             stats["process_cpu_s"] = time.process_time() - cpu_start
             why = f"no result: {stream_error or 'stream ended early'}"
@@ -537,13 +543,18 @@ class EdgeClient:
                     + (f" (stream ended with {open_} frame(s) unanswered)" if open_ else ""))
 
     # ------------------------------------------------------------------ the stream on grpc.aio
-    async def _stream_aio(self, entries: list[_Entry], stats: dict) -> str | None:
-        """The device's stream on ``grpc.aio`` over its own channel: one Python thread reads,
-        encodes, sends and receives (the receiver is a task of the same loop), so no GIL is handed
-        between threads per message (docs/decisions.md, "The edge on grpc.aio")."""
-        chan, metadata = open_aio_channel(  # TLS / mTLS / token per [tls]; identity = this transmitter
-            self.relay_addr, self.cfg.tls, Identity.transmitter(self.tx.id),
-            options=channel_options(self.cfg.basestation.max_message_bytes))
+    async def _stream_aio(self, entries: list[_Entry], stats: dict, channel: "grpc.aio.Channel | None" = None
+                          ) -> str | None:
+        """The device's stream on ``grpc.aio``: one Python thread reads, encodes, sends and receives
+        (the receiver is a task of the same loop), so no GIL is handed between threads per message
+        (docs/decisions.md, "The edge on grpc.aio"). Over ``channel`` when given (left open), else
+        over a channel of its own."""
+        if channel is None:
+            chan, metadata = open_aio_channel(  # TLS / mTLS / token per [tls]; identity = this transmitter
+                self.relay_addr, self.cfg.tls, Identity.transmitter(self.tx.id),
+                options=channel_options(self.cfg.basestation.max_message_bytes))
+        else:  # a shared channel: this device's identity goes with the call (its token, if any)
+            chan, metadata = channel, call_metadata(self.cfg.tls, Identity.transmitter(self.tx.id))
         try:
             try:
                 await asyncio.wait_for(chan.channel_ready(), self.connect_timeout_s)
@@ -645,101 +656,8 @@ class EdgeClient:
                 bar.close()
             return flight.error
         finally:
-            await chan.close()
-
-    # ------------------------------------------------------------------ the stream on a shared channel
-    def _stream(self, chan: grpc.Channel, entries: list[_Entry], stats: dict) -> str | None:
-        """The device's stream over a given synchronous channel (``channel_``: the fleet's shared
-        one): a sender (this thread), a receiver thread and gRPC's request-consuming thread."""
-        try:
-            grpc.channel_ready_future(chan).result(timeout=self.connect_timeout_s)
-        except grpc.FutureTimeoutError:
-            return f"relay at {self.relay_addr} not reachable within {self.connect_timeout_s:g} s"
-        stub = pb_grpc.RelayStub(chan)
-        window = threading.Semaphore(self.tx.max_in_flight)
-        ended = threading.Event()       # the receiver is done (the response stream is over)
-        sent_all = threading.Event()    # every frame was handed to the stream (half-close follows)
-        flight = _InFlight(self.tx.result_timeout_s)
-        bar = _progress(len(entries), self.tx.id, self.progress)
-        batched = bool(self.tx.batch_messages)
-        # ([entries], message) for the relay; close() half-closes the stream
-        send = RequestQueue(lambda item: self._hand_over(item[0], item[1], stats))
-        call = (stub.TransmitBatch if batched else stub.Transmit)(send, wait_for_ready=True)
-
-        def receive():
-            try:
-                for msg in call:
-                    for res in self._received(msg, batched, stats):
-                        if self._answer(res, flight, bar):
-                            window.release()
-                    self._flush_log()  # one write per received message, not per record
-                self._stream_end(flight, sent_all.is_set())
-            except grpc.RpcError as exc:
-                self._stream_status(flight, exc)
-            except Exception as exc:  # noqa: BLE001 - never leave the sender waiting on the window
-                log.exception("edge %s: receiving results failed", self.tx.id)
-                flight.fail(f"INTERNAL: receiving results failed: {type(exc).__name__}: {exc}")
-            finally:
-                ended.set()
-
-        def stop_sending() -> bool:
-            return flight.failed or ended.is_set() or self._give_up(flight, bar, call)
-
-        def acquire() -> bool:
-            """One slot of the window (waiting for results); False when the stream stopped meanwhile."""
-            while not window.acquire(timeout=0.25):
-                if stop_sending():
-                    return False
-            if stop_sending():
-                window.release()
-                return False
-            return True
-
-        receiver = threading.Thread(target=receive, name=f"edge-{self.tx.id}-recv", daemon=True)
-        receiver.start()
-        chunks, stop_and_wait, reader, ahead = self._batches(entries)
-        try:
-            for k in range(len(chunks)):
-                if stop_sending():
-                    break
-                if stop_and_wait:  # the window holds at most one batch: wait for its answers first
-                    if not acquire():
-                        break
-                    window.release()
-                batch, ahead = self._read_and_encode(chunks, k, reader, ahead, bar)
-                if batch is None:
-                    continue
-                es, z, snr = batch
-                # one window slot per frame; a message holds at most max_in_flight frames (so a full
-                # window never waits on frames of its own message). Slots freed by results are
-                # collected into the message rather than sent one by one: under load messages stay
-                # whole instead of fragmenting into single frames
-                def put(lo: int, hi: int) -> None:  # rows lo..hi-1 as one message
-                    flight.add(self.frame_id_base, es[lo:hi], time.perf_counter())
-                    send.put((es[lo:hi], self._message(es[lo:hi], z[lo:hi], snr, batched)))
-
-                start = i = 0
-                while i < len(es) and acquire():
-                    i += 1
-                    if not batched or i - start >= self.tx.max_in_flight:
-                        put(start, i)
-                        start = i
-                if i < len(es):
-                    break  # stopped: the frames holding slots of an unsent message are not sent
-                if i > start:
-                    put(start, i)
-            sent_all.set()
-        finally:
-            if reader is not None:
-                reader.shutdown(wait=True, cancel_futures=True)  # a batch being read finishes; no more start
-            send.close()
-            # wait for the results still due, but never longer than result_timeout_s per frame
-            while not ended.wait(0.25):
-                if self._give_up(flight, bar, call):
-                    ended.wait(5.0)  # the cancelled call ends the receiver promptly
-                    break
-            bar.close()
-        return flight.error
+            if channel is None:
+                await chan.close()
 
     def _fill(self, e: _Entry, res: pb.Result, now: float) -> None:
         """Make a received Result an entry's outcome; its record is written unflushed (the

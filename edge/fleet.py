@@ -12,16 +12,18 @@ Contract:
   as ``rkdsc edge --id ID`` writes them; only the models are shared: the first device of a task
   builds its EdgeModel per codec, the others reuse them (``FleetRunner.models``: task -> codec
   -> EdgeModel). An onnxruntime session may be run from several threads at once.
-* Streams: one ``TransmitBatch`` stream per device (the single-device data plane), at most
-  ``concurrency`` devices streaming at a time (a thread pool; a device's run is one sender
-  thread + one receiver thread); the others wait for a slot, in index order. The relay's and
-  the server's ``max_streams`` (default 256) bound how many streams they admit: keep
-  ``concurrency`` below them.
-* Channels: with ``tls.mode = "off"`` and no bearer token, one gRPC channel (one HTTP/2
-  connection) carries every device's stream. With TLS, mutual TLS or tokens each device opens
-  its own channel with its own identity (certificate ``transmitters/<id>.pem`` under mtls, its
-  own token otherwise), since the relay authorizes frames by the caller's identity and a
-  channel has one. ``RKDSC_TOKEN`` would give every device the same identity: use the tokens file.
+* Streams: one ``TransmitBatch`` stream per device (the single-device data plane), every device a
+  coroutine of one ``grpc.aio`` event loop on one thread (``EdgeClient.run_async``): no thread per
+  device and no GIL handed between threads per message; a device yields to the others whenever
+  it waits on gRPC (a write, a full window). At most ``concurrency`` devices stream at a time; the
+  others wait for a slot, in index order. The relay's and the server's ``max_streams`` (default
+  256) bound how many streams they admit: keep ``concurrency`` below them.
+* Channels: one ``grpc.aio`` channel (one HTTP/2 connection) carries every device's stream, each
+  call with its device's bearer token as metadata when tokens are in use (``tls.mode`` "off" or
+  "tls"). Under mutual TLS each device opens its own channel with its own certificate
+  (``transmitters/<id>.pem``), since the relay authorizes frames by the caller's identity and a
+  channel has one certificate. ``RKDSC_TOKEN`` would give every device the same identity: use
+  the tokens file.
 * ``OUT/fleet-summary.json``: devices, devices_ok, failed (id -> failure), images, answered,
   errors, images_per_s (answered / wall time), latency_ms p50/p99/mean over every answered
   image of every device, rss_peak_mb (the process's peak resident memory), concurrency,
@@ -32,13 +34,13 @@ Contract:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import resource
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,12 +51,12 @@ from rkdsc.common.bundle import BundleError
 from rkdsc.common.config import Config, ConfigError, TransmitterConfig
 from rkdsc.common.data.images import list_images
 from rkdsc.common.service import channel_options, run_cli
-from rkdsc.common.service.security import Identity, client_token, open_channel
-from rkdsc.edge.client import CONNECT_TIMEOUT_S, EdgeClient, percentile
+from rkdsc.common.service.security import Identity, open_aio_channel
+from rkdsc.edge.client import (CONNECT_TIMEOUT_S, START_TIMEOUT_S, EdgeClient, _run_coroutine, percentile,
+                               wait_for_start)
 
 log = logging.getLogger("rkdsc.edge")
 
-CHANNEL_POLL_S = 0.3      # longer than grpc's connectivity polling period (0.2 s)
 DEFAULT_CONCURRENCY = 64  # devices streaming at once (measured: docs/fleets.md)
 
 
@@ -107,61 +109,57 @@ class FleetRunner:
         self.relay_addr = relay_addr or cfg.relay_addr
         self.bundle = bundle if bundle is not None else bundle_lib.load_bundle(cfg.bundle.path, verify=True)
         self.concurrency = max(1, min(int(concurrency or DEFAULT_CONCURRENCY), len(self.transmitters)))
-        first = Identity.transmitter(self.transmitters[0].id)
-        # one channel for all when nothing identifies the caller; else one per device (its identity)
-        self.shared_channel = cfg.tls.mode == "off" and client_token(cfg.tls, first) is None
-        self._channel = (open_channel(self.relay_addr, cfg.tls, first,
-                                      options=channel_options(cfg.basestation.max_message_bytes))
-                         if self.shared_channel else None)
+        # one channel for all unless each device's certificate is its identity (mutual TLS)
+        self.shared_channel = cfg.tls.mode != "mtls"
         self.models: dict[str, dict[str, Any]] = {}  # task -> codec name -> EdgeModel (one session each)
         self.clients: list[_Device] = []
         self.listings = _Listings()
         for tx in self.transmitters:
-            client = _Device(cfg, tx, bundle=self.bundle, relay_addr=self.relay_addr, channel_=self._channel,
-                             progress=False, intra_op_threads=intra_op_threads, frame_id_base=frame_id_base,
+            client = _Device(cfg, tx, bundle=self.bundle, relay_addr=self.relay_addr, progress=False, intra_op_threads=intra_op_threads, frame_id_base=frame_id_base,
                              connect_timeout_s=connect_timeout_s, models=self.models.get(tx.task))
             client.listings = self.listings
             self.models.setdefault(tx.task, client.codec_models)
             self.clients.append(client)
 
-    def close(self) -> None:
-        if self._channel is not None:
-            # each device's channel_ready_future polls the shared channel's state for up to 0.2 s
-            # after it resolved; closing within that window makes grpc's polling thread raise
-            time.sleep(CHANNEL_POLL_S)
-            self._channel.close()
-            self._channel = None
-
     def run(self, out_dir: str | Path | None = None, images_dir: str | Path | None = None,
             limit: int | None = None) -> dict[str, Any]:
         """Run every device (at most ``concurrency`` at once); write each device's outputs under
         ``out_dir/<id>/`` and ``out_dir/fleet-summary.json``; return the fleet summary (the
-        devices' own summaries under ``"summaries"``, not written to the fleet file)."""
+        devices' own summaries under ``"summaries"``, not written to the fleet file).
+        ``run_async`` on an event loop of its own."""
+        return _run_coroutine(self.run_async(out_dir, images_dir, limit))
+
+    async def run_async(self, out_dir: str | Path | None = None, images_dir: str | Path | None = None,
+                        limit: int | None = None) -> dict[str, Any]:
+        """``run`` as a coroutine of the caller's event loop (every device a task of it)."""
         out = None if out_dir is None else Path(out_dir)
         summaries: dict[str, dict] = {}
         failed: dict[str, str] = {}
-        lock = threading.Lock()
+        slots = asyncio.Semaphore(self.concurrency)  # FIFO: waiting devices start in index order
         t0 = time.perf_counter()
+        chan = None
+        if self.shared_channel:  # inside the loop that uses it
+            chan, _ = open_aio_channel(self.relay_addr, self.cfg.tls, Identity.transmitter(self.transmitters[0].id),
+                                       options=channel_options(self.cfg.basestation.max_message_bytes))
 
-        def one(client: _Device) -> None:
+        async def one(client: _Device) -> None:
             tid = client.tx.id
-            try:
-                s = client.run(images_dir, None if out is None else out / tid, limit=limit)
-            except Exception as exc:  # noqa: BLE001 - one device's crash is its failure, not the fleet's
-                log.exception("fleet: device %s failed", tid)
-                with lock:
+            async with slots:
+                try:
+                    s = await client.run_async(images_dir, None if out is None else out / tid, limit, channel=chan)
+                except Exception as exc:  # noqa: BLE001 - one device's crash is its failure, not the fleet's
+                    log.exception("fleet: device %s failed", tid)
                     failed[tid] = f"INTERNAL: {type(exc).__name__}: {exc}"
-                return
-            with lock:
-                summaries[tid] = s
-                if not s["ok"]:
-                    failed[tid] = s["failure"]
+                    return
+            summaries[tid] = s
+            if not s["ok"]:
+                failed[tid] = s["failure"]
 
         try:
-            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fleet") as pool:
-                list(pool.map(one, self.clients))
+            await asyncio.gather(*(one(c) for c in self.clients))
         finally:
-            self.close()
+            if chan is not None:
+                await chan.close()
         wall_s = time.perf_counter() - t0
         lat = [v for c in self.clients for v in c.latencies]
         answered = sum(s["answered"] for s in summaries.values())
@@ -229,6 +227,13 @@ def cli(argv: list[str] | None = None) -> int:
                    help="first frame id of every device (default: from the clock, unique across runs)")
     p.add_argument("--result-timeout", type=float, default=None, metavar="SECONDS",
                    help="per-frame result timeout of every device (overrides result_timeout_s)")
+    p.add_argument("--ready-file", default=None, metavar="PATH",
+                   help="write this file (JSON: id, pid) once the models are loaded, before streaming")
+    p.add_argument("--start-file", default=None, metavar="PATH",
+                   help="start gate, as `rkdsc edge --start-file`: wait until this file exists before streaming "
+                        "(exit status 2 when it does not appear within --start-timeout)")
+    p.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S, metavar="SECONDS",
+                   help=f"longest wait for --start-file (default {START_TIMEOUT_S:g})")
 
     def build(args: argparse.Namespace, cfg: Config) -> FleetRunner:
         if args.bundle:
@@ -262,6 +267,10 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, runner: FleetRunner) -> int:
+    if not wait_for_start(args.ready_file, args.start_file, "fleet", args.start_timeout):
+        print(f"rkdsc fleet: error: --start-file {args.start_file} did not appear within {args.start_timeout:g} s",
+              file=sys.stderr)
+        return 2
     s = runner.run(args.out, images_dir=args.images, limit=args.limit)
     p50 = s["latency_ms"]["p50"]
     print(f"fleet: {s['devices_ok']}/{s['devices']} devices ok, {s['answered']}/{s['images']} images answered, "

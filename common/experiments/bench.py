@@ -11,7 +11,12 @@
    ``rkdsc_relay_channel_seconds_count`` observed once per call against ``rkdsc_relay_frames_total``,
    and that call pattern is timed: today one call per frame, ``z [1, K]``); the many-edge run (the
    largest ``--edges`` above 3, 32 by default) >= 0.9x the 3-edge images/s with 0 errors. Ratios and
-   differences are per round, side by side; the row gives the median and the range.
+   differences are per round, side by side; the row gives the median and the range. The many-edge
+   run's devices go to edge processes of ``--edges-per-process`` devices (16: 32 devices in 2
+   ``rkdsc fleet`` processes; each device its own stream, identity and link through the relay, as
+   32 boards would have), and are run again as a process each for comparison
+   (``networked_process_per_device``, in the row's detail; docs/decisions.md, "32 devices, how many
+   processes").
 1. **in-process vs networked**: the same N images (the first N of the image folder) through
    ``InProcessPipeline`` (read + preprocess + encode + channel + decode in this process, in
    batches of ``--batch-size``) and through the real topology (``rkdsc.common.experiments.demo.run_demo``: server,
@@ -77,6 +82,7 @@ from rkdsc.common.config import TransmitterConfig
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO_ROOT / "deploy" / "bundle"
 DEFAULT_EDGES = (1, 3, 32)      # edge-device counts of the networked runs; the largest above 3: the many-edge row
+DEFAULT_MANY_PER_PROCESS = 16   # devices per edge process in the many-edge runs (32 devices: 2 fleet processes)
 DEFAULT_SOAK_IMAGES = 512       # soak: images per edge run (at most)
 # the data plane's goals (issue "Data plane: the network must cost less than what it emulates")
 GOALS = {
@@ -279,7 +285,7 @@ def _edge_window(out: Path, rows: list[dict]) -> float:
     spans = []
     for r in rows:
         try:
-            end = (out / "edges" / r["id"] / "summary.json").stat().st_mtime
+            end = (Path(r["results"]).parent / "summary.json").stat().st_mtime
         except (OSError, KeyError):
             continue
         if r.get("wall_s"):
@@ -292,9 +298,14 @@ def _edge_window(out: Path, rows: list[dict]) -> float:
 
 def cpu_per_image(rows: list[dict], services_cpu_s: dict, answered: int) -> dict:
     """CPU microseconds per answered image by role over a run's streaming: ``edges`` (every edge
-    process, its own ``process_cpu_s``), ``relay``, ``server`` (``run_demo``'s ``services_cpu_s``)
-    and ``total``; a role is None when a figure is missing (then ``total`` is None too)."""
-    edge = [r.get("process_cpu_s") for r in rows]
+    process, its own ``process_cpu_s``; the devices of one process, a fleet, report the process's
+    CPU over their own runs: counted once, the largest), ``relay``, ``server`` (``run_demo``'s
+    ``services_cpu_s``) and ``total``; a role is None when a figure is missing (then ``total`` is
+    None too)."""
+    by_process: dict[Any, list] = {}
+    for i, r in enumerate(rows):
+        by_process.setdefault(r.get("process", i), []).append(r.get("process_cpu_s"))
+    edge = [None if None in v else max(v) for v in by_process.values()]
     by = {"edges": sum(edge) if rows and None not in edge else None,
           "relay": services_cpu_s.get("relay"), "server": services_cpu_s.get("server")}
     out = {k: (v / answered * 1e6 if v is not None and answered else None) for k, v in by.items()}
@@ -305,7 +316,7 @@ def cpu_per_image(rows: list[dict], services_cpu_s: dict, answered: int) -> dict
 def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: int, batch_size: int, snr_db: float,
                     fading: str, work: Path, timeout_s: float, tag: str = "", max_in_flight: int | None = None,
                     symbols_per_frame: int | None = None, batch_messages: bool = True,
-                    read_ahead: bool | None = None) -> dict:
+                    read_ahead: bool | None = None, edges_per_process: int = 1) -> dict:
     from rkdsc.common.experiments.demo import DemoError, run_demo
 
     out = work / f"net-{edges}{tag}"
@@ -314,7 +325,8 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
     t0 = time.perf_counter()
     failure = None
     try:
-        summary = run_demo(cfg, out, timeout_s=timeout_s, limit=n, quiet=True, start_together=True)
+        summary = run_demo(cfg, out, timeout_s=timeout_s, limit=n, quiet=True, start_together=True,
+                           edges_per_process=edges_per_process)
     except DemoError as exc:  # e.g. an edge gave up on results (result timeout): report, do not hang
         failure = str(exc)
         try:
@@ -345,7 +357,9 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
     cpu = cpu_per_image(rows, summary.get("services_cpu_s") or {}, answered)
     k = symbols_per_frame or (rows[0].get("symbols_per_image") if rows else None) or 1
     return {
-        "edges": edges, "images": sum(r["images"] for r in rows), "answered": answered,
+        "edges": edges, "edges_per_process": edges_per_process,
+        "edge_processes": len({r.get("process", i) for i, r in enumerate(rows)}),
+        "images": sum(r["images"] for r in rows), "answered": answered,
         "errors": sum(r["errors"] for r in rows), "ok": summary.get("ok") and failure is None,
         "failure": failure, "batch_size": batch_size, "max_in_flight": max_in_flight,
         "images_per_s": answered / window if window > 0 else None,
@@ -621,23 +635,34 @@ def goal_rows(doc: dict) -> list[dict]:
     res = net.get(str(many)) or {}
     errors = res.get("errors")
     p50 = (res.get("latency_ms") or {}).get("p50")
-    add("scale_many_edges", f"{many or 'N'} edges through one relay and server", "images/s", "ratio",
+    per = doc.get("scale_edges_per_process") or 1
+    procs = res.get("edge_processes") or (-(-many // per) if many else None)
+    layout = f" ({procs} processes of {per} devices)" if many and per > 1 else ""
+    add("scale_many_edges", f"{many or 'N'} edges{layout} through one relay and server", "images/s", "ratio",
         (net.get("3") or {}).get("images_per_s"), res.get("images_per_s"), v,
         r.get(f"networked_{many}_over_3_throughput_rounds"),
         v is not None and v >= GOALS["scale_many_edges"]["threshold"] and errors == 0 and res.get("ok"),
         reference_label="3 edges", detail=_many_detail(p50, errors, (net.get("3") or {}).get("cpu_us_per_image"),
-                                                       res.get("cpu_us_per_image"), many))
+                                                       res.get("cpu_us_per_image"), many,
+                                                       (doc.get("networked_process_per_device") or {}).get(str(many)),
+                                                       r.get(f"networked_{many}_process_per_device_over_3_throughput")))
     return rows
 
 
-def _many_detail(p50: float | None, errors, cpu3: dict | None, cpu_n: dict | None, many) -> str | None:
-    """The many-edge row's detail: its p50 and errors, and where its CPU per image went against the
-    3-edge run (the edge processes' and the relay's + server's)."""
+def _many_detail(p50: float | None, errors, cpu3: dict | None, cpu_n: dict | None, many,
+                 per_device: dict | None = None, per_device_ratio: float | None = None) -> str | None:
+    """The many-edge row's detail: its p50 and errors, where its CPU per image went against the
+    3-edge run (the edge processes' and the relay's + server's), and the same devices as a process
+    each (images/s and the ratio to the 3-edge figure), when that run was made."""
     parts = [] if p50 is None else [f"p50 {p50 / 1e3:.2f} s, {errors} errors"]
     a, b = cpu3 or {}, cpu_n or {}
     if a.get("total") is not None and b.get("total") is not None:  # total: every role was measured
         parts.append(f"CPU per image 3 -> {many} edges: edge processes {a['edges']:.0f} -> {b['edges']:.0f} us, "
                      f"relay + server {a['relay'] + a['server']:.0f} -> {b['relay'] + b['server']:.0f} us")
+    if per_device and per_device.get("images_per_s"):
+        parts.append(f"as {many} processes: {per_device['images_per_s']:,.0f} images/s"
+                     + (f" ({per_device_ratio:.2f}x), {per_device.get('errors')} errors"
+                        if per_device_ratio is not None else ""))
     return "; ".join(parts) or None
 
 
@@ -646,13 +671,17 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
               edges: tuple[int, ...] = DEFAULT_EDGES, encoder_batches: tuple[int, ...] = (1, 32),
               threads: int | None = None, timeout_s: float = 600.0, work_dir: str | None = None,
               log: Callable[[str], None] = print, rounds: int = DEFAULT_ROUNDS,
-              latency_images: int | None = None, tls: bool = True) -> dict:
+              latency_images: int | None = None, tls: bool = True,
+              many_per_process: int = DEFAULT_MANY_PER_PROCESS) -> dict:
     """Run every benchmark; returns the JSON document (also written to ``out``). The in-process and
     networked runs are repeated ``rounds`` times in alternation (in-process, 1 edge, 3 edges, 32 edges,
     in-process batch 1, networked batch 1 with one frame in flight, again ...), so each round's ratio is
     measured side by side; the document gives the median over the rounds and each round's values, and
     ``goals`` (``goal_rows``) the data-plane figures against their goals. ``latency_images``: images of
-    the batch-1 latency runs (None: ``images``; 0: skip them)."""
+    the batch-1 latency runs (None: ``images``; 0: skip them). ``many_per_process``: devices per edge
+    process in the runs with more than 3 edges (``python -m rkdsc.edge fleet``: each device its own
+    stream, identity and link, the devices of a process coroutines of one event loop); above 1 those
+    runs are also made with a process per device, side by side (``networked_process_per_device``)."""
     import onnxruntime
 
     from rkdsc.common.bundle import load_bundle
@@ -661,6 +690,8 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         raise ValueError(f"--images: expected an integer >= 1, got {images}")
     if rounds < 1:
         raise ValueError(f"--rounds: expected an integer >= 1, got {rounds}")
+    if many_per_process < 1:
+        raise ValueError(f"--edges-per-process: expected an integer >= 1, got {many_per_process}")
     latency_images = images if latency_images is None else int(latency_images)
     if latency_images < 0:
         raise ValueError(f"--latency-images: expected an integer >= 0, got {latency_images}")
@@ -684,6 +715,7 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
             "image_folder": str(folder), "batch_size": batch_size, "snr_db": snr_db, "fading": fading,
             "compact_dim": spec.compact_dim, "symbols_per_image": spec.symbols_per_image,
             "input_size": list(bdl.input.size), "scale_edges": many,
+            "scale_edges_per_process": many_per_process if many else None,
             "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                         "load_avg_1m": round(os.getloadavg()[0], 2), "onnxruntime": onnxruntime.__version__,
                         "python": platform.python_version()},
@@ -691,7 +723,11 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                       "process; networked: the same steps pipelined over edge, relay and server processes (gRPC on "
                       "localhost), so on several cores it can be faster than the in-process loop",
                       "networked images/s: answered images / the window from the first edge's start of streaming "
-                      "to the last edge's end (process start-up and teardown excluded, listed apart)"],
+                      "to the last edge's end (process start-up and teardown excluded, listed apart)"]
+                     + ([f"{many} edges: {-(-many // many_per_process)} edge processes of up to {many_per_process} "
+                         f"devices (rkdsc fleet: each device its own stream, identity and link); "
+                         f"networked_process_per_device: the same {many} devices as {many} processes, for comparison"]
+                        if many and many_per_process > 1 else []),
         }
         if len(paths) < images:
             msg = (f"--images {images}: the image folder {folder} holds {len(paths)} images, so each run uses "
@@ -712,15 +748,23 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
         other: list[dict] = []
         other_ahead = not _DEFAULT_READ_AHEAD
         other_name = "read_ahead" if other_ahead else "no_read_ahead"  # its doc and ratio keys
+        per_device: list[dict] = []  # the many-edge run with a process per device (many_per_process > 1)
         for k in range(rounds):
             at = f" (round {k + 1}/{rounds})" if rounds > 1 else ""
             log(f"bench: in-process pipeline on {len(paths)} images{at} ...")
             inproc.append(bench_inprocess(bdl, task, paths, names, batch_size, snr_db, fading))
             for e in edges:
-                log(f"bench: networked topology with {e} edge device(s) x {len(paths)} images{at} ...")
+                per = many_per_process if e > 3 else 1
+                log(f"bench: networked topology with {e} edge device(s) x {len(paths)} images"
+                    + (f" ({-(-e // per)} processes)" if per > 1 else "") + f"{at} ...")
                 net[str(e)].append(bench_networked(Path(bundle_dir), folder, task, e, len(paths), batch_size,
                                                    snr_db, fading, work, timeout_s, tag=f"-r{k + 1}",
-                                                   symbols_per_frame=k_sym))
+                                                   symbols_per_frame=k_sym, edges_per_process=per))
+            if many and many_per_process > 1:
+                log(f"bench: networked topology with {many} edge devices, a process each, x {len(paths)} images{at} ...")
+                per_device.append(bench_networked(Path(bundle_dir), folder, task, many, len(paths), batch_size,
+                                                  snr_db, fading, work, timeout_s, tag=f"-per-process-r{k + 1}",
+                                                  symbols_per_frame=k_sym))
             if 1 in edges:
                 log(f"bench: networked, 1 edge, one frame per message (Transmit) x {len(paths)} images{at} ...")
                 frame_msgs.append(bench_networked(Path(bundle_dir), folder, task, 1, len(paths), batch_size, snr_db,
@@ -741,6 +785,8 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                                                symbols_per_frame=k_sym))
         doc["inprocess"] = _merge_rounds(inproc)
         doc["networked"] = {e: _merge_rounds(res) for e, res in net.items()}
+        if per_device:
+            doc["networked_process_per_device"] = {str(many): _merge_rounds(per_device)}
         if frame_msgs:
             doc["networked_single_frame_messages"] = {"1": _merge_rounds(frame_msgs)}
         if other:
@@ -794,6 +840,14 @@ def run_bench(bundle: str | None = None, images: int = 128, out: str | None = No
                 if per_round:
                     r[f"networked_{e}_over_{base}_throughput"] = float(statistics.median(per_round))
                     r[f"networked_{e}_over_{base}_throughput_rounds"] = per_round
+        if per_device and "3" in net:  # the many devices as a process each, over 3 edges and over fleets
+            for key, den in ((f"networked_{many}_process_per_device_over_3_throughput", net["3"]),
+                             (f"networked_{many}_process_per_device_over_fleets_throughput", net[str(many)])):
+                per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(per_device, den)
+                             if a.get("images_per_s") and b.get("images_per_s")]
+                if per_round:
+                    r[key] = float(statistics.median(per_round))
+                    r[key + "_rounds"] = per_round
         if frame_msgs and "1" in net:
             per_round = [b["images_per_s"] / f["images_per_s"] for b, f in zip(net["1"], frame_msgs)
                          if b.get("images_per_s") and f.get("images_per_s")]
@@ -1120,8 +1174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkdsc bench",
         description="Side-by-side benchmarks in one run: in-process pipeline vs the networked topology (server + "
-                    "relay + 1, 3 and 32 edge processes over gRPC; 1 edge also with one frame per message and with "
-                    "read-ahead the other way from the default, for comparison), the batch-1 latency with one frame in flight, "
+                    "relay + 1, 3 and 32 edge devices over gRPC: 1 and 3 as a process each, 32 as processes of "
+                    "--edges-per-process devices and, for comparison, as a process each; 1 edge also with one frame "
+                    "per message and with read-ahead the other way from the default, for comparison), the batch-1 "
+                    "latency with one frame in flight, "
                     "edge encoder torch vs onnxruntime (batch 1 and 32), the relay's channel cost per symbol as it "
                     "calls it (AWGN, Rayleigh) and bytes on the wire per image vs the raw image, with the data-plane "
                     "goals (PASS / FAIL per row). Prints tables; --out writes the JSON with ratios. --soak-s runs "
@@ -1142,6 +1198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edges", type=int_list(min_value=1), default=DEFAULT_EDGES,
                    help="comma-separated edge-device counts to run (the largest above 3 is the many-edge row); "
                         "with --soak-s: the largest is the number of devices")
+    p.add_argument("--edges-per-process", type=int, default=DEFAULT_MANY_PER_PROCESS, metavar="N",
+                   help="devices per edge process in the runs with more than 3 edges (`rkdsc fleet`: each device its "
+                        "own stream, identity and link, the devices of a process share one event loop and the "
+                        "models); with N > 1 those devices also run as a process each, for comparison; 1: only that")
     p.add_argument("--no-tls", dest="tls", action="store_false",
                    help="skip the TLS cost table (mTLS vs plaintext: streamed frames/s and unloaded p99)")
     p.add_argument("--latency-images", type=int, default=None,
@@ -1197,7 +1257,7 @@ def cli(argv: list[str] | None = None) -> int:
             doc = run_bench(args.bundle, args.images, args.out, args.data, args.task, args.batch_size, args.snr,
                             args.fading, args.edges, args.encoder_batches, args.threads, args.timeout, args.work_dir,
                             log, rounds=args.rounds, latency_images=args.latency_images,
-                            tls=args.tls)
+                            tls=args.tls, many_per_process=args.edges_per_process)
     except Exception as exc:  # noqa: BLE001 - report any failure with its type, exit non-zero
         from rkdsc.common.bundle import BundleError
         from rkdsc.common.experiments.demo import DemoError

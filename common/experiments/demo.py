@@ -199,9 +199,9 @@ def _image_side(paths: list[Path]) -> str:
         return f"{im.width}x{im.height}"
 
 
-def _edge_summary(out: Path, transmitter_id: str) -> dict:
-    """OUT/edges/<id>/summary.json ({} when the edge wrote none or it is unreadable)."""
-    path = out / "edges" / transmitter_id / "summary.json"
+def _edge_summary(folder: Path) -> dict:
+    """A device's summary.json in its output folder ({} when it wrote none or it is unreadable)."""
+    path = folder / "summary.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -280,12 +280,18 @@ def _cpu_between(before: float | None, after: float | None) -> float | None:
 
 def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bool = False,
              timeout_s: float = 3600.0, limit: int | None = None, quiet: bool = False, tls: bool = False,
-             start_together: bool = False) -> dict:
+             start_together: bool = False, edges_per_process: int = 1) -> dict:
     """Run the topology; returns the summary dict (also written to OUT/summary.json).
     ``start_together``: every edge loads its models, then waits at a start gate (``rkdsc edge
     --ready-file/--start-file``) opened once all are loaded, so they stream together (benchmarks).
+    ``edges_per_process``: devices per edge process; above 1 the transmitters, in order, go to
+    ``python -m rkdsc.edge fleet`` processes of that many devices each (``OUT/fleets/<k>/<id>/``:
+    each device its own stream, results and summary; OUT/edges holds single devices).
     Raises ConfigError / BundleError for bad inputs, DemoError when a process fails."""
     from rkdsc.common.bundle import BundleError, load_bundle
+
+    if edges_per_process < 1:
+        raise ConfigError(f"edges_per_process: expected at least 1, got {edges_per_process}")
 
     t0 = time.perf_counter()
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -344,40 +350,50 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
         server, server_addr, sinfo = start_service("server", "rkdsc.server", {}, "RKDSC_SERVER")
         relay, relay_addr, rinfo = start_service("relay", "rkdsc.basestation", {"RKDSC_SERVER_ADDR": server_addr},
                                                  "RKDSC_RELAY")
-        # ---- edges
-        edges: list[tuple[Any, Child]] = []
-
-        def edge_ready(tid: str) -> Path:
-            return out / "run" / f"edge-{tid}.json"
-
-        for t in cfg.transmitters:
-            args = [py, "-m", "rkdsc.edge", "--config", str(config), "--id", t.id, "--out", str(out / "edges" / t.id),
-                    "--no-progress"]
+        # ---- edges: one process per device, or fleets of edges_per_process devices
+        groups: list[tuple[Child, list, Path]] = []  # (process, its transmitters, its ready file)
+        folder: dict[str, Path] = {}                 # transmitter id -> its output folder
+        txs = list(cfg.transmitters)
+        for k in range(0, len(txs), edges_per_process):
+            chunk = txs[k:k + edges_per_process]
+            if edges_per_process == 1:
+                (t,) = chunk
+                name, dest = t.id, out / "edges" / t.id
+                folder[t.id] = dest
+                args = [py, "-m", "rkdsc.edge", "--config", str(config), "--id", t.id, "--out", str(dest), "--no-progress"]
+            else:
+                name, dest = f"fleet-{k // edges_per_process}", out / "fleets" / f"{k // edges_per_process}"
+                folder.update({t.id: dest / t.id for t in chunk})
+                args = [py, "-m", "rkdsc.edge", "fleet", "--config", str(config), "--out", str(dest),
+                        "--concurrency", str(len(chunk)), *(a for t in chunk for a in ("--id", t.id))]
             if limit is not None:
                 args += ["--limit", str(limit)]
+            ready = out / "run" / f"edge-{name}.json"
             if start_together:
-                args += ["--ready-file", str(edge_ready(t.id)), "--start-file", str(gate)]
-            child = Child(f"edge {t.id}", args, _child_env({"RKDSC_RELAY_ADDR": relay_addr, **tls_env}),
-                          logs / f"edge-{t.id}.log")
+                args += ["--ready-file", str(ready), "--start-file", str(gate)]
+            child = Child(f"edge {name}", args, _child_env({"RKDSC_RELAY_ADDR": relay_addr, **tls_env}),
+                          logs / f"edge-{name}.log")
             children.append(child)
-            edges.append((t, child))
-        if start_together:  # open the gate once every edge has loaded its models
-            for t, child in edges:
-                _wait_ready(child, edge_ready(t.id), READY_TIMEOUT_S)
+            groups.append((child, chunk, ready))
+        edges = [(t, child) for child, chunk, _ in groups for t in chunk]
+        if start_together:  # open the gate once every edge process has loaded its models
+            for child, _, ready in groups:
+                _wait_ready(child, ready, READY_TIMEOUT_S)
             gate.write_text(f"{time.time():.6f}\n", encoding="utf-8")
         say(f"edges    {', '.join(t.id for t, _ in edges)} streaming ...")
         cpu_start = {svc.name: process_cpu_s(svc.proc.pid) for svc in (server, relay)}
         deadline = time.monotonic() + timeout_s
         failed: list[str] = []
-        edge_status: dict[str, int] = {}  # transmitter id -> exit status of its edge
-        for t, child in edges:
+        edge_status: dict[str, int] = {}  # transmitter id -> exit status of its edge process
+        for child, chunk, _ in groups:
             try:
                 rc = child.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 raise DemoError(f"{child.name} still running after {timeout_s:.0f} s; log {child.log_path}") from None
-            edge_status[t.id] = rc
-            if rc != 0:  # the edge's own verdict (failed images by error code, stream error, no images)
-                why = _edge_summary(out, t.id).get("failure")
+            edge_status.update({t.id: rc for t in chunk})
+            if rc != 0:  # the devices' own verdicts (failed images by error code, stream error, no images)
+                why = "; ".join(f"{t.id}: {w}" if len(chunk) > 1 else w for t in chunk
+                                if (w := _edge_summary(folder[t.id]).get("failure")))
                 failed.append(f"{child.name} exited with status {rc}" + (f": {why}" if why else "")
                               + f"; log {child.log_path}:\n{child.tail()}")
             for other in (server, relay):
@@ -395,11 +411,13 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
             if rc != 0:
                 failed.append(f"{svc.name} exited with status {rc} on SIGTERM; log {svc.log_path}:\n{svc.tail()}")
         for t, child in edges:
-            s = _edge_summary(out, t.id)
+            s = _edge_summary(folder[t.id])
             rc = edge_status.get(t.id)
             rows.append({
-                "exit_status": rc, "ok": rc == 0 and s.get("ok", True),
+                # in a fleet, one device's failure is not its neighbours': its own summary says
+                "exit_status": rc, "ok": (rc == 0 or (edges_per_process > 1 and rc == 1)) and s.get("ok", rc == 0),
                 "failure": s.get("failure") or (None if rc == 0 else f"edge exited with status {rc}"),
+                "process": child.name,
                 "errors_by_code": s.get("errors_by_code", {}),
                 "id": t.id, "task": t.task, "snr_db": t.snr_db, "fading": t.fading,
                 "path_gain_db": t.path_gain_db, "effective_snr_db": t.effective_snr_db,
@@ -415,7 +433,7 @@ def run_demo(config: str | os.PathLike, out: str | os.PathLike, config_ports: bo
                 "raw_image_bytes": s.get("raw_image_bytes"),
                 **({"emulated_latency_ms": s.get("emulated_latency_ms"), "airtime_s": s.get("airtime_s")}
                    if cfg.medium is not None else {}),
-                "results": str(out / "edges" / t.id / "results.jsonl")})
+                "results": str(folder[t.id] / "results.jsonl")})
         if cfg.medium is not None:  # [medium] (issue 13): OUT/scenario.png and OUT/scenario.json
             from rkdsc.common.experiments.scenario_plot import write_scenario
 

@@ -52,7 +52,7 @@ from rkdsc.common.config import ConfigError, TLSConfig
 from rkdsc.common.service.frames import FrameRejected, shown
 
 __all__ = ["TLSError", "Rule", "Guard", "RELAY_POLICY", "SERVER_POLICY", "OPEN_SERVICES", "server_credentials",
-           "channel_credentials", "open_channel", "authorize_frame", "peer_of", "client_token", "load_tokens",
+           "channel_credentials", "open_channel", "open_aio_channel", "call_metadata", "authorize_frame", "peer_of", "client_token", "load_tokens",
            "identity_from_context", "check_client_credentials", "describe", "wait_connected", "Identity", "ADMIN", "RELAY", "SERVER",
            "TOKEN_ENV", "TOKEN_FILE_ENV"]
 
@@ -250,8 +250,13 @@ def _client_setup(tls: TLSConfig | None, who: Identity, options: Sequence[tuple[
         if tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
         creds = channel_credentials(tls, who)
+    return options, creds, _call_token(tls, who, token)
+
+
+def _call_token(tls: TLSConfig | None, who: Identity, token: str | None) -> str | None:
+    """The bearer token a client sends with each call: the given one or its own, none under mtls."""
     token = token or client_token(tls, who)
-    return options, creds, (token if token and (tls is None or tls.mode != "mtls") else None)
+    return token if token and (tls is None or tls.mode != "mtls") else None
 
 
 def open_aio_channel(addr: str, tls: TLSConfig | None, who: Identity, options: Sequence[tuple[str, Any]] = (),
@@ -262,7 +267,18 @@ def open_aio_channel(addr: str, tls: TLSConfig | None, who: Identity, options: S
     options, creds, token = _client_setup(tls, who, options, token)
     channel = grpc.aio.insecure_channel(addr, options=options) if creds is None else \
         grpc.aio.secure_channel(addr, creds, options=options)
-    return channel, (((AUTH_HEADER, f"Bearer {token}"),) if token else ())
+    return channel, _bearer(token)
+
+
+def _bearer(token: str | None) -> tuple[tuple[str, str], ...]:
+    return ((AUTH_HEADER, f"Bearer {token}"),) if token else ()
+
+
+def call_metadata(tls: TLSConfig | None, who: Identity, token: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that identifies ``who`` on a channel it shares with others (a fleet's):
+    its bearer token when there is one and mode is not mtls (there, the channel's certificate is
+    the identity: such a channel cannot be shared), else ``()``."""
+    return _bearer(_call_token(tls, who, token))
 
 
 def wait_connected(channel: grpc.Channel, timeout_s: float) -> None:

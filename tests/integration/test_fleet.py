@@ -156,6 +156,28 @@ def test_under_mutual_tls_each_device_streams_on_its_own_channel_with_its_own_ce
     assert (s["ok"], s["answered"], s["errors"], s["channels"]) == (True, 16, 0, 4), s["failed"]
 
 
+def test_with_tokens_every_device_streams_on_one_shared_channel_under_its_own_token(fleet_config, bundle, tmp_path):
+    from rkdsc.common.certs import write_certs
+    from rkdsc.common.config import TLSConfig
+    from tests.integration.test_tls import TLSServices
+
+    cfg, _ = fleet_config
+    devices = cfg.fleet_transmitters("city", slice(0, 4))
+    write_certs(tmp_path / "certs", [t.id for t in cfg.transmitters])  # tokens.toml: one token per device
+    cfg.tls = TLSConfig(mode="tls", dir=tmp_path / "certs")
+    svc = TLSServices(cfg, bundle)
+    try:
+        runner = FleetRunner(cfg, devices, bundle=bundle, relay_addr=svc.relay_addr, frame_id_base=0)
+        assert runner.shared_channel  # server-side TLS: one connection; the token per call is the identity
+        s = runner.run(tmp_path / "out", limit=4)
+    finally:
+        svc.close()
+    # the relay refuses a call without a token (UNAUTHENTICATED) and frames of another transmitter
+    # than the token's (PERMISSION_DENIED): every image answered means each call carried its own
+    assert (s["ok"], s["answered"], s["errors"], s["channels"]) == (True, 16, 0, 1), s["failed"]
+    assert all(d["answered"] == 4 for d in s["summaries"])
+
+
 def test_a_task_with_two_codecs_has_two_sessions_in_the_process_whatever_the_device_count(fleet_config,
                                                                                           codecs_bundle_dir):
     from rkdsc.common.bundle import load_bundle
@@ -164,8 +186,5 @@ def test_a_task_with_two_codecs_has_two_sessions_in_the_process_whatever_the_dev
     codecs = load_bundle(codecs_bundle_dir, verify=True)
     before = _sessions()
     runner = FleetRunner(cfg, cfg.fleet_transmitters("city"), bundle=codecs)
-    try:
-        assert sorted(runner.models["digits"]) == ["cr-0.5", "cr-0.8"] and _sessions() - before == 2
-        assert all(c.codec_models == runner.models["digits"] for c in runner.clients)
-    finally:
-        runner.close()
+    assert sorted(runner.models["digits"]) == ["cr-0.5", "cr-0.8"] and _sessions() - before == 2
+    assert all(c.codec_models == runner.models["digits"] for c in runner.clients)

@@ -36,17 +36,20 @@ def in_process_reference(bundle, tx, sample_dir):
     return out
 
 
-@pytest.mark.parametrize("batched,read_ahead,sync_channel",
+@pytest.mark.parametrize("batched,read_ahead,shared_channel",
                          [(True, True, False), (True, False, False), (False, True, False), (True, False, True),
                           (False, False, True)],
-                         ids=["TransmitBatch", "TransmitBatch-no-read-ahead", "Transmit", "TransmitBatch-sync-channel",
-                              "Transmit-sync-channel"])
+                         ids=["TransmitBatch", "TransmitBatch-no-read-ahead", "Transmit", "TransmitBatch-shared-channel",
+                              "Transmit-shared-channel"])
 def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, bundle, sample_dir, tmp_path, batched,
-                                                                      read_ahead, sync_channel):
+                                                                      read_ahead, shared_channel):
     # batched messages (one channel call per message) and single frames give the in-process
     # pipeline's results for the same seeds: the k-th frame of a link sees the k-th draw either way,
-    # whether the edge reads the next batch's images on a thread (read_ahead) or not, and whether it
-    # streams on grpc.aio over its own channel or on a given synchronous one (a fleet's)
+    # whether the edge reads the next batch's images on a thread (read_ahead) or not, and whether
+    # each device streams from its own thread over its own channel or all three are coroutines of
+    # one event loop sharing one channel (a fleet's way)
+    import asyncio
+
     import grpc
 
     from rkdsc.common.service import channel_options
@@ -56,26 +59,30 @@ def test_networked_path_equals_in_process_pipeline_and_metrics_agree(services, b
         tx.batch_messages = batched
         tx.read_ahead = read_ahead
     summaries, errors = {}, []
-    chan = grpc.insecure_channel(cfg.relay_addr, options=channel_options(cfg.basestation.max_message_bytes)) \
-        if sync_channel else None
+    clients = [EdgeClient(cfg, tx, bundle=bundle, frame_id_base=0) for tx in cfg.transmitters]
+    if shared_channel:
+        async def together():
+            chan = grpc.aio.insecure_channel(cfg.relay_addr, options=channel_options(cfg.basestation.max_message_bytes))
+            try:
+                done = await asyncio.gather(*(c.run_async(sample_dir, tmp_path / c.tx.id, channel=chan)
+                                              for c in clients))
+            finally:
+                await chan.close()
+            summaries.update({c.tx.id: s for c, s in zip(clients, done)})
 
-    def run(tx):
-        try:
-            summaries[tx.id] = EdgeClient(cfg, tx, bundle=bundle, frame_id_base=0, channel_=chan).run(
-                sample_dir, tmp_path / tx.id)
-        except Exception as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
+        asyncio.run(together())
+    else:
+        def run(client):
+            try:
+                summaries[client.tx.id] = client.run(sample_dir, tmp_path / client.tx.id)
+            except Exception as exc:  # pragma: no cover - surfaced below
+                errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(tx,)) for tx in cfg.transmitters]  # 3 devices at once
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    if chan is not None:
-        from rkdsc.edge.fleet import CHANNEL_POLL_S
-
-        time.sleep(CHANNEL_POLL_S)  # as the fleet: channel_ready_future polls the channel for 0.2 s more
-        chan.close()
+        threads = [threading.Thread(target=run, args=(c,)) for c in clients]  # 3 devices at once
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
     assert not errors and len(summaries) == 3
     spec = bundle.task("digits")
     n = len(list_images(sample_dir, check=False).paths)
@@ -188,6 +195,38 @@ def test_demo_started_together_streams_every_edge_after_the_gate_opens(bundle_di
         assert summary["transmitters"][i]["process_cpu_s"] == edge["process_cpu_s"]
         started = (out / "edges" / f"e{i}" / "summary.json").stat().st_mtime - edge["wall_s"]
         assert started >= opened - 0.05, (f"e{i}", started, opened)
+
+
+def test_demo_with_several_devices_per_process_runs_fleets_behind_the_gate(bundle_dir, sample_dir, tmp_path):
+    """run_demo(edges_per_process=2) (the bench's many-edge row): 5 devices in 3 `python -m rkdsc.edge
+    fleet` processes (2 + 2 + 1), started together; each device its own stream, results and summary."""
+    from rkdsc.common.experiments.bench import cpu_per_image
+    from rkdsc.common.experiments.demo import run_demo
+
+    config = write_toml(tmp_path / "t.toml", {}, {"bundle": {"path": str(bundle_dir)}}, [
+        {"id": f"e{i}", "images": str(sample_dir), "seed": i, "limit": 8, "batch_size": 4} for i in range(5)])
+    out = tmp_path / "fleets"
+    summary = run_demo(config, out, quiet=True, start_together=True, edges_per_process=2)
+    rows = summary["transmitters"]
+    assert summary["ok"] and [r["answered"] for r in rows] == [8] * 5 and all(r["ok"] for r in rows)
+    assert [r["process"] for r in rows] == ["edge fleet-0"] * 2 + ["edge fleet-1"] * 2 + ["edge fleet-2"]
+    opened = float((out / "run" / "start").read_text())
+    for i, r in enumerate(rows):
+        folder = out / "fleets" / str(i // 2) / f"e{i}"
+        assert r["results"] == str(folder / "results.jsonl")
+        records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+        assert len(records) == 8 and {x["transmitter"] for x in records} == {f"e{i}"}
+        edge = json.loads((folder / "summary.json").read_text())
+        assert (folder / "summary.json").stat().st_mtime - edge["wall_s"] >= opened - 0.05
+    for k, n in enumerate((2, 2, 1)):
+        assert json.loads((out / "fleets" / str(k) / "fleet-summary.json").read_text())["devices"] == n
+    assert not any((out / "edges").iterdir())
+    # the devices of one process report that process's CPU: counted once per process
+    per_process = {}
+    for r in rows:
+        per_process[r["process"]] = max(per_process.get(r["process"], 0.0), r["process_cpu_s"])
+    cpu = cpu_per_image(rows, summary["services_cpu_s"], 40)
+    assert cpu["edges"] == pytest.approx(sum(per_process.values()) / 40 * 1e6)
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -17,10 +17,11 @@ from rkdsc.common.experiments import bench
 def doc(tmp_path_factory, bundle_dir, sample_dir):
     work = tmp_path_factory.mktemp("bench")
     out = work / "bench.json"
-    # edges 1, 3 and 4 (the many-edge row at toy scale), the batch-1 latency runs on 4 images
+    # edges 1, 3 and 4 (the many-edge row at toy scale: 2 processes of 2 devices, and 4 processes for
+    # comparison), the batch-1 latency runs on 4 images
     d = bench.run_bench(str(bundle_dir), images=8, out=str(out), data=str(sample_dir), batch_size=4, edges=(1, 3, 4),
                         encoder_batches=(1, 32), threads=1, work_dir=str(work / "wd"), log=lambda s: None, rounds=2,
-                        latency_images=4, tls=False)
+                        latency_images=4, tls=False, many_per_process=2)
     assert json.loads(out.read_text())["ratios"] == d["ratios"]
     assert (work / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the goals' plot beside the JSON
     return d
@@ -188,6 +189,17 @@ def test_goal_rows_cover_the_issue_table(doc):
     # ... with where its CPU went against the 3-edge run, by role
     cpu3, cpu4 = doc["networked"]["3"]["cpu_us_per_image"], many["cpu_us_per_image"]
     assert f"edge processes {cpu3['edges']:.0f} -> {cpu4['edges']:.0f} us" in row["detail"]
+    # ... its devices in 2 processes of 2, and the same 4 devices as a process each, side by side
+    assert (doc["scale_edges_per_process"], many["edge_processes"], many["edges_per_process"]) == (2, 2, 2)
+    assert row["figure"] == "4 edges (2 processes of 2 devices) through one relay and server"
+    alone = doc["networked_process_per_device"]["4"]
+    assert alone["ok"] and alone["errors"] == 0 and alone["answered"] == 2 * 8 * 4 and alone["edge_processes"] == 4
+    assert alone["accuracy"] == many["accuracy"]  # the same seeds: the same answers either way
+    per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(alone["rounds"], doc["networked"]["3"]["rounds"])]
+    assert doc["ratios"]["networked_4_process_per_device_over_3_throughput_rounds"] == pytest.approx(per_round)
+    per_round = [a["images_per_s"] / b["images_per_s"] for a, b in zip(alone["rounds"], many["rounds"])]
+    assert doc["ratios"]["networked_4_process_per_device_over_fleets_throughput_rounds"] == pytest.approx(per_round)
+    assert f"as 4 processes: {alone['images_per_s']:,.0f} images/s" in row["detail"]
     md = bench_markdown(doc)
     for r in rows.values():
         verdict = "PASS" if r["pass"] else "FAIL"
@@ -255,6 +267,10 @@ def test_cpu_per_image_needs_every_figure():
     assert part["edges"] is None and part["server"] is None and part["relay"] == pytest.approx(250.0)
     assert part["total"] is None
     assert bench.cpu_per_image([], {}, 0) == {"edges": None, "relay": None, "server": None, "total": None}
+    # the devices of one edge process (a fleet) each report that process's CPU: it counts once, the largest
+    fleet = [{"process": "f0", "process_cpu_s": 1.0}, {"process": "f0", "process_cpu_s": 1.5},
+             {"process": "f1", "process_cpu_s": 0.5}]
+    assert bench.cpu_per_image(fleet, {"relay": 0.0, "server": 0.0}, 1000)["edges"] == pytest.approx(2000.0)
 
 
 def test_process_cpu_seconds_of_this_process_grow_with_work_and_a_gone_one_is_none():

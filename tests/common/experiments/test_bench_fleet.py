@@ -18,7 +18,7 @@ def test_fleet_rows_answer_every_image_over_two_replicas(bundle_dir, sample_dir,
     for row, n in ((one, 1), (six, 6)):
         assert row["devices"] == n and row["exit_status"] == 0
         assert row["images"] == row["answered"] == 4 * n and row["errors"] == 0
-        assert row["fleet_rss_peak_mb"] > 50 and row["relay_rss_peak_mb"] > 20
+        assert row["fleet_rss_peak_mb"] > 30 and row["relay_rss_peak_mb"] > 20
         assert len(row["server_rss_peak_mb"]) == 2 and all(v > 50 for v in row["server_rss_peak_mb"])
         assert sum(row["frames_per_replica"]) == 4 * n  # every frame decoded by one of the replicas
     # six streams, round_robin per new upstream stream: both replicas took devices
