@@ -2,6 +2,7 @@
 and ``plot_goals``: the data-plane goals as a figure (each round, the median, the goal line)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +251,7 @@ def plot_goals(doc: dict, path: str | Path) -> list[str]:
         ax.set_xlim(-0.6, 0.6)
         ax.set_xticks([])
         ax.set_ylabel(_AXIS_LABEL.get(row.get("measure"), row.get("unit") or ""))
-        ax.set_title(f"{row['figure']}\n{row['goal']}: {verdict}", fontsize=8)
+        ax.set_title("\n".join([*textwrap.wrap(row["figure"], 38), f"{row['goal']}: {verdict}"]), fontsize=8)
     axes[0][0].legend(fontsize=7, loc="lower left")
     machine = doc.get("machine") or {}
     fig.suptitle(f"rkdsc bench: {sum(v == 'PASS' for v in verdicts)} of {len(rows)} goals met "

@@ -8,7 +8,8 @@
    config root) and is missing, at that task's input size in the bundle;
 3. starts ``python -m rkdsc.server``, waits for gRPC health SERVING, then ``python -m rkdsc.basestation``
    (SERVING once it has the server's task list), then every ``python -m rkdsc.edge`` of the
-   topology at once; ports are picked by the services themselves (port 0 through the
+   topology at once (``--edges-per-process N``: ``python -m rkdsc.edge fleet`` processes of N
+   devices each); ports are picked by the services themselves (port 0 through the
    RKDSC_*_BIND / RKDSC_*_METRICS_PORT overrides, reported back in a ready file) unless
    ``--config-ports``;
 4. waits for the edges, scrapes ``/metrics`` of server and relay once
@@ -30,7 +31,8 @@
    and prints two tables: per device, and per task (the devices of a task pooled). With a
    ``[medium]`` table also ``OUT/scenario.png`` and ``OUT/scenario.json`` (docs/medium.md).
    Child logs: ``OUT/logs/*.log``; per-device results:
-   ``OUT/edges/<id>/results.jsonl``.
+   ``OUT/edges/<id>/results.jsonl`` (with ``--edges-per-process N`` > 1:
+   ``OUT/fleets/<k>/<id>/results.jsonl``, the devices of fleet process k).
 
 With ``--tls`` (``run_demo(..., tls=True)``) a development CA and certificates for the server,
 the relay, an admin and every transmitter are made in ``OUT/certs`` (``rkdsc certs``) and every
@@ -482,6 +484,10 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--tls", action="store_true",
                    help="mutual TLS on every hop: a development CA and certificates for server, relay, admin and "
                         "every transmitter are made in OUT/certs (docs/security.md)")
+    p.add_argument("--edges-per-process", type=int, default=1, metavar="N",
+                   help="edge devices per process (default 1: a process each); above 1 the transmitters, in order, "
+                        "run as `rkdsc fleet` processes of N devices (OUT/fleets/<k>/<id>/), each device still its "
+                        "own stream, identity and results: for many devices on few cores")
     args = p.parse_args(argv)
     from rkdsc.common.bundle import BundleError
 
@@ -491,7 +497,7 @@ def cli(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         summary = run_demo(args.config, args.out, config_ports=args.config_ports, timeout_s=args.timeout,
-                           limit=args.limit, quiet=args.quiet, tls=args.tls)
+                           limit=args.limit, quiet=args.quiet, tls=args.tls, edges_per_process=args.edges_per_process)
     except (ConfigError, BundleError, FileExistsError) as exc:
         print(f"rkdsc demo: error: {exc}", file=sys.stderr)
         return 2

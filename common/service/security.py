@@ -52,9 +52,9 @@ from rkdsc.common.config import ConfigError, TLSConfig
 from rkdsc.common.service.frames import FrameRejected, shown
 
 __all__ = ["TLSError", "Rule", "Guard", "RELAY_POLICY", "SERVER_POLICY", "OPEN_SERVICES", "server_credentials",
-           "channel_credentials", "open_channel", "open_aio_channel", "call_metadata", "authorize_frame", "peer_of", "client_token", "load_tokens",
-           "identity_from_context", "check_client_credentials", "describe", "wait_connected", "Identity", "ADMIN", "RELAY", "SERVER",
-           "TOKEN_ENV", "TOKEN_FILE_ENV"]
+           "channel_credentials", "open_channel", "open_aio_channel", "call_metadata", "authorize_frame", "peer_of",
+           "client_token", "load_tokens", "identity_from_context", "check_client_credentials", "describe",
+           "wait_connected", "Identity", "ADMIN", "RELAY", "SERVER", "TOKEN_ENV", "TOKEN_FILE_ENV"]
 
 log = logging.getLogger("rkdsc.security")
 

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +226,13 @@ def test_demo_with_several_devices_per_process_runs_fleets_behind_the_gate(bundl
         per_process[r["process"]] = max(per_process.get(r["process"], 0.0), r["process_cpu_s"])
     cpu = cpu_per_image(rows, summary["services_cpu_s"], 40)
     assert cpu["edges"] == pytest.approx(sum(per_process.values()) / 40 * 1e6)
+
+
+def test_demo_refuses_fewer_than_one_device_per_process(capsys):
+    from rkdsc.common.experiments.demo import cli
+
+    assert cli(["--config", "deploy/topology.toml", "--edges-per-process", "0", "--quiet"]) == 2
+    assert "edges_per_process: expected at least 1, got 0" in capsys.readouterr().err
 
 
 def _processes_mentioning(text: str) -> list[int]:
