@@ -142,57 +142,47 @@ class _ResultLog:
 class _InFlight:
     """The frames of one stream handed to gRPC and not answered yet, and the stream's first failure.
 
-    Thread-safe (the synchronous path's sender, receiver and result timeout share it). ``overdue``
-    gives up on every open frame once the oldest has waited ``timeout_s``."""
+    Used from the stream's event-loop thread only (the read-ahead thread never touches it), so it
+    holds no lock. ``overdue`` gives up on every open frame once the oldest has waited ``timeout_s``."""
 
     def __init__(self, timeout_s: float):
         self.timeout_s = float(timeout_s)
         self._by_id: dict[int, _Entry] = {}    # frame id -> entry
         self._since: dict[int, float] = {}     # frame id -> perf_counter when it was queued
-        self._errors: list[str] = []
-        self._lock = threading.Lock()
+        self.error: str | None = None          # why the stream failed (the first reason)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._by_id)
+        return len(self._by_id)
 
     def add(self, id_base: int, entries: list[_Entry], now: float) -> None:
-        with self._lock:
-            for e in entries:
-                self._by_id[id_base + e.index] = e
-                self._since[id_base + e.index] = now
+        for e in entries:
+            self._by_id[id_base + e.index] = e
+            self._since[id_base + e.index] = now
 
     def pop(self, frame_id: int) -> _Entry | None:
-        with self._lock:
-            self._since.pop(frame_id, None)
-            return self._by_id.pop(frame_id, None)
+        self._since.pop(frame_id, None)
+        return self._by_id.pop(frame_id, None)
 
     def overdue(self, now: float) -> list[_Entry] | None:
         """Every open entry (removed) when the oldest has waited timeout_s or longer, else None."""
-        with self._lock:
-            if not self._since or now - min(self._since.values()) < self.timeout_s:
-                return None
-            lost = list(self._by_id.values())
-            self._by_id.clear()
-            self._since.clear()
-            return lost
+        if not self._since or now - min(self._since.values()) < self.timeout_s:
+            return None
+        lost = list(self._by_id.values())
+        self._by_id.clear()
+        self._since.clear()
+        return lost
 
     def fail(self, message: str) -> None:
         """Record why the stream failed (the first reason is kept)."""
-        with self._lock:
-            if not self._errors:
-                self._errors.append(message)
+        if self.error is None:
+            self.error = message
 
     @property
     def failed(self) -> bool:
-        return bool(self._errors)
-
-    @property
-    def error(self) -> str | None:
-        return self._errors[0] if self._errors else None
+        return self.error is not None
 
 
-def _run_coroutine(coro):
+def run_coroutine(coro):
     """``asyncio.run(coro)``, on a thread of its own when this thread already runs an event loop
     (a notebook, an async application): the result, or the exception, comes back here."""
     try:
@@ -373,7 +363,7 @@ class EdgeClient:
         out_dir) and return the summary dict (``stream_error`` set when the stream failed).
         ``run_async`` on an event loop of its own (on a thread of its own when the caller's thread
         already runs one, e.g. a notebook)."""
-        return _run_coroutine(self.run_async(images_dir, out_dir, limit))
+        return run_coroutine(self.run_async(images_dir, out_dir, limit))
 
     async def run_async(self, images_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
                         limit: int | None = None, channel: "grpc.aio.Channel | None" = None) -> dict[str, Any]:

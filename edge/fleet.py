@@ -52,7 +52,7 @@ from rkdsc.common.config import Config, ConfigError, TransmitterConfig
 from rkdsc.common.data.images import list_images
 from rkdsc.common.service import channel_options, run_cli
 from rkdsc.common.service.security import Identity, open_aio_channel
-from rkdsc.edge.client import (CONNECT_TIMEOUT_S, START_TIMEOUT_S, EdgeClient, _run_coroutine, percentile,
+from rkdsc.edge.client import (CONNECT_TIMEOUT_S, START_TIMEOUT_S, EdgeClient, percentile, run_coroutine,
                                wait_for_start)
 
 log = logging.getLogger("rkdsc.edge")
@@ -115,7 +115,8 @@ class FleetRunner:
         self.clients: list[_Device] = []
         self.listings = _Listings()
         for tx in self.transmitters:
-            client = _Device(cfg, tx, bundle=self.bundle, relay_addr=self.relay_addr, progress=False, intra_op_threads=intra_op_threads, frame_id_base=frame_id_base,
+            client = _Device(cfg, tx, bundle=self.bundle, relay_addr=self.relay_addr, progress=False,
+                             intra_op_threads=intra_op_threads, frame_id_base=frame_id_base,
                              connect_timeout_s=connect_timeout_s, models=self.models.get(tx.task))
             client.listings = self.listings
             self.models.setdefault(tx.task, client.codec_models)
@@ -127,7 +128,7 @@ class FleetRunner:
         ``out_dir/<id>/`` and ``out_dir/fleet-summary.json``; return the fleet summary (the
         devices' own summaries under ``"summaries"``, not written to the fleet file).
         ``run_async`` on an event loop of its own."""
-        return _run_coroutine(self.run_async(out_dir, images_dir, limit))
+        return run_coroutine(self.run_async(out_dir, images_dir, limit))
 
     async def run_async(self, out_dir: str | Path | None = None, images_dir: str | Path | None = None,
                         limit: int | None = None) -> dict[str, Any]:

@@ -277,7 +277,7 @@ def service_figures(out: Path, symbols_per_frame: int) -> dict:
     }
 
 
-def _edge_window(out: Path, rows: list[dict]) -> float:
+def _edge_window(rows: list[dict]) -> float:
     """Seconds from the first edge's start of streaming to the last edge's end: each edge writes its
     summary.json when it is done (its mtime: the end) and reports its own wall time (end - start).
     Edges that start late (process start-up on a busy machine) widen the window, so the aggregate rate
@@ -296,16 +296,23 @@ def _edge_window(out: Path, rows: list[dict]) -> float:
     return max(longest, max(e for _, e in spans) - min(s for s, _ in spans))
 
 
+def _by_edge_process(rows: list[dict], value: Callable[[dict], Any]) -> dict[Any, list]:
+    """``value(row)`` of a run's device rows grouped by edge process (``run_demo``'s ``process``;
+    a row without one is a process of its own)."""
+    groups: dict[Any, list] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r.get("process", i), []).append(value(r))
+    return groups
+
+
 def cpu_per_image(rows: list[dict], services_cpu_s: dict, answered: int) -> dict:
     """CPU microseconds per answered image by role over a run's streaming: ``edges`` (every edge
     process, its own ``process_cpu_s``; the devices of one process, a fleet, report the process's
     CPU over their own runs: counted once, the largest), ``relay``, ``server`` (``run_demo``'s
     ``services_cpu_s``) and ``total``; a role is None when a figure is missing (then ``total`` is
     None too)."""
-    by_process: dict[Any, list] = {}
-    for i, r in enumerate(rows):
-        by_process.setdefault(r.get("process", i), []).append(r.get("process_cpu_s"))
-    edge = [None if None in v else max(v) for v in by_process.values()]
+    edge = [None if None in v else max(v)
+            for v in _by_edge_process(rows, lambda r: r.get("process_cpu_s")).values()]
     by = {"edges": sum(edge) if rows and None not in edge else None,
           "relay": services_cpu_s.get("relay"), "server": services_cpu_s.get("server")}
     out = {k: (v / answered * 1e6 if v is not None and answered else None) for k, v in by.items()}
@@ -352,13 +359,13 @@ def bench_networked(bundle_dir: Path, images: Path, task: str, edges: int, n: in
             pass
     answered = sum(r["answered"] for r in rows)
     edge_wall = max((r.get("wall_s") or 0.0) for r in rows) if rows else 0.0
-    window = _edge_window(out, rows)
+    window = _edge_window(rows)
     labelled = [r for r in rows if r.get("accuracy") is not None]
     cpu = cpu_per_image(rows, summary.get("services_cpu_s") or {}, answered)
     k = symbols_per_frame or (rows[0].get("symbols_per_image") if rows else None) or 1
     return {
         "edges": edges, "edges_per_process": edges_per_process,
-        "edge_processes": len({r.get("process", i) for i, r in enumerate(rows)}),
+        "edge_processes": len(_by_edge_process(rows, lambda r: None)),
         "images": sum(r["images"] for r in rows), "answered": answered,
         "errors": sum(r["errors"] for r in rows), "ok": summary.get("ok") and failure is None,
         "failure": failure, "batch_size": batch_size, "max_in_flight": max_in_flight,
